@@ -1,0 +1,1 @@
+"""Infrastructure: the local Kafka broker, topic provisioning and the ``fiml`` CLI."""

@@ -1,0 +1,222 @@
+"""Pydantic models of every Kafka topic record: one model per concept, defined once.
+
+Conventions every record follows (other parts code against them):
+
+* ``v`` is the schema version (see docs/SCHEMAS.md for when it changes).
+* Times are **integer milliseconds since the Unix epoch, UTC**. Integers keep arbitration
+  deterministic (no float drift, no time zones) and compare fast. ``event_time_ms`` is the
+  provider's time for the event; ``ingest_time_ms`` is when ingestion received it.
+* Prices are finite floats > 0 and sizes finite floats >= 0, stored exactly as given: nothing
+  here rounds, and JSON encoding uses the shortest representation that round-trips.
+* Models are frozen and forbid unknown keys, so a typo in a producer fails loudly.
+* Numbers are strict: ``"1.5"`` (a string) is not a price and ``1.0`` is not an ``int``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "AssetType",
+    "Interval",
+    "OHLCVUpdate",
+    "PriceUpdate",
+    "ProviderHealth",
+    "QualityFlag",
+    "QuoteUpdate",
+    "RawTick",
+    "RawTrade",
+    "Record",
+    "Side",
+    "TradeUpdate",
+]
+
+# Constrained scalar types, shared by every record.
+Price = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+Size = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+EpochMs = Annotated[int, Field(strict=True, ge=0, description="UTC epoch milliseconds")]
+Count = Annotated[int, Field(strict=True, ge=0)]
+Unit = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+Side = Literal["buy", "sell"]
+
+
+class AssetType(StrEnum):
+    """What kind of instrument a symbol names (see ``schemas.symbols`` for the forms)."""
+
+    CRYPTO = "crypto"
+    EQUITY = "equity"
+    FX = "fx"
+    INDEX = "index"
+    COMMODITY = "commodity"
+
+
+class Interval(StrEnum):
+    """A candle interval; windows are aligned to UTC epoch multiples of ``ms``."""
+
+    S1 = "1s"
+    M1 = "1m"
+    M5 = "5m"
+    M15 = "15m"
+    H1 = "1h"
+    D1 = "1d"
+
+    @property
+    def ms(self) -> int:
+        """The interval's length in milliseconds."""
+        return _INTERVAL_MS[self.value]
+
+    def window_start(self, time_ms: int) -> int:
+        """Start (UTC epoch ms) of the window of this interval that contains ``time_ms``."""
+        return time_ms - time_ms % self.ms
+
+
+_INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "5m": 300_000, "15m": 900_000,
+                "1h": 3_600_000, "1d": 86_400_000}
+
+
+class QualityFlag(StrEnum):
+    """Known values of ``PriceUpdate.flags``; the field stays ``list[str]`` so new flags are
+    not a schema change."""
+
+    SINGLE_SOURCE = "single_source"
+    STALE = "stale"
+    OUTLIERS_REJECTED = "outliers_rejected"
+    LOW_CONFIDENCE = "low_confidence"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: int = Field(default=1, strict=True, ge=1, description="schema version")
+
+
+class RawTick(_Record):
+    """One quote/last-price observation from one provider (topic ``fiml.raw.ticks``)."""
+
+    provider: Name
+    symbol: Name = Field(description="canonical symbol, see schemas.symbols")
+    provider_symbol: Name = Field(description="the symbol as the provider spells it")
+    asset_type: AssetType
+    market: str | None = None
+    price: Price = Field(description="last traded or reference price")
+    bid: Price | None = None
+    ask: Price | None = None
+    bid_size: Size | None = None
+    ask_size: Size | None = None
+    volume: Size | None = Field(default=None, description="24h or cumulative, as the provider")
+    event_time_ms: EpochMs
+    ingest_time_ms: EpochMs
+    seq: Count = Field(description="per-provider sequence number, increasing")
+
+
+class RawTrade(_Record):
+    """One trade reported by one provider (topic ``fiml.raw.trades``)."""
+
+    provider: Name
+    symbol: Name
+    provider_symbol: Name
+    asset_type: AssetType
+    market: str | None = None
+    trade_id: Name
+    price: Price
+    amount: Size
+    side: Side | None = None
+    event_time_ms: EpochMs
+    ingest_time_ms: EpochMs
+    seq: Count
+
+
+class ProviderHealth(_Record):
+    """A provider's state and measured quality (compacted topic ``fiml.provider.health``)."""
+
+    provider: Name
+    state: Literal["up", "degraded", "down"]
+    reason: str | None = None
+    event_time_ms: EpochMs
+    reliability: Unit | None = None
+    error_bps: Size | None = Field(default=None, description="error vs consensus, basis points")
+    staleness_ms: Size | None = None
+    ticks: Count | None = None
+    errors: Count | None = None
+
+
+class PriceUpdate(_Record):
+    """The arbitrated price of one symbol (topic ``fiml.prices``)."""
+
+    symbol: Name
+    asset_type: AssetType
+    price: Price
+    confidence: Unit
+    band_low: Price
+    band_high: Price
+    providers_used: list[str]
+    providers_rejected: list[str] = Field(default_factory=list)
+    flags: list[str] = Field(default_factory=list, description="see QualityFlag")
+    event_time_ms: EpochMs
+    source_ticks: Count
+
+    @model_validator(mode="after")
+    def _band_contains_price(self) -> Self:
+        # A band that does not contain its price is a bug upstream, not a market condition.
+        if not self.band_low <= self.price <= self.band_high:
+            raise ValueError("band_low <= price <= band_high does not hold")
+        return self
+
+
+class QuoteUpdate(_Record):
+    """Consensus best bid and ask of one symbol (topic ``fiml.quotes``)."""
+
+    symbol: Name
+    bid: Price
+    ask: Price
+    bid_size: Size | None = None
+    ask_size: Size | None = None
+    providers: list[str]
+    event_time_ms: EpochMs
+
+
+class TradeUpdate(_Record):
+    """A normalised trade (topic ``fiml.trades``)."""
+
+    symbol: Name
+    trade_id: Name
+    price: Price
+    amount: Size
+    side: Side | None = None
+    providers: list[str]
+    event_time_ms: EpochMs
+
+
+class OHLCVUpdate(_Record):
+    """One revision of a candle (topic ``fiml.ohlcv``); ``is_final`` closes the window."""
+
+    symbol: Name
+    interval: Interval
+    window_start_ms: EpochMs
+    window_end_ms: EpochMs = Field(description="exclusive: window_start_ms + interval.ms")
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Size
+    trade_count: Count
+    rev: Count = Field(description="revision number within the window, increasing")
+    is_final: bool = Field(strict=True)
+    event_time_ms: EpochMs
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.window_start_ms % self.interval.ms:
+            raise ValueError("window_start_ms is not aligned to the interval")
+        if self.window_end_ms != self.window_start_ms + self.interval.ms:
+            raise ValueError("window_end_ms must be window_start_ms + the interval length")
+        if not self.low <= min(self.open, self.close) <= max(self.open, self.close) <= self.high:
+            raise ValueError("low <= open, close <= high does not hold")
+        return self
+
+
+Record = RawTick | RawTrade | ProviderHealth | PriceUpdate | QuoteUpdate | TradeUpdate | OHLCVUpdate

@@ -1,0 +1,93 @@
+"""Shared fixtures: one real Kafka broker for the whole session, and fresh topics per test.
+
+The broker is, in order of preference: the cluster named by ``KAFKA_BOOTSTRAP_SERVERS``; a
+testcontainers Kafka container if a Docker engine answers; else the project's own local broker
+(``infra.broker``) on free ports in a temporary directory, stopped when the session ends.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.broker import BrokerConfig, LocalBroker
+from infra.topics import ensure_topic
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _docker_answers() -> bool:
+    """True if a Docker engine answers on its socket (the client alone is not enough)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return True  # a remote engine: let testcontainers try it
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(host.removeprefix("unix://"))
+            sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return b"OK" in sock.recv(1024)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A bootstrap address of a real Kafka broker, valid for the whole test session."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    config = BrokerConfig(
+        port=free_port(),
+        controller_port=free_port(),
+        data_dir=tmp_path_factory.mktemp("kafka"),
+        heap="768m",
+    )
+    broker = LocalBroker(config)
+    broker.start()
+    try:
+        yield config.bootstrap
+    finally:
+        broker.stop()
+
+
+TopicFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def make_topic(kafka_bootstrap: str) -> TopicFactory:
+    """Create a uniquely named topic so that tests never share state."""
+
+    async def _make(prefix: str = "test", partitions: int = 1, **configs: str) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        await ensure_topic(kafka_bootstrap, name, partitions, dict(configs))
+        return name
+
+    return _make
+
+
+@pytest.fixture
+def topic_prefix(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh FIML_TOPIC_PREFIX: the whole registry under new names for this test."""
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    monkeypatch.setenv("FIML_TOPIC_PREFIX", prefix)
+    return prefix
