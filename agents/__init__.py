@@ -1,0 +1,1 @@
+"""Agents: ingestion (providers -> raw topics) and arbitration (raw -> derived topics)."""

@@ -171,6 +171,9 @@ def fetch_jars(lib_dir: Path) -> Path:
 
 def probe(bootstrap: str, timeout: float = 5.0) -> list[str] | None:
     """Topic names if a broker answers a metadata request at ``bootstrap``, else None."""
+    first = bootstrap.split(",")[0].rsplit(":", 1)
+    if len(first) == 2 and first[1].isdigit() and not _port_in_use(first[0], int(first[1])):
+        return None  # nothing listens: skip the client, whose retries would log errors
 
     async def _list() -> list[str]:
         from aiokafka.admin import AIOKafkaAdminClient

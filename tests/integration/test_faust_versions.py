@@ -1,0 +1,77 @@
+"""faust-streaming, aiokafka and the Kafka broker work together (tables and internal topics)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+pytestmark = pytest.mark.integration
+
+
+async def test_faust_worker_updates_a_table_and_writes_output(
+    kafka_bootstrap: str, make_topic, tmp_path: Path
+) -> None:
+    source, output = await make_topic("smoke-in"), await make_topic("smoke-out")
+    app_id = f"smoke-{uuid.uuid4().hex[:8]}"
+    env = dict(
+        os.environ,
+        SMOKE_APP_ID=app_id,
+        SMOKE_BOOTSTRAP=kafka_bootstrap,
+        SMOKE_DATADIR=str(tmp_path / "faust"),
+        SMOKE_IN=source,
+        SMOKE_OUT=output,
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "faust", "-A", "tests.integration.faust_smoke_app",
+         "worker", "--loglevel", "warn", "--without-web"],
+        env=env, cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for key in [b"a", b"b", b"a", b"a", b"b"]:
+                await producer.send(source, b"x", key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+        consumer = AIOKafkaConsumer(
+            output, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            seen: list[bytes] = []
+            deadline = time.monotonic() + 90
+            while len(seen) < 5 and time.monotonic() < deadline:
+                assert worker.poll() is None, worker.communicate()[0].decode(errors="replace")
+                batch = await consumer.getmany(timeout_ms=1000)
+                seen.extend(r.value for records in batch.values() for r in records)
+        finally:
+            await consumer.stop()
+        assert sorted(seen) == sorted([b"a=1", b"b=1", b"a=2", b"a=3", b"b=2"])
+
+        # The table is changelog-backed: Faust created its internal topic on the broker.
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            assert f"{app_id}-counts-changelog" in await admin.list_topics()
+        finally:
+            await admin.close()
+    finally:
+        worker.terminate()
+        try:
+            out, _ = worker.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            out, _ = worker.communicate()
+    assert b"Traceback" not in out, out.decode(errors="replace")[-3000:]
