@@ -41,7 +41,19 @@ KAFKA_VERSION = "4.1.1"
 _KAFKA_DIR = Path(__file__).parent / "kafka"
 _POM = _KAFKA_DIR / "pom.xml"
 _LOG4J = _KAFKA_DIR / "log4j2.properties"
-_DEFAULT_HOME = Path(os.environ.get("FIML_HOME", Path.cwd() / ".fiml"))
+
+
+def _default_home() -> Path:
+    """``FIML_HOME``; else ``.fiml`` in the source checkout; else the user's cache directory."""
+    if "FIML_HOME" in os.environ:
+        return Path(os.environ["FIML_HOME"])
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").exists():
+        return checkout / ".fiml"
+    return Path.home() / ".cache" / "fiml"
+
+
+_DEFAULT_HOME = _default_home()
 
 
 def external_bootstrap() -> str | None:
