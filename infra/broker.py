@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.errors import BrokerStartError, BrokerUnreachableError, FetchError, ToolMissingError
+from infra.errors import BrokerStartError, FetchError, ToolMissingError
 
 __all__ = [
     "KAFKA_VERSION",
@@ -154,7 +154,8 @@ def fetch_jars(lib_dir: Path) -> Path:
     if mvn is None:
         raise ToolMissingError(
             "Maven (mvn) is not installed, so the Kafka jars cannot be fetched: "
-            "install it (apt-get install maven) or set KAFKA_BOOTSTRAP_SERVERS to an existing cluster."
+            "install it (apt-get install maven) or set KAFKA_BOOTSTRAP_SERVERS "
+            "to an existing cluster."
         )
     lib_dir.mkdir(parents=True, exist_ok=True)
     command = [
@@ -362,7 +363,8 @@ class LocalBroker:
         if "Address already in use" in tail:
             return (
                 f"The broker could not bind {cfg.bootstrap} or controller port "
-                f"{cfg.controller_port} (address in use): stop the other program or pick other ports."
+                f"{cfg.controller_port} (address in use): "
+                "stop the other program or pick other ports."
             )
         if "meta.properties" in tail or "cluster.id" in tail or "Invalid cluster" in tail:
             return (

@@ -30,7 +30,9 @@ err_console = Console(stderr=True)
 
 PortOption = typer.Option(None, "--port", help="Broker port (default 9092 or FIML_KAFKA_PORT).")
 ControllerOption = typer.Option(None, "--controller-port", help="KRaft controller port.")
-DataDirOption = typer.Option(None, "--data-dir", help="Broker data directory (default .fiml/broker).")
+DataDirOption = typer.Option(
+    None, "--data-dir", help="Broker data directory (default .fiml/broker)."
+)
 
 
 def _broker(port: int | None, controller_port: int | None, data_dir: Path | None) -> LocalBroker:

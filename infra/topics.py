@@ -6,6 +6,7 @@ never changed, because changing it would move symbols between partitions).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -50,10 +51,9 @@ async def create_topics(
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
-            try:
+            # Another process may provision concurrently: the goal is met all the same.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process provisioned concurrently: the goal is met
         return [t.name for t in missing]
     finally:
         await admin.close()
@@ -62,7 +62,8 @@ async def create_topics(
 async def ensure_topic(bootstrap: str, name: str, partitions: int, configs: dict[str, str]) -> None:
     """Create one ad-hoc topic (tests, rebuilds) unless it exists."""
     extra = {k: v for k, v in configs.items() if k != "retention.ms"}
-    spec = TopicSpec(name, "", "", partitions, int(configs.get("retention.ms", "-1")), extra_configs=extra)
+    retention = int(configs.get("retention.ms", "-1"))
+    spec = TopicSpec(name, "", "", partitions, retention, extra_configs=extra)
     await create_topics(bootstrap, [spec], prefix_names=False)
 
 

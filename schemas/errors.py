@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 if TYPE_CHECKING:
     # Imported only for annotations: protocol.py imports this module, not the other way round.
     from schemas.protocol import ErrorCode
@@ -24,6 +26,7 @@ __all__ = [
     "ProtocolError",
     "SchemaError",
     "SymbolError",
+    "summarize",
 ]
 
 
@@ -44,6 +47,11 @@ class DecodeError(SchemaError):
         self.message = message
         self.field = field
         super().__init__(f"{field}: {message}" if field else message)
+
+    @classmethod
+    def from_validation_error(cls, exc: ValidationError) -> DecodeError:
+        """The first problem pydantic found, with its field path (and how many others)."""
+        return cls(*summarize(exc))
 
 
 class ProtocolError(SchemaError):
@@ -74,3 +82,19 @@ class SymbolError(SchemaError, ValueError):
         self.symbol = symbol
         self.reason = reason
         super().__init__(f"{symbol!r}: {reason}")
+
+
+def summarize(exc: ValidationError) -> tuple[str, str | None]:
+    """``(message, field)`` for the first error of ``exc``; the message counts the others.
+
+    One error is enough to act on and keeps error messages to clients short and stable.
+    """
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    if not errors:  # pragma: no cover - pydantic never raises an empty ValidationError
+        return str(exc), None
+    first = errors[0]
+    field = ".".join(str(part) for part in first["loc"]) or None
+    message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix adds nothing
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error(s))"
+    return message, field

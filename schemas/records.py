@@ -74,8 +74,14 @@ class Interval(StrEnum):
         return time_ms - time_ms % self.ms
 
 
-_INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "5m": 300_000, "15m": 900_000,
-                "1h": 3_600_000, "1d": 86_400_000}
+_INTERVAL_MS = {
+    "1s": 1_000,
+    "1m": 60_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "1h": 3_600_000,
+    "1d": 86_400_000,
+}
 
 
 class QualityFlag(StrEnum):

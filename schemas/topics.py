@@ -65,10 +65,18 @@ TOPICS: dict[str, TopicSpec] = {
             -1,
             cleanup_policy="compact",
         ),
-        TopicSpec("fiml.prices", "canonical symbol", "PriceUpdate", PARTITIONS, DERIVED_RETENTION_MS),
-        TopicSpec("fiml.quotes", "canonical symbol", "QuoteUpdate", PARTITIONS, DERIVED_RETENTION_MS),
-        TopicSpec("fiml.trades", "canonical symbol", "TradeUpdate", PARTITIONS, DERIVED_RETENTION_MS),
-        TopicSpec("fiml.ohlcv", "canonical symbol", "OHLCVUpdate", PARTITIONS, DERIVED_RETENTION_MS),
+        TopicSpec(
+            "fiml.prices", "canonical symbol", "PriceUpdate", PARTITIONS, DERIVED_RETENTION_MS
+        ),
+        TopicSpec(
+            "fiml.quotes", "canonical symbol", "QuoteUpdate", PARTITIONS, DERIVED_RETENTION_MS
+        ),
+        TopicSpec(
+            "fiml.trades", "canonical symbol", "TradeUpdate", PARTITIONS, DERIVED_RETENTION_MS
+        ),
+        TopicSpec(
+            "fiml.ohlcv", "canonical symbol", "OHLCVUpdate", PARTITIONS, DERIVED_RETENTION_MS
+        ),
         TopicSpec(
             "fiml.deadletter",
             "original key",

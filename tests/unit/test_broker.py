@@ -35,13 +35,13 @@ def test_server_properties_is_single_node_kraft_on_loopback(tmp_path: Path) -> N
 def test_missing_java_is_one_plain_sentence(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    with pytest.raises(ToolMissingError, match="Java is not installed.*install"):
+    with pytest.raises(ToolMissingError, match=r"Java is not installed.*install"):
         LocalBroker(_config(tmp_path)).start()
 
 
 def test_missing_maven_is_one_plain_sentence(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(ToolMissingError, match="Maven .* not installed.*install"):
+    with pytest.raises(ToolMissingError, match=r"Maven .* not installed.*install"):
         fetch_jars(tmp_path / "lib")
 
 

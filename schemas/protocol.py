@@ -1,0 +1,282 @@
+"""The WebSocket protocol: client and server messages, and validation of client input.
+
+Compatible with the FIML seed: every seed message is accepted as it was, unknown keys in client
+messages are ignored, and the additions (replay, snapshot, mode, resume) are optional. Server
+messages forbid unknown keys so the gateway cannot drift from the documented contract.
+``parse_client_message`` does no I/O; the gateway turns its ``ProtocolError`` into an
+``ErrorMessage`` and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from schemas.errors import ProtocolError, summarize
+from schemas.records import OHLCVUpdate, PriceUpdate, QuoteUpdate, TradeUpdate
+
+__all__ = [
+    "MAX_SYMBOLS",
+    "ClientMessage",
+    "DataMessage",
+    "ErrorCode",
+    "ErrorMessage",
+    "Heartbeat",
+    "ReplayComplete",
+    "ServerMessage",
+    "StreamType",
+    "SubscribeRequest",
+    "SubscriptionAck",
+    "UnsubscribeAck",
+    "UnsubscribeRequest",
+    "parse_client_message",
+]
+
+MAX_SYMBOLS = 50
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class StreamType(StrEnum):
+    """What a subscription streams."""
+
+    PRICE = "price"
+    OHLCV = "ohlcv"
+    QUOTE = "quote"
+    TRADES = "trades"
+    MULTI_ASSET = "multi_asset"
+
+
+class ErrorCode(StrEnum):
+    """``error_code`` of an ``ErrorMessage``."""
+
+    # The seed's four codes first, unchanged.
+    INVALID_JSON = "INVALID_JSON"
+    INVALID_MESSAGE_TYPE = "INVALID_MESSAGE_TYPE"
+    SUBSCRIPTION_ERROR = "SUBSCRIPTION_ERROR"
+    PROCESSING_ERROR = "PROCESSING_ERROR"
+    TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
+    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
+    UNKNOWN_SUBSCRIPTION = "UNKNOWN_SUBSCRIPTION"
+    RESUME_UNAVAILABLE = "RESUME_UNAVAILABLE"
+    REPLAY_ERROR = "REPLAY_ERROR"
+
+
+def _to_epoch_ms(value: object) -> object:
+    """Epoch ms (int) or an ISO-8601 datetime with an offset -> epoch ms; else left to pydantic.
+
+    A datetime without an offset is refused rather than assumed UTC: guessing a time zone would
+    replay the wrong hours silently.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("expected epoch milliseconds or an ISO-8601 datetime") from None
+        if parsed.tzinfo is None:
+            raise ValueError("ISO-8601 datetime needs a UTC offset, e.g. 2024-01-01T00:00:00Z")
+        # Integer arithmetic: float timestamp() * 1000 can land one ms short. Sub-ms is floored.
+        return (parsed - _EPOCH) // timedelta(milliseconds=1)
+    return value
+
+
+def _clean_symbols(symbols: list[str]) -> list[str]:
+    cleaned = [s.strip() for s in symbols]
+    if any(not s for s in cleaned):
+        raise ValueError("symbols must not be empty strings")
+    return list(dict.fromkeys(cleaned))  # drop duplicates, keep the client's order
+
+
+EpochMsIn = Annotated[int, BeforeValidator(_to_epoch_ms), Field(strict=True, ge=0)]
+Symbols = Annotated[
+    list[Annotated[str, Field(max_length=64)]],
+    Field(min_length=1, max_length=MAX_SYMBOLS),
+    AfterValidator(_clean_symbols),
+]
+# Declared in each server model (not the base) so that ``type`` comes first on the wire.
+Timestamp = Annotated[int, Field(strict=True, ge=0, description="server time, UTC epoch ms")]
+SubscriptionId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Client(BaseModel):
+    # Seed clients send extra keys; ignoring them keeps those clients working.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class SubscribeRequest(_Client):
+    """Client -> server: start a subscription (seed fields, plus replay, snapshot, mode, resume)."""
+
+    type: Literal["subscribe"] = "subscribe"
+    stream_type: StreamType
+    symbols: Symbols
+    asset_type: str | None = None
+    market: str | None = None
+    interval_ms: int = Field(default=1000, strict=True, ge=100, le=60_000)
+    data_type: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    replay_from: EpochMsIn | None = Field(default=None, description="epoch ms or ISO-8601")
+    replay_to: EpochMsIn | None = None
+    replay_speed: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    snapshot: bool = Field(default=True, strict=True)
+    mode: Literal["conflated", "realtime"] = "conflated"
+    subscription_id: SubscriptionId | None = Field(default=None, description="client-chosen")
+    resume_from: int | None = Field(default=None, strict=True, ge=0, description="last seq seen")
+
+    # Field validators (not a model validator) so that the error names the offending field;
+    # fields are validated in declaration order, so the earlier ones are in ``info.data``.
+    @field_validator("replay_to")
+    @classmethod
+    def _after_replay_from(cls, value: int | None, info: ValidationInfo) -> int | None:
+        start = info.data.get("replay_from")
+        if value is not None and start is None:
+            raise ValueError("replay_to needs replay_from")
+        if value is not None and start is not None and value <= start:
+            raise ValueError("replay_to must be after replay_from")
+        return value
+
+    @field_validator("resume_from")
+    @classmethod
+    def _needs_subscription_id(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("subscription_id") is None:
+            raise ValueError("resume_from needs the subscription_id being resumed")
+        return value
+
+
+class UnsubscribeRequest(_Client):
+    """Client -> server: end a subscription."""
+
+    type: Literal["unsubscribe"] = "unsubscribe"
+    subscription_id: SubscriptionId
+
+
+class _Server(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SubscriptionAck(_Server):
+    """Server -> client: a subscription was accepted (or resumed)."""
+
+    type: Literal["subscription_ack"] = "subscription_ack"
+    timestamp: Timestamp
+    subscription_id: str
+    stream_type: StreamType
+    symbols: list[str]
+    interval_ms: int
+    mode: Literal["conflated", "realtime"] = "conflated"
+    replay: bool = False
+    resumed_from: int | None = None
+
+
+class UnsubscribeAck(_Server):
+    """Server -> client: a subscription was ended."""
+
+    type: Literal["unsubscribe_ack"] = "unsubscribe_ack"
+    timestamp: Timestamp
+    subscription_id: str
+
+
+class DataMessage(_Server):
+    """Server -> client: records of one subscription; ``seq`` increases by one per message."""
+
+    type: Literal["data"] = "data"
+    stream_type: StreamType
+    subscription_id: str
+    data: list[PriceUpdate | QuoteUpdate | TradeUpdate | OHLCVUpdate]
+    timestamp: Timestamp
+    seq: int = Field(strict=True, ge=0, description="per-subscription sequence number")
+
+
+class Heartbeat(_Server):
+    """Server -> client: the connection is alive (every 30 s by default)."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    timestamp: Timestamp
+    active_subscriptions: int = Field(ge=0)
+
+
+class ErrorMessage(_Server):
+    """Server -> client: a message was rejected or failed; the connection stays usable."""
+
+    type: Literal["error"] = "error"
+    timestamp: Timestamp
+    error_code: ErrorCode
+    message: str
+    field: str | None = None
+    subscription_id: str | None = None
+
+    @classmethod
+    def from_error(
+        cls, exc: ProtocolError, timestamp: int, subscription_id: str | None = None
+    ) -> ErrorMessage:
+        """The message to send back for a rejected client message."""
+        return cls(
+            timestamp=timestamp,
+            error_code=exc.code,
+            message=exc.message,
+            field=exc.field,
+            subscription_id=subscription_id,
+        )
+
+
+class ReplayComplete(_Server):
+    """Server -> client: the requested history has been sent; live data may follow."""
+
+    type: Literal["replay_complete"] = "replay_complete"
+    timestamp: Timestamp
+    subscription_id: str
+    records: int = Field(ge=0, description="records replayed")
+
+
+ClientMessage = SubscribeRequest | UnsubscribeRequest
+ServerMessage = (
+    SubscriptionAck | UnsubscribeAck | DataMessage | Heartbeat | ErrorMessage | ReplayComplete
+)
+
+_CLIENT_TYPES: dict[str, type[SubscribeRequest] | type[UnsubscribeRequest]] = {
+    "subscribe": SubscribeRequest,
+    "unsubscribe": UnsubscribeRequest,
+}
+
+
+def parse_client_message(raw: bytes | str) -> SubscribeRequest | UnsubscribeRequest:
+    """Validate one client frame.
+
+    Raises:
+        ProtocolError: ``INVALID_JSON`` if ``raw`` is not JSON; ``INVALID_MESSAGE_TYPE`` (field
+            ``type``) if it is not an object or its ``type`` is missing or unknown;
+            ``SUBSCRIPTION_ERROR`` with the offending field for any invalid field.
+    """
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE_TYPE, "a message must be a JSON object", "type"
+        )
+    kind = payload.get("type")
+    model = _CLIENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        expected = ", ".join(_CLIENT_TYPES)
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE_TYPE,
+            f"unknown message type {kind!r}; expected {expected}",
+            "type",
+        )
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        message, field = summarize(exc)
+        raise ProtocolError(ErrorCode.SUBSCRIPTION_ERROR, message, field) from None
