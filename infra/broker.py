@@ -56,6 +56,9 @@ def _default_home() -> Path:
 _DEFAULT_HOME = _default_home()
 
 
+_DAEMONIZE = 'exec "$@" >>"$FIML_BROKER_LOG" 2>&1 </dev/null & echo $!'
+
+
 def external_bootstrap() -> str | None:
     """The user's own cluster, if ``KAFKA_BOOTSTRAP_SERVERS`` names one."""
     return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
@@ -221,8 +224,6 @@ class LocalBroker:
 
     def __init__(self, config: BrokerConfig | None = None) -> None:
         self.config = config or BrokerConfig()
-        # Kept so that the child is reaped by us (and Python does not warn it is still running).
-        self._process: subprocess.Popen[bytes] | None = None
 
     # -- queries -------------------------------------------------------------------------
 
@@ -291,34 +292,35 @@ class LocalBroker:
         cfg.properties_file.write_text(cfg.server_properties())
         self._format_storage(java)
 
-        log = cfg.log_file.open("ab")
-        process = subprocess.Popen(
-            [
-                java,
-                f"-Xmx{cfg.heap}",
-                "-Xms256m",
-                f"-Dlog4j2.configurationFile={_LOG4J}",
-                "-cp",
-                f"{cfg.lib_dir}/*",
-                "kafka.Kafka",
-                str(cfg.properties_file),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            # Own session: Ctrl-C in a terminal reaches the broker only through stop().
+        command = [
+            java,
+            f"-Xmx{cfg.heap}",
+            "-Xms256m",
+            f"-Dlog4j2.configurationFile={_LOG4J}",
+            "-cp",
+            f"{cfg.lib_dir}/*",
+            "kafka.Kafka",
+            str(cfg.properties_file),
+        ]
+        # Daemonise through a shell: the broker outlives this process (the CLI returns at
+        # once) and, reparented to init, never lingers as our zombie. Its own session keeps
+        # a terminal's Ctrl-C away from it; only stop() ends it.
+        launcher = subprocess.run(
+            ["sh", "-c", _DAEMONIZE, "sh", *command],
+            env={**os.environ, "FIML_BROKER_LOG": str(cfg.log_file)},
+            capture_output=True,
+            text=True,
+            check=True,
             start_new_session=True,
         )
-        log.close()
-        self._process = process
-        cfg.pid_file.write_text(f"{process.pid}\n")
+        pid = int(launcher.stdout.strip())
+        cfg.pid_file.write_text(f"{pid}\n")
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if process.poll() is not None:
+            if not _alive(pid):
                 cfg.pid_file.unlink(missing_ok=True)
-                self._process = None
-                raise BrokerStartError(self._diagnose(process.returncode))
+                raise BrokerStartError(self._diagnose())
             if probe(cfg.bootstrap, timeout=2.0) is not None:
                 return self.status()
             time.sleep(0.3)
@@ -357,7 +359,7 @@ class LocalBroker:
                 f"delete {cfg.data_dir} (fiml kafka stop --wipe) and start again."
             )
 
-    def _diagnose(self, returncode: int) -> str:
+    def _diagnose(self) -> str:
         cfg = self.config
         tail = self.log_tail(200)
         if "Address already in use" in tail:
@@ -374,7 +376,7 @@ class LocalBroker:
         if "UnsupportedClassVersionError" in tail:
             return "Kafka 4 needs Java 17 or newer: install it and put it first on PATH."
         return (
-            f"The Kafka broker exited with code {returncode} while starting: "
+            "The Kafka broker exited while starting: "
             f"read {cfg.log_file} (fiml kafka logs) for the cause."
         )
 
@@ -390,9 +392,6 @@ class LocalBroker:
                 os.kill(pid, signal.SIGKILL)
                 _wait_gone(pid, 10.0)
             self.config.pid_file.unlink(missing_ok=True)
-        if self._process is not None:
-            self._process.wait()
-            self._process = None
         if wipe:
             shutil.rmtree(self.config.data_dir, ignore_errors=True)
         return pid is not None
@@ -408,21 +407,16 @@ class LocalBroker:
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            # Reap it if it is our child; otherwise just check it still exists.
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done == pid:
-                return True
-        except ChildProcessError:
-            pass
-        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+        if not _alive(pid):
             return True
         time.sleep(0.1)
     return False
 
 
-def _is_zombie(pid: int) -> bool:
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
     except (OSError, IndexError):
-        return True
+        return False
+    return state not in ("Z", "X")
