@@ -1,0 +1,77 @@
+"""Per-symbol state of the arbitration: everything a restarted worker needs, as bytes.
+
+One ``SymbolState`` per symbol is the value of the Faust table (key: the symbol). It holds the
+latest quote of each provider, their learned statistics, the open candles, the trade
+de-duplication memory, and the offsets of the last raw records applied, which make a replay
+after a crash skip what the state already contains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from agents.arbitration.candles import SymbolCandles
+from agents.arbitration.consensus import Quote
+from agents.arbitration.reliability import ProviderStats
+
+__all__ = ["SymbolState"]
+
+TradeKey = tuple[float, float, int]  # (price, amount, event time): provider-independent
+
+
+@dataclass(slots=True)
+class SymbolState:
+    symbol: str
+    asset_type: str
+    partition: int
+    candles: SymbolCandles = field(default_factory=SymbolCandles.new)
+    quotes: dict[str, Quote] = field(default_factory=dict)
+    stats: dict[str, ProviderStats] = field(default_factory=dict)
+    newest_ms: int = -1
+    # trade key -> provider -> how many trades with that key the provider reported
+    trade_keys: dict[TradeKey, dict[str, int]] = field(default_factory=dict)
+    trade_ids: dict[str, int] = field(default_factory=dict)  # "provider\x00id" -> event time
+    offsets: dict[str, int] = field(default_factory=dict)  # raw topic kind -> last offset
+    duplicates: int = 0
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([
+            1,
+            self.symbol,
+            self.asset_type,
+            self.partition,
+            self.candles.to_list(),
+            [[q.provider, q.price, q.time_ms, q.bid, q.ask] for q in self.quotes.values()],
+            {p: s.to_list() for p, s in self.stats.items()},
+            self.newest_ms,
+            [[k[0], k[1], k[2], v] for k, v in self.trade_keys.items()],
+            self.trade_ids,
+            self.offsets,
+            self.duplicates,
+        ])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SymbolState:
+        """Raises: ValueError (or orjson.JSONDecodeError) if ``data`` is not a saved state."""
+        (_v, symbol, asset, partition, candles, quotes, stats, newest, keys, ids, offsets,
+         dups) = orjson.loads(data)
+        return cls(
+            symbol=symbol,
+            asset_type=asset,
+            partition=partition,
+            candles=SymbolCandles.from_list(candles),
+            quotes={q[0]: Quote(q[0], q[1], q[2], q[3], q[4]) for q in quotes},
+            stats={p: ProviderStats.from_list(s) for p, s in stats.items()},
+            newest_ms=newest,
+            trade_keys={(k[0], k[1], k[2]): k[3] for k in keys},
+            trade_ids=ids,
+            offsets=offsets,
+            duplicates=dups,
+        )
+
+    def prune(self, horizon_ms: int) -> None:
+        """Forget trades older than ``horizon_ms`` (event time)."""
+        self.trade_keys = {k: v for k, v in self.trade_keys.items() if k[2] >= horizon_ms}
+        self.trade_ids = {k: t for k, t in self.trade_ids.items() if t >= horizon_ms}

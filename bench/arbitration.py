@@ -1,0 +1,169 @@
+"""Throughput of the arbitration worker against two baselines, same data, same run.
+
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python bench/arbitration.py --ticks 60000
+
+1. plain aiokafka: ``getmany`` -> decode RawTick -> encode -> ``send`` (linger 5 ms), in process;
+2. a naive Faust agent (bench/naive_faust_app.py), ``await topic.send`` per record, a worker
+   process;
+3. the arbitration worker (``faust -A agents.arbitration.app worker``), a worker process,
+   doing the whole job (consensus, quotes, candles, health, state table).
+
+Each reads the same raw ticks (4 partitions) from offset 0. A rate is records divided by the
+time from the first output record to the last; worker start-up is not counted. This is a
+script, not a test: numbers depend on the machine (docs/ARBITRATION.md has ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def produce_ticks(bootstrap: str, topic: str, n: int) -> None:
+    from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
+    from schemas.codec import encode
+
+    providers = [ProviderModel(f"p{i}", every_ms=100 + 37 * i) for i in range(4)]
+    symbols = [f"SYM{i}/USD" for i in range(8)]
+    per_ms = len(providers) * len(symbols) / 160  # ticks per ms of event time, roughly
+    ticks, _ = synthetic_ticks(symbols, providers, 1_700_000_000_000, int(n / per_ms) + 1000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1)
+    await producer.start()
+    try:
+        for tick in ticks[:n]:
+            await producer.send(topic, encode(tick), key=tick.symbol.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def count(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer.topics()  # refresh metadata once
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        return sum((await consumer.end_offsets(tps)).values()) if tps else 0
+    finally:
+        await consumer.stop()
+
+
+async def watch(bootstrap: str, topic: str, n: int, deadline_s: float) -> float:
+    """Seconds from the first output record to the n-th (polled every 0.2 s)."""
+    first = None
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        c = await count(bootstrap, topic)
+        now = time.monotonic()
+        if c and first is None:
+            first = now
+        if c >= n and first is not None:
+            return max(now - first, 1e-3)
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{topic}: fewer than {n} records after {deadline_s} s")
+
+
+async def plain_loop(bootstrap: str, src: str, dst: str, n: int) -> float:
+    from schemas.codec import decode, encode
+    from schemas.records import RawTick
+
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=uuid.uuid4().hex,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        done, t0 = 0, None
+        while done < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            t0 = t0 or time.monotonic()
+            futs = []
+            for tp, records in batch.items():
+                for r in records:
+                    value = encode(decode(RawTick, r.value))
+                    futs.append(await producer.send(dst, value, key=r.key, partition=tp.partition))
+            await asyncio.gather(*futs)
+            await consumer.commit()
+            done += len(futs)
+        return time.monotonic() - (t0 or time.monotonic())
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def start_worker(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "faust", "-A", module, "worker", "-l", "warning",
+         "--without-web", "--loop", "uvloop"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def run_worker(module: str, env: dict[str, str], out: str, n: int, bootstrap: str) -> float:
+    proc = start_worker(module, env)
+    try:
+        return await watch(bootstrap, out, n, deadline_s=600)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=60_000)
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    os.environ["FIML_TOPIC_PREFIX"] = prefix
+    from infra.topics import create_topics, ensure_topic
+    from schemas.topics import topic_name
+
+    await create_topics(bootstrap)
+    src = topic_name("fiml.raw.ticks")
+    plain_out, naive_out = prefix + "bench.plain", prefix + "bench.naive"
+    for name in (plain_out, naive_out):
+        await ensure_topic(bootstrap, name, 4, {})
+    await produce_ticks(bootstrap, src, args.ticks)
+    n = args.ticks
+    results: dict[str, float] = {}
+    results["plain aiokafka loop"] = n / await plain_loop(bootstrap, src, plain_out, n)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, FIML_TOPIC_PREFIX=prefix)
+        if not args.skip_naive:
+            env = dict(base, BENCH_APP_ID=f"naive-{uuid.uuid4().hex[:6]}",
+                       BENCH_DATADIR=f"{tmp}/naive", BENCH_IN=src, BENCH_OUT=naive_out)
+            results["naive Faust agent"] = n / await run_worker(
+                "bench.naive_faust_app", env, naive_out, n, bootstrap)
+        env = dict(base, FIML_ARB_APP_ID=f"arb-{uuid.uuid4().hex[:6]}",
+                   FIML_ARB_DATADIR=f"{tmp}/arb")
+        results["arbitration worker"] = n / await run_worker(
+            "agents.arbitration.app", env, topic_name("fiml.prices"), n, bootstrap)
+    print(f"{n} raw ticks, 4 partitions, broker {bootstrap}")
+    for name, rate in results.items():
+        print(f"{name:24s} {rate:10.0f} ticks/s")
+    plain = results["plain aiokafka loop"]
+    arb = results["arbitration worker"]
+    print(f"arbitration / plain = {arb / plain:.2f}")
+    if "naive Faust agent" in results:
+        print(f"arbitration / naive = {arb / results['naive Faust agent']:.1f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
