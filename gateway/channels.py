@@ -1,0 +1,153 @@
+"""Which topic and which keys a subscription reads: pure mapping, no I/O.
+
+A *channel* is the unit of fan-out and of the last-value cache: one logical topic, one
+canonical symbol and, for candles, one interval (``("fiml.ohlcv", "BTC/USDT", "1m")``). Every
+record read from Kafka belongs to exactly one channel, and every subscription lists the
+channels it wants; the hub matches the two with one dict lookup per record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from schemas import symbols as symbol_forms
+from schemas.errors import ProtocolError, SymbolError
+from schemas.protocol import ErrorCode, StreamType, SubscribeRequest
+from schemas.records import AssetType, Interval
+
+__all__ = [
+    "Channel",
+    "StreamSpec",
+    "channel_of",
+    "resolve",
+    "resolve_symbol",
+]
+
+Channel = tuple[str, str, str]
+"""``(logical topic, canonical symbol, variant)``; variant is the candle interval or ``""``."""
+
+_TOPIC_OF: dict[StreamType, str] = {
+    StreamType.PRICE: "fiml.prices",
+    StreamType.QUOTE: "fiml.quotes",
+    StreamType.TRADES: "fiml.trades",
+    StreamType.OHLCV: "fiml.ohlcv",
+    # multi_asset is the seed's "prices of several asset types at once": same topic, and the
+    # asset_type check is skipped.
+    StreamType.MULTI_ASSET: "fiml.prices",
+}
+_RAW_TOPIC = "fiml.raw.ticks"
+DEFAULT_CANDLE_INTERVAL = Interval.M1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """A validated subscription target."""
+
+    stream_type: StreamType
+    topic: str  # logical name, see schemas.topics
+    symbols: tuple[str, ...]
+    variant: str
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return tuple((self.topic, s, self.variant) for s in self.symbols)
+
+    @property
+    def batched(self) -> bool:
+        """Trades (and raw ticks) are batched, never conflated: each one is an event."""
+        return self.topic in ("fiml.trades", _RAW_TOPIC)
+
+
+def resolve_symbol(raw: str, asset_type: AssetType | None = None) -> str:
+    """Canonical form of a client's symbol: canonical (``BTC/USDT``) or URL (``BTC_USDT``).
+
+    Raises:
+        SymbolError: neither form, or not of ``asset_type``.
+    """
+    try:
+        return symbol_forms.normalize(raw, asset_type)
+    except SymbolError as first:
+        try:
+            canonical = symbol_forms.from_url(raw)
+        except SymbolError:
+            raise first from None
+        return symbol_forms.normalize(canonical, asset_type)
+
+
+def _asset_filter(request: SubscribeRequest) -> AssetType | None:
+    # Seed clients send asset types we do not model ("etf", "forex"): those are not checked.
+    if request.stream_type is StreamType.MULTI_ASSET or request.asset_type is None:
+        return None
+    try:
+        return AssetType(request.asset_type.lower())
+    except ValueError:
+        return None
+
+
+def _variant(stream_type: StreamType, params: dict[str, Any]) -> str:
+    if stream_type is not StreamType.OHLCV:
+        return ""
+    raw = params.get("interval", DEFAULT_CANDLE_INTERVAL.value)
+    try:
+        return Interval(raw).value
+    except ValueError:
+        allowed = ", ".join(i.value for i in Interval)
+        raise ProtocolError(
+            ErrorCode.SUBSCRIPTION_ERROR,
+            f"unknown candle interval {raw!r}; expected one of {allowed}",
+            "params.interval",
+        ) from None
+
+
+def resolve(request: SubscribeRequest, live_topics: tuple[str, ...]) -> StreamSpec:
+    """The topic, symbols and variant a subscribe request asks for.
+
+    Raises:
+        ProtocolError: ``UNKNOWN_SYMBOL`` naming the first bad symbol (``symbols.<i>``);
+            ``SUBSCRIPTION_ERROR`` for a bad ``params`` entry or a topic this gateway does not
+            serve.
+    """
+    params = request.params
+    source = params.get("source", "derived")
+    if source not in ("derived", "raw"):
+        raise ProtocolError(
+            ErrorCode.SUBSCRIPTION_ERROR,
+            f"unknown source {source!r}; expected 'derived' or 'raw'",
+            "params.source",
+        )
+    if source == "raw" and request.stream_type not in (StreamType.PRICE, StreamType.MULTI_ASSET):
+        raise ProtocolError(
+            ErrorCode.SUBSCRIPTION_ERROR,
+            "source 'raw' (raw provider ticks) is available for stream_type 'price' only",
+            "params.source",
+        )
+    topic = _RAW_TOPIC if source == "raw" else _TOPIC_OF[request.stream_type]
+    if topic not in live_topics and request.replay_from is None:
+        raise ProtocolError(
+            ErrorCode.SUBSCRIPTION_ERROR,
+            f"this gateway does not stream {topic} live; ask for a replay (replay_from)",
+            "params.source" if source == "raw" else "stream_type",
+        )
+    wanted = _asset_filter(request)
+    canonical: list[str] = []
+    for index, raw in enumerate(request.symbols):
+        try:
+            canonical.append(resolve_symbol(raw, wanted))
+        except SymbolError as exc:
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_SYMBOL,
+                f"unknown symbol {raw!r}: {exc.reason}",
+                f"symbols.{index}",
+            ) from None
+    return StreamSpec(
+        stream_type=request.stream_type,
+        topic=topic,
+        symbols=tuple(dict.fromkeys(canonical)),
+        variant=_variant(request.stream_type, params),
+    )
+
+
+def channel_of(topic: str, symbol: str, interval: str | None) -> Channel:
+    """The channel of a record read from ``topic`` (logical name)."""
+    return (topic, symbol, interval or "")

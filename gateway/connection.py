@@ -1,0 +1,229 @@
+"""One WebSocket connection's outgoing side: a bounded outbox and a writer task.
+
+Nothing else ever awaits the client: the hub only marks subscriptions and calls ``wake``;
+control messages and catch-up batches go through a bounded outbox. The writer sends the outbox
+first, then one data message per subscription that is due, then sleeps until the next deadline
+(a conflation interval or the heartbeat). If one send stays blocked longer than
+``slow_client_timeout_s`` (the service's watchdog checks) or a buffer overflows, the connection
+fails: its subscriptions are parked for resume, its buffers freed, and the client gets close
+code 4000 "client too slow" once it reads again (or its transport is aborted after
+``close_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from gateway.errors import CLOSE_SLOW_CLIENT, SlowClientError
+from gateway.metrics import Metrics
+from gateway.settings import GatewaySettings
+from gateway.subscription import Positions, Subscription
+from schemas.codec import data_frame, encode
+from schemas.protocol import Heartbeat
+
+__all__ = ["Connection", "now_ms"]
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    """Server time for message ``timestamp`` fields: UTC epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+class Connection:
+    """The outgoing half of one client connection."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        settings: GatewaySettings,
+        metrics: Metrics,
+        positions: Callable[[str], Positions],
+        on_fail: Callable[[Connection], None],
+        abort: Callable[[], None] | None = None,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.websocket = websocket
+        self.subs: dict[str, Subscription] = {}
+        self.failed: BaseException | None = None
+        #: Monotonic time the current send started, or None when not sending (watchdog).
+        self.sending_since: float | None = None
+        self._settings = settings
+        self._metrics = metrics
+        self._positions = positions
+        self._on_fail = on_fail
+        self._abort = abort
+        self._outbox: deque[tuple[bytes, int]] = deque()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    # --- called by the hub and the session (never wait) ----------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def fail(self, exc: BaseException) -> None:
+        """Disconnect as too slow; frees the buffers at once, closes in the background."""
+        if self.failed is not None:
+            return
+        self.failed = exc
+        self._metrics.slow_disconnects += 1
+        log.info("connection %s: disconnecting slow client: %s", self.id, exc)
+        self._outbox.clear()
+        self._space.set()
+        self._on_fail(self)  # parks the subscriptions
+        if self._writer is not None:
+            self._writer.cancel()
+        self._closer = asyncio.create_task(self._close_slow(), name=f"close-{self.id}")
+
+    def put(self, frame: bytes, updates: int = 0) -> None:
+        """Queue a control frame (ack, error, heartbeat, snapshot); fails the connection if the
+        outbox is full, since a client that does not read its acks is not reading at all."""
+        if self.failed is not None:
+            return
+        if len(self._outbox) >= self._settings.max_queued_frames:
+            self.fail(SlowClientError(f"{len(self._outbox)} messages waiting"))
+            return
+        self._outbox.append((frame, updates))
+        self._wake.set()
+
+    async def put_wait(self, frame: bytes, updates: int) -> None:
+        """Queue a catch-up frame, waiting for room (replay and resume pace to the client).
+
+        Raises:
+            SlowClientError: the connection failed meanwhile.
+        """
+        while len(self._outbox) >= self._settings.max_queued_frames // 2:
+            if self.failed is not None:
+                raise SlowClientError("connection failed")
+            self._space.clear()
+            await self._space.wait()
+        if self.failed is not None:
+            raise SlowClientError("connection failed")
+        self._outbox.append((frame, updates))
+        self._wake.set()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
+
+    async def stop(self) -> None:
+        """Stop the writer (and a pending slow close) after the client went away."""
+        for task in (self._writer, self._closer):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _close_slow(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        try:
+            if self.websocket.application_state is WebSocketState.CONNECTED:
+                # Waits until the client drains its backlog below the transport's low-water
+                # mark; a client that never reads again is cut off instead.
+                await asyncio.wait_for(
+                    self.websocket.close(CLOSE_SLOW_CLIENT, "client too slow"),
+                    self._settings.close_timeout_s,
+                )
+        except (TimeoutError, RuntimeError, OSError):
+            if self._abort is not None:
+                self._abort()
+
+    # --- the writer -----------------------------------------------------------------------
+
+    async def _send(self, frame: bytes, updates: int = 0) -> None:
+        loop = asyncio.get_running_loop()
+        self.sending_since = loop.time()
+        await self.websocket.send_text(frame.decode())
+        self.sending_since = None
+        m = self._metrics
+        m.messages_sent += 1
+        m.updates_sent += updates
+        m.bytes_sent += len(frame)
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        beat = self._settings.heartbeat_s
+        next_beat = loop.time() + beat
+        wake = self._wake
+        try:
+            while True:
+                now = loop.time()
+                if now >= next_beat:
+                    self.put(encode(Heartbeat(timestamp=now_ms(),
+                                              active_subscriptions=len(self.subs))))
+                    next_beat = now + beat
+                deadline = next_beat
+                due: list[Subscription] = []
+                for sub in self.subs.values():
+                    at = sub.due()
+                    if at is None:
+                        continue
+                    if at <= now:
+                        due.append(sub)
+                    elif at < deadline:
+                        deadline = at
+                if not self._outbox and not due:
+                    wake.clear()
+                    timer = loop.call_at(deadline, wake.set)
+                    await wake.wait()
+                    timer.cancel()
+                    continue
+                while self._outbox:
+                    frame, updates = self._outbox.popleft()
+                    self._space.set()
+                    await self._send(frame, updates)
+                for sub in due:
+                    await self._flush(sub, loop.time())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the client went away mid-send: the reader will notice
+            log.debug("connection %s: writer stopped: %r", self.id, exc)
+
+    async def _flush(self, sub: Subscription, now: float) -> None:
+        if self.subs.get(sub.id) is not sub or sub.due() is None:
+            return  # unsubscribed or emptied while an earlier send was waiting
+        items = sub.take(now)
+        if not items:
+            return
+        self._metrics.updates_dropped += sub.dropped
+        sub.dropped = 0
+        seq = sub.next_seq(self._positions(sub.spec.topic))
+        frame = data_frame(sub.spec.stream_type.value, sub.id, items, now_ms(), seq)
+        await self._send(frame, updates=len(items))
+
+    def frame_for(self, sub: Subscription, items: list[bytes], positions: Positions) -> bytes:
+        """A data message of ``sub`` with the next seq (snapshots and catch-up batches)."""
+        seq = sub.next_seq(positions)
+        return data_frame(sub.spec.stream_type.value, sub.id, items, now_ms(), seq)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "connection_id": self.id,
+            "subscriptions": [
+                {
+                    "subscription_id": s.id,
+                    "stream_type": s.spec.stream_type.value,
+                    "symbols": list(s.spec.symbols),
+                    "mode": s.mode,
+                    "seq": s.seq,
+                }
+                for s in self.subs.values()
+            ],
+        }

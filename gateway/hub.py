@@ -1,0 +1,243 @@
+"""The fan-out hub: one Kafka consumer per gateway process, every partition, no group.
+
+Each record is decoded once (to validate it and learn its channel) and its bytes, exactly as
+read, are what every subscriber's data message splices in: nothing is re-serialised per client.
+Dispatch runs synchronously inside the consume loop and never waits on a client; subscriptions
+only note the update and wake their connection's writer.
+
+Positions (next offset per partition) advance in the same synchronous step as dispatch, so
+"every record before ``positions(topic)`` has been dispatched" holds at every await point. The
+replay and resume catch-ups rely on it to hand over to live data without a gap or a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from enum import Enum
+from types import TracebackType
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from gateway.channels import Channel, channel_of
+from gateway.errors import SlowClientError
+from gateway.history import TopicReader
+from gateway.metrics import Metrics
+from gateway.registry import Registry
+from gateway.settings import GatewaySettings
+from gateway.subscription import Positions
+from schemas.codec import RECORD_TYPES, decode
+from schemas.errors import DecodeError
+from schemas.topics import topic_name
+
+__all__ = ["Hub", "HubState"]
+
+log = logging.getLogger(__name__)
+
+
+class HubState(Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class Hub:
+    """Reads the derived topics and dispatches each record to the registry's subscribers."""
+
+    def __init__(self, settings: GatewaySettings, registry: Registry, metrics: Metrics) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._metrics = metrics
+        self._state = HubState.NEW
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        # Physical topic names are fixed at construction: FIML_TOPIC_PREFIX applies then.
+        self._logical = {topic_name(t): t for t in settings.topics}
+        self._positions: dict[str, list[int]] = {t: [] for t in settings.topics}
+        self._cache: dict[Channel, bytes] = {}
+        self._assigned: set[TopicPartition] = set()
+        self.ready = asyncio.Event()
+
+    @property
+    def state(self) -> HubState:
+        return self._state
+
+    def physical(self, logical: str) -> str:
+        """The Kafka topic name of a logical one (prefix applied when the hub was built)."""
+        return next(p for p, lg in self._logical.items() if lg == logical)
+
+    def reader(self, logical: str) -> TopicReader:
+        """A short-lived reader of ``logical`` (replay, resume, REST history)."""
+        count = len(self._positions.get(logical, ()))
+        return TopicReader(self._settings.bootstrap, self.physical(logical), count)
+
+    def positions(self, logical: str) -> Positions:
+        """Next offset to dispatch per partition of ``logical``; empty if not assigned yet."""
+        return tuple(self._positions.get(logical, ()))
+
+    def latest(self, channel: Channel) -> bytes | None:
+        """The last record of ``channel`` (the snapshot), as JSON bytes."""
+        return self._cache.get(channel)
+
+    def lag(self) -> dict[str, int]:
+        """Records between the hub's position and each topic's end, per logical topic."""
+        out: dict[str, int] = {}
+        if self._consumer is None:
+            return out
+        for tp in self._assigned:
+            logical = self._logical[tp.topic]
+            high = self._consumer.highwater(tp)
+            pos = self._positions[logical][tp.partition]
+            out[logical] = out.get(logical, 0) + (max(0, high - pos) if high is not None else 0)
+        return out
+
+    async def start(self) -> None:
+        """Connect, assign every partition (starting ``warm_records`` before the end, to fill
+        the snapshot cache) and start consuming.
+
+        Raises:
+            RuntimeError: the hub was started before.
+            KafkaError: the broker cannot be reached.
+        """
+        if self._state is not HubState.NEW:
+            raise RuntimeError(f"cannot start a hub that is {self._state.value}")
+        self._state = HubState.RUNNING
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            isolation_level="read_committed",
+            client_id="fiml-gateway-hub",
+        )
+        await self._consumer.start()
+        try:
+            # Metadata of topics created a moment ago can lag: retry briefly before serving
+            # with some topics missing (the loop keeps looking for them every 2 s).
+            for _ in range(25):
+                if await self._assign():
+                    break
+                await asyncio.sleep(0.2)
+        except BaseException:
+            await self._consumer.stop()
+            self._state = HubState.STOPPED
+            raise
+        self._task = asyncio.create_task(self._run(), name="fiml-gateway-hub")
+
+    async def stop(self) -> None:
+        """Stop consuming and close the consumer (safe to call twice)."""
+        if self._state is HubState.STOPPED:
+            return
+        self._state = HubState.STOPPED
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def __aenter__(self) -> Hub:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def _assign(self) -> bool:
+        """(Re)assign every known partition; True once every topic has been found."""
+        assert self._consumer is not None
+        wanted: set[TopicPartition] = set()
+        for physical, count in (await self._partition_counts()).items():
+            wanted |= {TopicPartition(physical, p) for p in range(count)}
+        new = wanted - self._assigned
+        if new:
+            saved = {tp: self._positions[self._logical[tp.topic]][tp.partition]
+                     for tp in self._assigned}
+            self._consumer.assign(sorted(wanted))
+            begin = await self._consumer.beginning_offsets(list(new))
+            end = await self._consumer.end_offsets(list(new))
+            for tp in new:
+                saved[tp] = max(begin[tp], end[tp] - self._settings.warm_records)
+            for tp, offset in saved.items():
+                self._consumer.seek(tp, offset)
+                positions = self._positions[self._logical[tp.topic]]
+                positions.extend([0] * (tp.partition + 1 - len(positions)))
+                positions[tp.partition] = offset
+            self._assigned = wanted
+        found = {tp.topic for tp in wanted}
+        complete = found == set(self._logical)
+        if complete:
+            self.ready.set()
+        return complete
+
+    async def _partition_counts(self) -> dict[str, int]:
+        # The admin client asks the broker directly; the consumer's own metadata does not learn
+        # about topics it has not been assigned yet.
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(list(self._logical))
+        finally:
+            await admin.close()
+        return {
+            t["topic"]: len(t["partitions"])
+            for t in described
+            if t.get("error_code") == 0 and t["partitions"]
+        }
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        loop = asyncio.get_running_loop()
+        complete = self.ready.is_set()
+        next_check = loop.time() + 2.0
+        while True:
+            try:
+                if not self._assigned:
+                    await asyncio.sleep(0.5)
+                    batches = {}
+                else:
+                    batches = await self._consumer.getmany(timeout_ms=200, max_records=10_000)
+                if not complete and loop.time() >= next_check:
+                    complete = await self._assign()
+                    next_check = loop.time() + 2.0
+            except KafkaError as exc:
+                log.warning("hub: Kafka error, retrying in 1 s: %r", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for tp, messages in batches.items():
+                self._dispatch(tp, messages, loop.time())
+
+    def _dispatch(self, tp: TopicPartition, messages: list[object], now: float) -> None:
+        logical = self._logical[tp.topic]
+        model = RECORD_TYPES[logical]
+        positions = self._positions[logical]
+        cache = self._cache
+        subscribers = self._registry.subscribers
+        for msg in messages:
+            offset: int = msg.offset  # type: ignore[attr-defined]
+            payload: bytes = msg.value  # type: ignore[attr-defined]
+            positions[tp.partition] = offset + 1
+            try:
+                record = decode(model, payload)
+            except DecodeError as exc:
+                self._metrics.decode_errors += 1
+                log.warning("hub: skipping %s[%d]@%d: %s", tp.topic, tp.partition, offset, exc)
+                continue
+            interval = getattr(record, "interval", None)
+            symbol: str = getattr(record, "symbol", "")
+            channel = channel_of(logical, symbol, interval.value if interval else None)
+            cache[channel] = payload
+            for sub, owner in subscribers(channel):
+                if not sub.live:
+                    continue
+                try:
+                    if sub.offer(channel, payload, now):
+                        owner.wake()
+                except SlowClientError as exc:
+                    owner.fail(exc)
+        self._metrics.records_in[logical] = self._metrics.records_in.get(logical, 0) + len(messages)

@@ -1,0 +1,81 @@
+"""Gateway settings: one frozen dataclass, read from ``FIML_GATEWAY_*`` environment variables.
+
+Every limit the gateway enforces is here so that tests can shrink them (a 0.2 s heartbeat, a
+tiny buffer) and operators can see them in one place. Defaults follow the seed: heartbeat every
+30 s, 50 symbols a subscription, intervals of 100 ms to 60 s.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+__all__ = ["GatewaySettings"]
+
+_DERIVED = ("fiml.prices", "fiml.quotes", "fiml.trades", "fiml.ohlcv", "fiml.raw.ticks")
+
+
+def _bootstrap_default() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """What one gateway process reads and how it treats its clients."""
+
+    bootstrap: str = field(default_factory=_bootstrap_default)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Logical topics (``schemas.topics``) the hub follows live; raw ticks are included so that
+    #: ``params: {"source": "raw"}`` streams work live as well as in replay.
+    topics: tuple[str, ...] = _DERIVED
+    heartbeat_s: float = 30.0
+    max_subscriptions: int = 20
+    #: Frames (acks, errors, heartbeats, catch-up batches) a connection may have waiting.
+    max_queued_frames: int = 64
+    #: Updates a real-time or trades subscription may hold before it conflates (real-time) or
+    #: is flushed early (trades); bounds memory per subscription.
+    max_pending_updates: int = 2_000
+    #: A send that the client does not absorb within this time gets it disconnected (4000).
+    slow_client_timeout_s: float = 10.0
+    #: How long a slow client gets to drain its backlog and receive the close frame (4000)
+    #: before its connection is cut.
+    close_timeout_s: float = 10.0
+    #: Records spliced into one catch-up (replay, resume) data message.
+    catchup_batch: int = 500
+    #: Seq -> offsets entries kept per subscription for resume, and how long and how many
+    #: closed subscriptions stay resumable.
+    resume_history: int = 256
+    resume_ttl_s: float = 300.0
+    resume_max_parked: int = 10_000
+    #: Records per partition read at start-up to fill the last-value cache for snapshots.
+    warm_records: int = 1_000
+    #: Candles returned at most by ``GET /ohlcv/{symbol}``.
+    max_candles: int = 5_000
+    #: Compression is offered; each client chooses (a client that does not ask gets none).
+    ws_per_message_deflate: bool = True
+    ws_max_size: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> GatewaySettings:
+        """Defaults, then ``FIML_GATEWAY_<FIELD>`` variables, then ``overrides``.
+
+        Raises:
+            ValueError: a variable does not parse as its field's type.
+        """
+        base = cls()
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"FIML_GATEWAY_{f.name.upper()}")
+            if raw is None:
+                continue
+            current = getattr(base, f.name)
+            if isinstance(current, bool):
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif isinstance(current, tuple):
+                values[f.name] = tuple(t.strip() for t in raw.split(",") if t.strip())
+            else:
+                values[f.name] = type(current)(raw)
+        values.update(overrides)
+        return replace(base, **values)

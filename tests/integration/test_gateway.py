@@ -1,0 +1,343 @@
+"""The gateway against a real broker and a real WebSocket client, on uvicorn on a free port.
+
+Derived records are produced straight to the topics (arbitration is another issue). Every wait
+is a condition with a deadline, never a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from websockets.asyncio.client import ClientConnection, connect
+
+from gateway import GatewaySettings, create_app
+from infra.topics import create_topics
+from schemas.codec import encode
+from schemas.records import AssetType, Interval, OHLCVUpdate, PriceUpdate, RawTick
+from schemas.topics import topic_name
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+DEADLINE = 20.0
+HOUR = 3_600_000
+T0 = 1_704_103_200_000  # 2024-01-01T10:00:00Z
+
+
+def price(symbol: str, value: float, t: int, asset: AssetType = AssetType.CRYPTO) -> PriceUpdate:
+    return PriceUpdate(
+        symbol=symbol, asset_type=asset, price=value, confidence=0.9,
+        band_low=value * 0.999, band_high=value * 1.001, providers_used=["sim-a", "sim-b"],
+        event_time_ms=t, source_ticks=2,
+    )
+
+
+def candle(symbol: str, start: int, close: float, rev: int = 0, final: bool = False) -> OHLCVUpdate:
+    return OHLCVUpdate(
+        symbol=symbol, interval=Interval.M1, window_start_ms=start, window_end_ms=start + 60_000,
+        open=close, high=close + 1, low=close - 1, close=close, volume=1.0, trade_count=1,
+        rev=rev, is_final=final, event_time_ms=start + rev,
+    )
+
+
+def tick(symbol: str, value: float, t: int, seq: int) -> RawTick:
+    return RawTick(
+        provider="sim-a", symbol=symbol, provider_symbol=symbol.replace("/", ""),
+        asset_type=AssetType.CRYPTO, price=value, event_time_ms=t, ingest_time_ms=t, seq=seq,
+    )
+
+
+class Feed:
+    """Produces records to the (prefixed) topics, keyed by symbol, timestamped by event time."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    async def send(self, logical: str, *records: Any) -> None:
+        futures = [
+            await self.producer.send(
+                topic_name(logical), encode(r), key=r.symbol.encode(), timestamp_ms=r.event_time_ms
+            )
+            for r in records
+        ]
+        await asyncio.gather(*futures)
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(settings: GatewaySettings) -> AsyncIterator[str]:
+    """uvicorn serving ``create_app(settings)`` in this loop; yields ``host:port``."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(replace(settings, port=port)), host="127.0.0.1", port=port,
+        log_level="warning", ws_max_size=settings.ws_max_size, lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await until(lambda: server.started or task.done(), "uvicorn started")
+        if task.done():
+            task.result()
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+async def until(condition: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
+    """Poll ``condition`` until truthy; fail naming ``what`` after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def recv(ws: ClientConnection, deadline: float = DEADLINE) -> dict[str, Any]:
+    message: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), deadline))
+    return message
+
+
+async def recv_until(
+    ws: ClientConnection, match: Callable[[dict[str, Any]], bool], deadline: float = DEADLINE
+) -> dict[str, Any]:
+    """The first message matching ``match`` (others are skipped) within ``deadline``."""
+    end = time.monotonic() + deadline
+    while True:
+        message = await recv(ws, max(0.01, end - time.monotonic()))
+        if match(message):
+            return message
+
+
+def is_type(kind: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda m: m["type"] == kind
+
+
+@pytest.fixture
+async def topics(kafka_bootstrap: str, topic_prefix: str) -> str:
+    await create_topics(kafka_bootstrap)
+    return topic_prefix
+
+
+@pytest.fixture
+async def feed(kafka_bootstrap: str, topics: str) -> AsyncIterator[Feed]:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=2)
+    await producer.start()
+    try:
+        yield Feed(producer)
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, topics: str) -> GatewaySettings:
+    return GatewaySettings(bootstrap=kafka_bootstrap, heartbeat_s=30.0)
+
+
+@pytest.fixture
+async def gw(settings: GatewaySettings) -> AsyncIterator[str]:
+    async with running_gateway(settings) as address:
+        yield address
+
+
+async def http_get(address: str, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=f"http://{address}") as client:
+        return await client.get(path)
+
+
+async def subscribe(ws: ClientConnection, **fields: Any) -> dict[str, Any]:
+    await ws.send(orjson.dumps({"type": "subscribe", **fields}).decode())
+    return await recv_until(ws, lambda m: m["type"] in ("subscription_ack", "error"))
+
+
+async def wait_cached(address: str, symbol_url: str, value: float) -> None:
+    async def _has() -> bool:
+        r = await http_get(address, f"/prices/{symbol_url}")
+        return r.status_code == 200 and r.json()["price"] == value
+
+    end = time.monotonic() + DEADLINE
+    while not await _has():
+        assert time.monotonic() < end, f"price {value} of {symbol_url} never reached the hub"
+        await asyncio.sleep(0.05)
+
+
+# --- snapshot, live, seed compatibility ---------------------------------------------------
+
+
+async def test_price_snapshot_then_live(gw: str, feed: Feed) -> None:
+    await feed.send("fiml.prices", price("BTC/USDT", 100.0, T0))
+    await wait_cached(gw, "BTC_USDT", 100.0)
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        ack = await subscribe(ws, stream_type="price", symbols=["BTC/USDT"], interval_ms=100)
+        assert ack["type"] == "subscription_ack" and ack["symbols"] == ["BTC/USDT"]
+        snap = await recv_until(ws, is_type("data"))
+        assert snap["seq"] == 1 and [d["price"] for d in snap["data"]] == [100.0]
+        await feed.send("fiml.prices", price("BTC/USDT", 101.0, T0 + 1))
+        live = await recv_until(ws, is_type("data"))
+        assert live["seq"] == 2 and live["data"][-1]["price"] == 101.0
+        assert live["subscription_id"] == ack["subscription_id"]
+
+
+async def test_ohlcv_snapshot_then_live(gw: str, feed: Feed) -> None:
+    await feed.send("fiml.ohlcv", candle("ETH/USDT", T0, 10.0))
+    await feed.send("fiml.prices", price("ETH/USDT", 10.0, T0))  # a marker that the hub is there
+    await wait_cached(gw, "ETH_USDT", 10.0)
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        await subscribe(ws, stream_type="ohlcv", symbols=["ETH/USDT"], params={"interval": "1m"})
+        snap = await recv_until(ws, is_type("data"))
+        assert snap["stream_type"] == "ohlcv" and snap["data"][0]["close"] == 10.0
+        await feed.send("fiml.ohlcv", candle("ETH/USDT", T0, 11.0, rev=1, final=True))
+        live = await recv_until(ws, is_type("data"))
+        assert live["data"][-1]["close"] == 11.0 and live["data"][-1]["is_final"] is True
+    r = await http_get(gw, f"/ohlcv/ETH_USDT?interval=1m&start={T0}&end={T0 + HOUR}")
+    assert r.status_code == 200, r.text
+    assert [(c["close"], c["rev"]) for c in r.json()["candles"]] == [(11.0, 1)]
+
+
+SEED_SUBSCRIBE = """{
+  "type": "subscribe",
+  "stream_type": "price",
+  "symbols": ["AAPL", "GOOGL"],
+  "asset_type": "equity",
+  "market": "US",
+  "interval_ms": 1000,
+  "data_type": "price"
+}"""
+
+
+async def test_seed_subscribe_example_byte_for_byte(gw: str, feed: Feed) -> None:
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        await ws.send(SEED_SUBSCRIBE)
+        ack = await recv(ws)
+        assert ack["type"] == "subscription_ack"
+        assert (ack["stream_type"], ack["symbols"], ack["interval_ms"]) == (
+            "price", ["AAPL", "GOOGL"], 1000)
+        await feed.send("fiml.prices", price("AAPL", 190.5, T0, AssetType.EQUITY))
+        data = await recv_until(ws, is_type("data"))
+        assert data["data"][0]["symbol"] == "AAPL" and data["data"][0]["price"] == 190.5
+
+
+async def test_prices_endpoint_auto_subscribes(gw: str, feed: Feed) -> None:
+    async with connect(f"ws://{gw}/ws/prices/AAPL,BTC_USDT") as ws:
+        ack = await recv(ws)
+        assert ack["symbols"] == ["AAPL", "BTC/USDT"] and ack["interval_ms"] == 1000
+        await feed.send("fiml.prices", price("BTC/USDT", 5.0, T0))
+        data = await recv_until(ws, is_type("data"))
+        assert data["data"][0]["symbol"] == "BTC/USDT"
+    async with connect(f"ws://{gw}/ws/prices/BAD!SYMBOL") as ws:
+        error = await recv(ws)
+        assert error["error_code"] == "UNKNOWN_SYMBOL"
+        ack = await subscribe(ws, stream_type="price", symbols=["AAPL"])
+        assert ack["type"] == "subscription_ack"  # still usable
+
+
+# --- conflation, unsubscribe, heartbeat ---------------------------------------------------
+
+
+async def test_conflation_respects_interval(gw: str, feed: Feed) -> None:
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        await subscribe(ws, stream_type="price", symbols=["SOL/USDT"], interval_ms=400,
+                        snapshot=False)
+        arrivals: list[tuple[float, dict[str, Any]]] = []
+
+        async def pump() -> None:
+            for i in range(1, 41):
+                await feed.send("fiml.prices", price("SOL/USDT", float(i), T0 + i))
+                await asyncio.sleep(0.03)  # pacing the producer over ~1.2 s, not a sync point
+
+        producer = asyncio.create_task(pump())
+        while not arrivals or arrivals[-1][1]["data"][-1]["price"] != 40.0:
+            message = await recv_until(ws, is_type("data"))
+            arrivals.append((time.monotonic(), message))
+        await producer
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
+    assert len(arrivals) < 40  # conflated: fewer messages than updates
+    assert all(gap >= 0.35 for gap in gaps), gaps  # 400 ms, minus delivery jitter
+    for _, message in arrivals:
+        assert len(message["data"]) == 1  # latest value per symbol only
+
+
+async def test_unsubscribe_stops_data(gw: str, feed: Feed) -> None:
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        first = await subscribe(ws, stream_type="price", symbols=["XRP/USDT"], mode="realtime")
+        await feed.send("fiml.prices", price("XRP/USDT", 1.0, T0))
+        await recv_until(ws, is_type("data"))
+        await ws.send(orjson.dumps(
+            {"type": "unsubscribe", "subscription_id": first["subscription_id"]}).decode())
+        ack = await recv_until(ws, is_type("unsubscribe_ack"))
+        assert ack["subscription_id"] == first["subscription_id"]
+        second = await subscribe(ws, stream_type="price", symbols=["XRP/USDT"], mode="realtime",
+                                 snapshot=False)
+        await feed.send("fiml.prices", price("XRP/USDT", 2.0, T0 + 1))
+        # The sentinel subscription sees the update; the first one must not have, before it.
+        message = await recv_until(ws, is_type("data"))
+        assert message["subscription_id"] == second["subscription_id"]
+        assert message["data"][0]["price"] == 2.0
+
+
+async def test_heartbeats(settings: GatewaySettings, feed: Feed) -> None:
+    gateway = running_gateway(replace(settings, heartbeat_s=0.2))
+    async with gateway as address, connect(f"ws://{address}/ws/stream") as ws:
+        await subscribe(ws, stream_type="price", symbols=["AAPL"])
+        beats = [await recv_until(ws, is_type("heartbeat")) for _ in range(2)]
+    assert [b["active_subscriptions"] for b in beats] == [1, 1]
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+BAD_INPUTS = [
+    ("{not json", "INVALID_JSON", None),
+    ("[1, 2]", "INVALID_MESSAGE_TYPE", "type"),
+    ('{"type": "dance"}', "INVALID_MESSAGE_TYPE", "type"),
+    ('{"type": "subscribe", "symbols": ["AAPL"]}', "SUBSCRIPTION_ERROR", "stream_type"),
+    ('{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL"], "interval_ms": 50}',
+     "SUBSCRIPTION_ERROR", "interval_ms"),
+    ('{"type": "subscribe", "stream_type": "price", "symbols": []}', "SUBSCRIPTION_ERROR",
+     "symbols"),
+    (orjson.dumps({"type": "subscribe", "stream_type": "price",
+                   "symbols": [f"S{i}" for i in range(51)]}).decode(),
+     "SUBSCRIPTION_ERROR", "symbols"),
+    ('{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL", "no such!"]}',
+     "UNKNOWN_SYMBOL", "symbols.1"),
+    ('{"type": "subscribe", "stream_type": "ohlcv", "symbols": ["AAPL"], '
+     '"params": {"interval": "7m"}}', "SUBSCRIPTION_ERROR", "params.interval"),
+    ('{"type": "unsubscribe", "subscription_id": "nope"}', "UNKNOWN_SUBSCRIPTION",
+     "subscription_id"),
+    ('{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL"], '
+     '"subscription_id": "gone", "resume_from": 3}', "RESUME_UNAVAILABLE", "resume_from"),
+]
+
+
+async def test_bad_input_gets_errors_and_connection_stays_usable(
+    settings: GatewaySettings, feed: Feed
+) -> None:
+    gateway = running_gateway(replace(settings, max_subscriptions=2))
+    async with gateway as address, connect(f"ws://{address}/ws/stream") as ws:
+        for raw, code, field in BAD_INPUTS:
+            await ws.send(raw)
+            error = await recv(ws)
+            assert error["type"] == "error", raw
+            assert (error["error_code"], error["field"]) == (code, field), raw
+            assert error["message"]
+        for _ in range(2):
+            assert (await subscribe(ws, stream_type="price", symbols=["AAPL"]))["type"] == (
+                "subscription_ack")
+        error = await subscribe(ws, stream_type="price", symbols=["MSFT"])
+        assert error["error_code"] == "TOO_MANY_SUBSCRIPTIONS"
+        await feed.send("fiml.prices", price("AAPL", 3.0, T0, AssetType.EQUITY))
+        assert (await recv_until(ws, is_type("data")))["data"][0]["price"] == 3.0

@@ -1,0 +1,115 @@
+"""Resume after reconnect and replay of a recorded range, against a real broker."""
+
+# The fixtures are imported from the sibling module, so test parameters "redefine" them.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.integration.test_gateway import (  # noqa: F401
+    HOUR,
+    T0,
+    Feed,
+    candle,
+    feed,
+    gw,
+    is_type,
+    price,
+    recv_until,
+    settings,
+    subscribe,
+    tick,
+    topics,
+    wait_cached,
+)
+
+pytestmark = pytest.mark.integration
+
+
+
+async def collect_prices(ws: ClientConnection, want: int) -> list[dict[str, Any]]:
+    """Data messages until ``want`` records have arrived."""
+    messages: list[dict[str, Any]] = []
+    while sum(len(m["data"]) for m in messages) < want:
+        messages.append(await recv_until(ws, is_type("data")))
+    return messages
+
+
+async def test_resume_after_reconnect_fills_the_gap_exactly(gw: str, feed: Feed) -> None:
+    url = f"ws://{gw}/ws/stream"
+    async with connect(url) as ws:
+        ack = await subscribe(ws, stream_type="price", symbols=["ADA/USDT"], mode="realtime",
+                              subscription_id="resume-me", snapshot=False)
+        assert ack["subscription_id"] == "resume-me"
+        await feed.send("fiml.prices", *[price("ADA/USDT", float(i), T0 + i) for i in range(1, 6)])
+        seen = await collect_prices(ws, 5)
+    last_seq = seen[-1]["seq"]
+    # Missed while disconnected: 6..10 (and a BTC record that must not leak in).
+    await feed.send("fiml.prices", *[price("ADA/USDT", float(i), T0 + i) for i in range(6, 11)])
+    await feed.send("fiml.prices", price("BTC/USDT", 1.0, T0))
+    await wait_cached(gw, "BTC_USDT", 1.0)  # the hub has read past the gap
+    async with connect(url) as ws:
+        ack = await subscribe(ws, stream_type="price", symbols=["ADA/USDT"],
+                              subscription_id="resume-me", resume_from=last_seq)
+        assert ack["type"] == "subscription_ack" and ack["resumed_from"] == last_seq
+        caught_up = await collect_prices(ws, 5)
+        assert [m["seq"] for m in caught_up] == list(
+            range(last_seq + 1, last_seq + 1 + len(caught_up)))
+        assert [d["price"] for m in caught_up for d in m["data"]] == [6.0, 7.0, 8.0, 9.0, 10.0]
+        await feed.send("fiml.prices", price("ADA/USDT", 11.0, T0 + 11))
+        live = await recv_until(ws, is_type("data"))
+        assert live["seq"] == caught_up[-1]["seq"] + 1 and live["data"][0]["price"] == 11.0
+        # Resuming again while it is active, or from a seq never sent, is refused plainly.
+        refused = await subscribe(ws, stream_type="price", symbols=["ADA/USDT"],
+                                  subscription_id="resume-me", resume_from=1)
+        assert refused["error_code"] == "RESUME_UNAVAILABLE"
+
+
+async def test_replay_of_a_recorded_hour_returns_exactly_its_records(gw: str, feed: Feed) -> None:
+    inside = [price("DOT/USDT", 1.0 + i, T0 + i * 60_000) for i in range(60)]
+    before = [price("DOT/USDT", 0.5, T0 - 1)]
+    after = [price("DOT/USDT", 99.0, T0 + HOUR)]
+    other = [price("BTC/USDT", 2.0, T0 + 5)]
+    await feed.send("fiml.prices", *before, *inside, *after, *other)
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        ack = await subscribe(ws, stream_type="price", symbols=["DOT/USDT"],
+                              replay_from=T0, replay_to=T0 + HOUR)
+        assert ack["replay"] is True
+        got: list[dict[str, Any]] = []
+        while True:
+            message = await recv_until(ws, lambda m: m["type"] in ("data", "replay_complete"))
+            if message["type"] == "replay_complete":
+                break
+            got.extend(message["data"])
+        assert message["records"] == 60
+    assert got == [orjson.loads(r.model_dump_json()) for r in inside]
+
+
+async def test_replay_then_live_for_candles_and_raw_ticks(gw: str, feed: Feed) -> None:
+    candles = [candle("LINK/USDT", T0 + i * 60_000, 5.0 + i) for i in range(3)]
+    await feed.send("fiml.ohlcv", *candles)
+    await feed.send("fiml.raw.ticks", *[tick("LINK/USDT", 7.0 + i, T0 + i, i) for i in range(4)])
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        await subscribe(ws, stream_type="ohlcv", symbols=["LINK/USDT"], replay_from=T0,
+                        subscription_id="candles")
+        await subscribe(ws, stream_type="price", symbols=["LINK/USDT"], replay_from=T0,
+                        replay_to=T0 + HOUR, params={"source": "raw"}, subscription_id="raw")
+        complete: dict[str, int] = {}
+        records: dict[str, list[float]] = {"candles": [], "raw": []}
+        while len(complete) < 2:
+            m = await recv_until(ws, lambda m: m["type"] in ("data", "replay_complete"))
+            if m["type"] == "replay_complete":
+                complete[m["subscription_id"]] = m["records"]
+            else:
+                key = m["subscription_id"]
+                records[key] += [d["close"] if key == "candles" else d["price"] for d in m["data"]]
+        assert complete == {"candles": 3, "raw": 4}
+        assert records == {"candles": [5.0, 6.0, 7.0], "raw": [7.0, 8.0, 9.0, 10.0]}
+        await feed.send("fiml.ohlcv", candle("LINK/USDT", T0 + 180_000, 42.0))
+        live = await recv_until(ws, is_type("data"))
+        assert live["subscription_id"] == "candles" and live["data"][0]["close"] == 42.0

@@ -1,0 +1,21 @@
+"""The Prometheus text rendering."""
+
+from gateway.metrics import Metrics, render
+
+
+def test_render_has_the_families_and_labels() -> None:
+    m = Metrics(messages_sent=3, records_in={"fiml.prices": 7})
+    text = render(m, connections=2, subscriptions={"price": 1}, lag={"fiml.prices": 4})
+    assert "fiml_gateway_connections 2\n" in text
+    assert 'fiml_gateway_consumer_lag{topic="fiml.prices"} 4' in text
+    assert "fiml_gateway_messages_sent_total 3" in text
+    assert text.endswith("\n") and "# TYPE fiml_gateway_updates_dropped_total counter" in text
+
+
+def test_public_api() -> None:
+    import gateway
+
+    assert set(gateway.__all__) == {
+        "CLOSE_SLOW_CLIENT", "GatewayError", "GatewaySettings", "RangeReadError",
+        "SlowClientError", "create_app",
+    }

@@ -1,0 +1,67 @@
+"""Conflation, batching, real-time overflow and sequence history, without a network."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.channels import StreamSpec
+from gateway.errors import SlowClientError
+from gateway.subscription import Subscription
+from schemas.protocol import StreamType
+
+PRICE = StreamSpec(StreamType.PRICE, "fiml.prices", ("A", "B"), "")
+TRADES = StreamSpec(StreamType.TRADES, "fiml.trades", ("A",), "")
+A, B = ("fiml.prices", "A", ""), ("fiml.prices", "B", "")
+
+
+def sub(spec: StreamSpec = PRICE, mode: str = "conflated", **kw: object) -> Subscription:
+    return Subscription("s", spec, mode, 1.0, **kw)  # type: ignore[arg-type]
+
+
+def test_conflated_keeps_latest_per_symbol_and_waits_for_the_interval() -> None:
+    s = sub()
+    assert s.offer(A, b"1", now=10.0) is True  # first update: wake the writer
+    assert s.due() == float("-inf") or s.due() <= 10.0
+    assert s.offer(A, b"2", now=10.1) is False
+    s.offer(B, b"3", now=10.2)
+    assert s.take(now=10.2) == [b"2", b"3"]
+    s.offer(A, b"4", now=10.3)
+    assert s.due() == pytest.approx(11.2)  # one message per interval
+
+
+def test_realtime_forwards_everything_then_conflates_past_the_bound() -> None:
+    s = sub(mode="realtime", max_pending=3)
+    for i in range(3):
+        s.offer(A, str(i).encode(), now=0.0)
+    assert s.due() == 0.0
+    s.offer(B, b"x", now=0.0)  # over the bound: conflate
+    assert s.take(0.0) == [b"x"] and s.dropped == 3
+
+
+def test_trades_are_batched_flushed_early_and_finally_refused() -> None:
+    s = sub(TRADES, max_pending=2)
+    s.offer(("fiml.trades", "A", ""), b"t1", now=5.0)
+    assert s.offer(("fiml.trades", "A", ""), b"t2", now=5.0) is True
+    assert s.due() == 5.0
+    s.offer(("fiml.trades", "A", ""), b"t3", now=5.0)
+    with pytest.raises(SlowClientError):
+        s.offer(("fiml.trades", "A", ""), b"t4", now=5.0)
+
+
+def test_held_subscription_is_never_due() -> None:
+    s = sub()
+    s.held = True
+    s.offer(A, b"1", now=0.0)
+    assert s.due() is None
+
+
+def test_sequence_history_and_rewind() -> None:
+    s = sub(history_size=3)
+    s.start_at((0, 0))
+    assert s.positions_after(0) == (0, 0)
+    for i in range(1, 5):
+        assert s.next_seq((i, i)) == i
+    assert s.positions_after(4) == (4, 4)
+    assert s.positions_after(1) is None  # fell out of the bounded history
+    s.rewind(2)
+    assert s.seq == 2 and s.next_seq((9, 9)) == 3 and s.positions_after(3) == (9, 9)
