@@ -1,13 +1,16 @@
 # FIML Stream: everything a fresh machine needs comes from here.
-#   make demo   start the local broker and the pipeline
+#   make demo   set up, then `fiml up`: broker, topics, ingestion, arbitration, gateway and the
+#               dashboard on http://127.0.0.1:8000/ (Ctrl-C stops everything)
 #   make test   set up, fetch the broker, run every test (unit, integration, e2e)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JARS   := .fiml/kafka-4.1.1/lib/.complete
+# The dashboard's chart library, from npm (gateway/static/package.json); no build step.
+CHARTS := gateway/static/node_modules/lightweight-charts/package.json
 
-.PHONY: setup broker test test-unit lint demo stop clean
+.PHONY: setup broker chromium test test-unit lint demo stop clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -17,7 +20,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(CHARTS): gateway/static/package.json
+	@command -v npm >/dev/null || { echo "npm is needed for the dashboard's chart library: install Node.js (apt-get install nodejs npm)."; exit 1; }
+	cd gateway/static && npm install --no-audit --no-fund --loglevel=error
+	touch $(CHARTS)
+
+setup: $(STAMP) $(CHARTS)
+
+# The browser test drives Debian's Chromium (browsers cannot be downloaded here).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 $(JARS): infra/kafka/pom.xml | $(STAMP)
 	$(BIN)/python -c 'from infra.broker import BrokerConfig, fetch_jars; fetch_jars(BrokerConfig().lib_dir)' || \
@@ -25,7 +37,7 @@ $(JARS): infra/kafka/pom.xml | $(STAMP)
 
 broker: $(JARS)
 
-test: setup broker
+test: setup broker chromium
 	$(BIN)/python -m pytest
 
 test-unit: setup
@@ -36,12 +48,10 @@ lint: setup
 	$(BIN)/mypy
 
 demo: setup broker
-	$(BIN)/fiml kafka start
-	$(BIN)/fiml topics create
-	$(BIN)/fiml kafka status
+	$(BIN)/fiml up
 
 stop:
 	-$(BIN)/fiml kafka stop
 
 clean: stop
-	rm -rf $(VENV) .fiml .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .fiml .pytest_cache .mypy_cache .ruff_cache gateway/static/node_modules

@@ -160,13 +160,36 @@ def topics_list(
     console.print(table)
 
 
+_mounted = False
+
+
 def _register_optional() -> None:
-    """Sub-commands owned by the other packages."""
+    """Mount the sub-commands that the other packages own (each in its own ``cli`` module).
+
+    They are mounted on first use, not at import, so that ``infra.cli`` stays importable by
+    the packages it mounts. Calling it again does nothing.
+    """
+    global _mounted
+    if _mounted:
+        return
+    _mounted = True
+    from agents.arbitration.cli import register as register_arbitration
+    from agents.ingest.cli import register as register_ingest
+    from gateway.cli import register as register_gateway
+    from infra.up import register as register_up
     from schemas.cli import app as schemas_app
 
     app.add_typer(schemas_app, name="schemas")
+    register_ingest(app)
+    register_arbitration(app)
+    register_gateway(app)
+    register_up(app)
 
 
 def main() -> None:
     _register_optional()
     app()
+
+
+if __name__ == "__main__":
+    main()
