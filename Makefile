@@ -10,7 +10,7 @@ JARS   := .fiml/kafka-4.1.1/lib/.complete
 # The dashboard's chart library, from npm (gateway/static/package.json); no build step.
 CHARTS := gateway/static/node_modules/lightweight-charts/package.json
 
-.PHONY: setup broker chromium test test-unit lint demo stop clean
+.PHONY: setup broker chromium test test-unit lint demo bench bench-full stop clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -46,6 +46,13 @@ test-unit: setup
 lint: setup
 	$(BIN)/ruff check agents gateway schemas infra tests
 	$(BIN)/mypy
+
+# Benchmarks on the real local broker; results in bench/results/ (see docs/PERFORMANCE.md).
+bench: setup broker
+	$(BIN)/python -m bench.run
+
+bench-full: setup broker
+	$(BIN)/python -m bench.run --full
 
 demo: setup broker
 	$(BIN)/fiml up

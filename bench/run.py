@@ -1,0 +1,173 @@
+"""`make bench`: every scenario, several runs each, on one real local broker.
+
+    python -m bench.run            # quick mode, a few minutes
+    python -m bench.run --full     # longer runs, more load points
+
+Each scenario is a script that prints one JSON line (see bench/common.py). This runs each of
+them ``--runs`` times against one broker, and writes ``bench/results/latest.json``, the table
+``bench/results/latest.md`` (median, min and max of each figure, each product figure next to
+its baseline from the same run) and ``bench/results/latency.png`` (latency percentiles against
+offered load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import MACHINE_NOTE, ROOT, kafka
+
+RESULTS = ROOT / "bench" / "results"
+
+# scenario -> (quick arguments, full arguments)
+SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
+    "arbitration": (["--ticks", "20000"], ["--ticks", "100000"]),
+    "latency": (
+        ["--rates", "1000,2500,5000", "--duration", "8"],
+        ["--rates", "500,1000,2500,5000,7500,10000", "--duration", "20"],
+    ),
+    "fanout": (["--quick"], []),
+    "replay": (["--records", "30000"], ["--records", "200000"]),
+    "startup": ([], []),
+}
+
+# (label, product metric, baseline metric, unit): rows of the markdown table.
+ROWS: list[tuple[str, str, str | None, str]] = [
+    ("Arbitration, one worker", "arbitration_ticks_per_s", "plain_aiokafka_ticks_per_s",
+     "ticks/s"),
+    ("Arbitration vs naive Faust agent", "arbitration_ticks_per_s", "naive_faust_ticks_per_s",
+     "ticks/s"),
+    ("Latency p50 at 5,000 ticks/s", "latency_5000_p50_ms", None, "ms"),
+    ("Latency p99 at 5,000 ticks/s", "latency_5000_p99_ms", None, "ms"),
+    ("Latency p99.9 at 5,000 ticks/s", "latency_5000_p999_ms", None, "ms"),
+    ("Highest load with p99 < 50 ms", "max_rate_p99_under_50ms", None, "ticks/s"),
+    ("Fan-out, 100 clients", "fanout_100_updates_per_s", "bare_100_msgs_per_s", "updates/s"),
+    ("Fan-out, 1,000 clients", "fanout_1000_updates_per_s", "bare_1000_msgs_per_s",
+     "updates/s"),
+    ("Idle connection, deflate off", "idle_kib_per_conn_plain", None, "KiB"),
+    ("Idle connection, deflate on", "idle_kib_per_conn_deflate", None, "KiB"),
+    ("Replay to one client", "replay_records_per_s", None, "records/s"),
+    ("`fiml up` to first price (warm)", "startup_to_first_price_s", None, "s"),
+]
+
+
+def run_once(name: str, args: list[str], env: dict[str, str]) -> dict[str, object] | None:
+    command = [sys.executable, "-m", f"bench.{name}", *args]
+    started = time.monotonic()
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                            check=False, timeout=900)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        print(f"  {name}: failed ({result.returncode}): {' | '.join(tail)}", file=sys.stderr)
+        return None
+    print(f"  {name}: done in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    parsed: dict[str, object] = json.loads(lines[-1])
+    return parsed
+
+
+def summarise(runs: list[dict[str, object]]) -> dict[str, dict[str, float]]:
+    values: dict[str, list[float]] = {}
+    for run in runs:
+        for key, value in run["metrics"].items():  # type: ignore[attr-defined]
+            values.setdefault(key, []).append(float(value))
+    return {
+        key: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": len(v)}
+        for key, v in values.items()
+    }
+
+
+def fmt(stats: dict[str, float] | None) -> str:
+    if stats is None:
+        return "n/a"
+
+    def num(x: float) -> str:
+        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+    return f"{num(stats['median'])} ({num(stats['min'])} to {num(stats['max'])})"
+
+
+def markdown(summary: dict[str, dict[str, float]], mode: str, runs: int) -> str:
+    lines = [
+        f"Mode: {mode}, {runs} runs per scenario; median (min to max). Machine: {MACHINE_NOTE}.",
+        "",
+        "| figure | FIML Stream | baseline, same run | ratio | unit |",
+        "|---|---|---|---|---|",
+    ]
+    for label, metric, baseline, unit in ROWS:
+        ours = summary.get(metric)
+        base = summary.get(baseline) if baseline else None
+        ratio = f"{ours['median'] / base['median']:.2f}x" if ours and base else ""
+        lines.append(f"| {label} | {fmt(ours)} | {fmt(base) if baseline else ''} | {ratio} "
+                     f"| {unit} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(latency_runs: list[dict[str, object]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_rate: dict[float, dict[str, list[float]]] = {}
+    for run in latency_runs:
+        for point in run.get("points", []):  # type: ignore[attr-defined]
+            entry = by_rate.setdefault(point["offered_ticks_per_s"], {})
+            for key in ("p50_ms", "p99_ms", "p999_ms"):
+                entry.setdefault(key, []).append(point[key])
+    rates = sorted(by_rate)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+        ax.plot(rates, [statistics.median(by_rate[r][key]) for r in rates], marker="o",
+                label=label)
+    ax.axhline(50, color="grey", linestyle="--", linewidth=0.8, label="50 ms")
+    ax.set_xlabel("offered load, raw ticks/s")
+    ax.set_ylabel("tick to client, ms")
+    ax.set_yscale("log")
+    ax.set_title("End-to-end latency (realtime mode, 100 clients)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated scenario names")
+    args = parser.parse_args()
+    mode = "full" if args.full else "quick"
+    chosen = [s for s in SCENARIOS if not args.only or s in args.only.split(",")]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    print(f"FIML Stream benchmarks ({mode}); machine: {MACHINE_NOTE}", file=sys.stderr)
+    all_runs: dict[str, list[dict[str, object]]] = {}
+    with kafka() as bootstrap:
+        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, PYTHONPATH=str(ROOT))
+        for name in chosen:
+            quick, full = SCENARIOS[name]
+            runs = [run_once(name, full if args.full else quick, env) for _ in range(args.runs)]
+            all_runs[name] = [r for r in runs if r is not None]
+    summary: dict[str, dict[str, float]] = {}
+    for runs in all_runs.values():
+        summary.update(summarise(runs))
+    (RESULTS / "latest.json").write_text(json.dumps(
+        {"mode": mode, "machine": MACHINE_NOTE, "summary": summary, "runs": all_runs},
+        indent=2))
+    table = markdown(summary, mode, args.runs)
+    (RESULTS / "latest.md").write_text(table)
+    if all_runs.get("latency"):
+        plot(all_runs["latency"], RESULTS / "latency.png")
+    print(table)
+    failed = [name for name in chosen if not all_runs.get(name)]
+    if failed:
+        raise SystemExit(f"scenarios with no successful run: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
