@@ -18,8 +18,17 @@ import time
 import orjson
 import websockets
 
-from bench.common import MACHINE_NOTE, fiml, free_port, fresh_prefix, kafka, report, spawn, stop
-from bench.common import wait_http
+from bench.common import (
+    MACHINE_NOTE,
+    fiml,
+    free_port,
+    fresh_prefix,
+    kafka,
+    report,
+    spawn,
+    stop,
+    wait_http,
+)
 
 
 async def fill(bootstrap: str, topic: str, symbols: list[str], n: int, start_ms: int) -> None:

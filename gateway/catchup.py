@@ -7,8 +7,12 @@ slow client slows only its own catch-up. ``ends`` is the hub's position when the
 was attached: the hub holds (bounded) every live record from there on until the catch-up is
 done, so the hand-over has no gap and no duplicate.
 
-Replay ranges are on the Kafka record timestamp, ``replay_from <= ts < replay_to``; FIML
-producers set it to the record's event time.
+Replay ranges are on each record's own ``event_time_ms``: ``replay_from <= event_time_ms <
+replay_to``. The Kafka record timestamp only finds where to start and stop reading
+(``offsets_for_times``), widened by ``replay_margin_ms`` on both sides, because FIML's producers
+leave it to the producer's clock at send time (publication time, a little after the event time,
+or long after it for a stale provider quote). A record published more than the margin after its
+event time is outside a bounded replay's read window and is missed (docs/WEBSOCKET.md).
 """
 
 from __future__ import annotations
@@ -51,14 +55,15 @@ async def catch_up(
     sent = 0
     try:
         async with hub.reader(sub.spec.topic) as reader:
+            margin = settings.replay_margin_ms
             if lo_ms is not None:
-                begin = await reader.offsets_at(lo_ms)
+                begin = await reader.offsets_at(max(0, lo_ms - margin))
             else:
                 begin = dict(enumerate(starts or ()))
             if ends is not None:
                 end = dict(enumerate(ends))
             elif hi_ms is not None:
-                end = await reader.offsets_at(hi_ms)
+                end = await reader.offsets_at(hi_ms + margin)
             else:  # pragma: no cover - every caller gives one or the other
                 end = await reader.end_offsets()
             cur = [begin.get(p, 0) for p in range(max([*begin, *end, -1]) + 1)]
@@ -78,14 +83,15 @@ async def catch_up(
             async for messages in reader.read(begin, end):
                 for m in messages:
                     cur[m.partition] = m.offset + 1
-                    if lo_ms is not None and (
-                        m.timestamp < lo_ms or (hi_ms is not None and m.timestamp >= hi_ms)
-                    ):
-                        continue
                     try:
                         record = decode(model, m.value)
                     except DecodeError:
                         continue  # the hub logs and counts these; replay skips them the same
+                    event_ms: int = getattr(record, "event_time_ms", m.timestamp)
+                    if lo_ms is not None and (
+                        event_ms < lo_ms or (hi_ms is not None and event_ms >= hi_ms)
+                    ):
+                        continue
                     interval = getattr(record, "interval", None)
                     channel = channel_of(
                         sub.spec.topic, getattr(record, "symbol", ""),
@@ -94,8 +100,8 @@ async def catch_up(
                     if channel not in wanted:
                         continue
                     if speed is not None:
-                        first_ts = m.timestamp if first_ts is None else first_ts
-                        delay = t0 + (m.timestamp - first_ts) / 1000 / speed - loop.time()
+                        first_ts = event_ms if first_ts is None else first_ts
+                        delay = t0 + (event_ms - first_ts) / 1000 / speed - loop.time()
                         if delay > 0:
                             await flush()
                             await asyncio.sleep(delay)  # pacing, not synchronisation

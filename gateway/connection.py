@@ -213,9 +213,28 @@ class Connection:
         seq = sub.next_seq(positions)
         return data_frame(sub.spec.stream_type.value, sub.id, items, now_ms(), seq)
 
+    @property
+    def pending_updates(self) -> int:
+        """Updates noted for this connection's subscriptions and not yet sent."""
+        return sum(s.pending for s in self.subs.values())
+
+    @property
+    def queued_frames(self) -> int:
+        """Frames waiting in the outbox (at most ``max_queued_frames``)."""
+        return len(self._outbox)
+
     def describe(self) -> dict[str, Any]:
+        """What ``GET /ws/connections?details=true`` shows of this connection, buffers included
+        (what the server holds for it, whatever the client does)."""
+        since = self.sending_since
         return {
             "connection_id": self.id,
+            "pending_updates": self.pending_updates,
+            "queued_frames": self.queued_frames,
+            "queued_bytes": sum(len(frame) for frame, _ in self._outbox),
+            "send_blocked_s": (
+                0.0 if since is None else round(asyncio.get_running_loop().time() - since, 3)
+            ),
             "subscriptions": [
                 {
                     "subscription_id": s.id,
@@ -223,6 +242,7 @@ class Connection:
                     "symbols": list(s.spec.symbols),
                     "mode": s.mode,
                     "seq": s.seq,
+                    "pending_updates": s.pending,
                 }
                 for s in self.subs.values()
             ],

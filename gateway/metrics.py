@@ -46,12 +46,21 @@ def render(
     connections: int,
     subscriptions: Mapping[str, int],
     lag: Mapping[str, int],
+    buffered: Mapping[str, int] | None = None,
 ) -> str:
-    """The Prometheus exposition text (version 0.0.4) for ``/metrics``."""
+    """The Prometheus exposition text (version 0.0.4) for ``/metrics``.
+
+    ``buffered``: ``pending_updates`` and ``queued_frames`` summed over the connections, and
+    the largest single connection's (``max_pending_updates``, ``max_queued_frames``).
+    """
     m = metrics
     lines: list[str] = []
     lines += _family("fiml_gateway_connections", "gauge", "Open WebSocket connections.",
                      [({}, connections)])
+    for key, value in sorted((buffered or {}).items()):
+        lines += _family(f"fiml_gateway_{key}", "gauge",
+                         "Held for clients, not yet sent (max_: the largest connection's).",
+                         [({}, value)])
     lines += _family("fiml_gateway_connections_total", "counter",
                      "WebSocket connections accepted.", [({}, m.connections_total)])
     lines += _family("fiml_gateway_subscriptions", "gauge", "Active subscriptions by stream type.",

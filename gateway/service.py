@@ -105,8 +105,17 @@ class Gateway:
         return out
 
     def render_metrics(self) -> str:
+        pending = [c.pending_updates for c in self.connections.values()]
+        frames = [c.queued_frames for c in self.connections.values()]
+        buffered = {
+            "pending_updates": sum(pending),
+            "queued_frames": sum(frames),
+            "max_pending_updates": max(pending, default=0),
+            "max_queued_frames": max(frames, default=0),
+        }
         return render(
-            self.metrics, len(self.connections), self.registry.stream_counts(), self.hub.lag()
+            self.metrics, len(self.connections), self.registry.stream_counts(), self.hub.lag(),
+            buffered,
         )
 
     async def serve(

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 
 from gateway.catchup import catch_up
-from gateway.channels import resolve
+from gateway.channels import resolve, resolve_symbol
 from gateway.connection import Connection, now_ms
 from gateway.hub import Hub
 from gateway.metrics import Metrics
@@ -22,7 +22,7 @@ from gateway.registry import Registry, ResumeStore
 from gateway.settings import GatewaySettings
 from gateway.subscription import Subscription
 from schemas.codec import encode
-from schemas.errors import ProtocolError
+from schemas.errors import ProtocolError, SymbolError
 from schemas.protocol import (
     ErrorCode,
     ErrorMessage,
@@ -73,7 +73,10 @@ class Session:
         try:
             message = parse_client_message(raw)
             if isinstance(message, UnsubscribeRequest):
-                self.unsubscribe(message.subscription_id)
+                if message.subscription_id is not None:
+                    self.unsubscribe(message.subscription_id)
+                else:
+                    self.unsubscribe_matching(message)
             else:
                 self.subscribe(message)
         except ProtocolError as exc:
@@ -216,6 +219,42 @@ class Session:
             )
         self._detach(sub)
         self.conn.put(encode(UnsubscribeAck(timestamp=now_ms(), subscription_id=sub.id)))
+
+    def unsubscribe_matching(self, request: UnsubscribeRequest) -> None:
+        """The seed's form: end every subscription of ``request.stream_type`` whose symbols are
+        all among ``request.symbols`` (every one of that stream type if none are given).
+
+        Raises:
+            ProtocolError: UNKNOWN_SYMBOL for a bad symbol; UNKNOWN_SUBSCRIPTION if none match.
+        """
+        assert request.stream_type is not None
+        wanted: set[str] | None = None
+        if request.symbols is not None:
+            wanted = set()
+            for index, raw in enumerate(request.symbols):
+                try:
+                    wanted.add(resolve_symbol(raw))
+                except SymbolError as exc:
+                    raise ProtocolError(
+                        ErrorCode.UNKNOWN_SYMBOL, f"unknown symbol {raw!r}: {exc.reason}",
+                        f"symbols.{index}",
+                    ) from None
+        matching = [
+            sub for sub in self.conn.subs.values()
+            if sub.spec.stream_type is request.stream_type
+            and (wanted is None or wanted.issuperset(sub.spec.symbols))
+        ]
+        if not matching:
+            listed = f" covering only {sorted(wanted)}" if wanted is not None else ""
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_SUBSCRIPTION,
+                f"no {request.stream_type.value} subscription{listed} on this connection; "
+                "unsubscribe by subscription_id to end one that has other symbols too",
+                "symbols" if wanted is not None else "stream_type",
+            )
+        for sub in matching:
+            self._detach(sub)
+            self.conn.put(encode(UnsubscribeAck(timestamp=now_ms(), subscription_id=sub.id)))
 
     def _detach(self, sub: Subscription) -> None:
         self._registry.remove(sub)

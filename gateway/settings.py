@@ -42,6 +42,9 @@ class GatewaySettings:
     #: How long a slow client gets to drain its backlog and receive the close frame (4000)
     #: before its connection is cut.
     close_timeout_s: float = 10.0
+    #: Replay filters on each record's event_time_ms; the Kafka timestamps (publication time)
+    #: bounding the read are widened by this much on both sides.
+    replay_margin_ms: int = 60_000
     #: Records spliced into one catch-up (replay, resume) data message.
     catchup_batch: int = 500
     #: Seq -> offsets entries kept per subscription for resume, and how long and how many

@@ -26,7 +26,14 @@ from pydantic import (
 )
 
 from schemas.errors import ProtocolError, summarize
-from schemas.records import OHLCVUpdate, PriceUpdate, QuoteUpdate, TradeUpdate
+from schemas.records import (
+    OHLCVUpdate,
+    PriceUpdate,
+    QuoteUpdate,
+    RawTick,
+    RawTrade,
+    TradeUpdate,
+)
 
 __all__ = [
     "MAX_SYMBOLS",
@@ -155,10 +162,26 @@ class SubscribeRequest(_Client):
 
 
 class UnsubscribeRequest(_Client):
-    """Client -> server: end a subscription."""
+    """Client -> server: end a subscription, by id or in the seed's form.
+
+    ``{"subscription_id": ...}`` ends that subscription. The seed's form, ``{"stream_type":
+    ..., "symbols": [...]}`` without an id, ends every subscription of that stream type whose
+    symbols are all among ``symbols`` (all of that stream type if ``symbols`` is omitted).
+    """
 
     type: Literal["unsubscribe"] = "unsubscribe"
-    subscription_id: SubscriptionId
+    stream_type: StreamType | None = None
+    symbols: Symbols | None = None
+    # Last, and validated even when absent, so that the check below sees the other fields and
+    # its error names ``subscription_id``.
+    subscription_id: SubscriptionId | None = Field(default=None, validate_default=True)
+
+    @field_validator("subscription_id")
+    @classmethod
+    def _id_or_stream_type(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("stream_type") is None:
+            raise ValueError("unsubscribe needs subscription_id, or stream_type (and symbols)")
+        return value
 
 
 class _Server(BaseModel):
@@ -193,7 +216,8 @@ class DataMessage(_Server):
     type: Literal["data"] = "data"
     stream_type: StreamType
     subscription_id: str
-    data: list[PriceUpdate | QuoteUpdate | TradeUpdate | OHLCVUpdate]
+    #: Derived records, or raw provider ticks/trades for ``params: {"source": "raw"}``.
+    data: list[PriceUpdate | QuoteUpdate | TradeUpdate | OHLCVUpdate | RawTick | RawTrade]
     timestamp: Timestamp
     seq: int = Field(strict=True, ge=0, description="per-subscription sequence number")
 

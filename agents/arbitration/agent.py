@@ -2,7 +2,8 @@
 
 Per batch (``stream.take_events``): every record goes through the ``Processor``; the outputs go
 out through a plain aiokafka producer and their delivery is awaited; then each changed symbol's
-state is written to the table once. ``take_events`` acks the batch only when the loop body
+state is written to the table once, and last the partition's mark (the ``fiml.ohlcv`` offset
+after the batch), which the fence of a restarted worker starts from (``fence.py``). ``take_events`` acks the batch only when the loop body
 returns, and Faust flushes its producer (the changelog) before it commits offsets, so an offset
 is never committed ahead of the outputs and the state it produced.
 """
@@ -18,6 +19,7 @@ import faust
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from agents.arbitration.fence import MARK_PREFIX, mark_key, read_fence
 from agents.arbitration.processor import TICKS, TRADES, Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.topics import topic_name
@@ -41,17 +43,32 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings) -> Non
     def scan(partition: int) -> Iterable[bytes]:
         # Only this worker's partitions are recovered into the table; the stored partition
         # number (first element of each saved state) picks the partition's symbols.
-        return [v for v in table.data.values() if _partition_of(v) == partition]
+        return [v for k, v in table.data.items()
+                if not k.startswith(MARK_PREFIX) and _partition_of(v) == partition]
 
     def load(symbol: str) -> bytes | None:
         value: bytes | None = table.data.get(symbol.encode())
         return value
 
     processor = Processor(settings, load, scan)
+    fenced: set[int] = set()
+    ohlcv = topic_name("fiml.ohlcv")
 
     @app.on_partitions_revoked.connect
     async def _forget(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-        processor.forget(tp.partition for tp in args[0])
+        revoked = {tp.partition for tp in args[0]}
+        processor.forget(revoked)
+        fenced.difference_update(revoked)
+
+    async def fence(partitions: set[int]) -> None:
+        for p in sorted(partitions - fenced):
+            mark = table.data.get(mark_key(p))
+            start = int(orjson.loads(mark)[1]) if mark else 0
+            found = await read_fence(bootstrap, ohlcv, p, start)
+            processor.set_fence(p, found)
+            fenced.add(p)
+            log.info("partition %d: fence from %s offset %d: %d series", p, ohlcv, start,
+                     len(found))
 
     @app.agent(source, name="arbitrate")
     async def arbitrate(stream: faust.StreamT[bytes]) -> None:
@@ -63,6 +80,7 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings) -> Non
             batches = stream.take_events(  # type: ignore[attr-defined]
                 settings.batch_max, settings.batch_within_s)
             async for events in batches:
+                await fence({e.message.partition for e in events})
                 for event in events:
                     m = event.message
                     processor.process(kinds[m.topic], m.key, m.value, m.partition, m.offset)
@@ -75,11 +93,21 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings) -> Non
                                                        partition=partition, headers=headers))
                 # Delivery before the batch is acked: an error here crashes the agent and the
                 # batch is processed again (at least once).
-                await asyncio.gather(*pending)
+                delivered = await asyncio.gather(*pending)
+                marks: dict[int, int] = {}
+                for md in delivered:
+                    if md.topic == ohlcv:
+                        marks[md.partition] = max(marks.get(md.partition, 0), md.offset + 1)
                 for symbol, (partition, data) in states.items():
                     key = symbol.encode()
                     # The table's public store and changelog, with the partition given: the
                     # source partition, so the table stays co-partitioned with the raw topics.
+                    table.data[key] = data
+                    table.send_changelog(partition, key, data)
+                # Marks last: one changelog partition keeps the order, so a mark that survived
+                # a crash means the batch's states did too.
+                for partition, offset in marks.items():
+                    key, data = mark_key(partition), orjson.dumps([1, offset])
                     table.data[key] = data
                     table.send_changelog(partition, key, data)
                 if processor.poison:

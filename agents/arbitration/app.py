@@ -1,6 +1,7 @@
 """The Faust app of the arbitration worker.
 
-Run it with ``fiml arbitrate`` or ``faust -A agents.arbitration.app worker -l warning``.
+Run it with ``fiml arbitrate`` or ``faust -A agents.arbitration.app worker -l warn`` (the faust
+command line takes ``warn``, not ``warning``: it exits at once on an unknown level).
 Configuration comes from the environment (docs/ARBITRATION.md lists it):
 ``KAFKA_BOOTSTRAP_SERVERS``, ``FIML_TOPIC_PREFIX``, ``FIML_ARB_APP_ID``, ``FIML_ARB_DATADIR``,
 ``FIML_ARB_*`` settings. Several workers with the same app id share the partitions.
@@ -35,6 +36,7 @@ def create_app(
         logging.getLogger(name).setLevel(logging.WARNING)
     bootstrap = bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     prefix = os.environ.get("FIML_TOPIC_PREFIX", "")
+    session = float(os.environ.get("FIML_ARB_SESSION_TIMEOUT_S", "60"))
     app = faust.App(
         app_id or os.environ.get("FIML_ARB_APP_ID", f"{prefix}fiml-arbitration"),
         broker=",".join(f"kafka://{b}" for b in bootstrap.split(",")),
@@ -46,6 +48,10 @@ def create_app(
         consumer_auto_offset_reset="earliest",  # a new group starts from the event log's start
         producer_linger_ms=5,
         producer_acks=-1,
+        # A SIGKILLed member holds its partitions until its session expires: a shorter session
+        # (FIML_ARB_SESSION_TIMEOUT_S) makes a restarted worker take over sooner.
+        broker_session_timeout=session,
+        broker_heartbeat_interval=session / 10,
     )
     # Sensors cost per-record callbacks; this worker reports its own counts.
     app.boot_strategy = faust.app.base.BootStrategy(app, enable_sensors=False)

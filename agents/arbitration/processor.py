@@ -42,6 +42,7 @@ class _Partition:
     watermark: int = -1
     next_close: int = -1
     symbols: dict[str, SymbolState] = field(default_factory=dict)
+    fence: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class Processor:
@@ -61,6 +62,8 @@ class Processor:
         self.dirty: dict[str, SymbolState] = {}
         self.poison = 0
         self.skipped = 0
+        self.fenced = 0  # finals suppressed because the topic already has them
+        self._fences: dict[int, dict[tuple[str, str], int]] = {}
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -68,6 +71,15 @@ class Processor:
         """Drop cached state of partitions this worker no longer owns (after a rebalance)."""
         for p in partitions:
             self._partitions.pop(p, None)
+
+    def set_fence(self, partition: int, fence: dict[tuple[str, str], int]) -> None:
+        """Finals up to ``fence[(symbol, interval)]`` (a window start) are already on the
+        topic: recompute them but do not emit them again (see ``fence.py``). Call before the
+        partition's first record."""
+        self._fences[partition] = fence
+        part = self._partitions.get(partition)
+        if part is not None:
+            part.fence = fence
 
     def drain(self) -> tuple[list[Output], dict[str, tuple[int, bytes]]]:
         """The outputs and the changed states since the last call: symbol -> (partition,
@@ -85,7 +97,8 @@ class Processor:
     def _partition(self, partition: int) -> _Partition:
         part = self._partitions.get(partition)
         if part is None:
-            part = self._partitions[partition] = _Partition()
+            part = self._partitions[partition] = _Partition(
+                fence=self._fences.pop(partition, {}))
             for data in self._scan(partition):
                 st = SymbolState.from_bytes(data)
                 part.symbols[st.symbol] = st
@@ -236,7 +249,12 @@ class Processor:
 
     def _candles(self, records: list[CandleRecord], st: SymbolState, partition: int) -> None:
         key = st.symbol.encode()
+        fence = self._partitions[partition].fence
         for r in records:
+            if fence and r["is_final"] and fence.get(
+                    (st.symbol, str(r["interval"])), -1) >= int(r["window_start_ms"]):  # type: ignore[call-overload]
+                self.fenced += 1
+                continue
             self.outputs.append(("fiml.ohlcv", key, orjson.dumps(r), partition, None))
 
     def _close_partition(self, part: _Partition, partition: int) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -18,9 +19,12 @@ if TYPE_CHECKING:
     from agents.ingest.base import Provider
     from agents.ingest.runner import IngestRunner
 
-__all__ = ["build_provider", "register"]
+__all__ = ["PROVIDER_SPECS", "build_provider", "register"]
 
 DEFAULT_SYMBOLS = "AAPL,MSFT,BTC/USDT,ETH/USDT"
+PROVIDER_SPECS = "sim, ccxt:<exchange>, yfinance, alphavantage, fmp or replay:<file>"
+_TAKES_ARGUMENT = {"ccxt": "an exchange id (ccxt:binance)", "replay": "a file (replay:<file>)"}
+_NO_ARGUMENT = {"sim", "yfinance", "alphavantage", "fmp"}
 
 
 def build_provider(
@@ -36,12 +40,18 @@ def build_provider(
     ``alphavantage``, ``fmp`` or ``replay:<file>``.
 
     Raises:
-        typer.BadParameter: an unknown spec.
-        ProviderError: a provider that cannot be configured (no API key, bad symbol).
+        typer.BadParameter: an unknown spec, a missing or unexpected ``:<argument>``, an
+            exchange ccxt does not know, a replay file that does not exist.
+        ProviderError: a provider that cannot be configured (no API key).
+        ValueError: (``SymbolError``) a symbol the provider cannot serve.
     """
     from agents.ingest.base import wall_clock_ms
 
-    kind, _, arg = spec.partition(":")
+    kind, colon, arg = spec.partition(":")
+    if kind in _TAKES_ARGUMENT and not arg:
+        raise typer.BadParameter(f"{spec!r}: {kind} needs {_TAKES_ARGUMENT[kind]}")
+    if kind in _NO_ARGUMENT and colon:
+        raise typer.BadParameter(f"{spec!r}: {kind} takes no ':<argument>'")
     if kind == "sim":
         from agents.ingest.simconfig import SimConfig
         from agents.ingest.simulator import SimulatorProvider
@@ -50,9 +60,13 @@ def build_provider(
         start = wall_clock_ms()
         config = SimConfig(symbols=tuple(symbols), seed=seed, start_ms=start - start % 1000)
         return SimulatorProvider(config.scaled(rate), speed=speed, max_ticks=max_ticks)
-    if kind == "ccxt" and arg:
+    if kind == "ccxt":
+        import ccxt
+
         from agents.ingest.ccxt_adapter import CcxtProvider
 
+        if arg not in ccxt.exchanges:
+            raise typer.BadParameter(f"{spec!r}: ccxt has no exchange {arg!r}")
         return CcxtProvider(arg, symbols)
     if kind == "yfinance":
         from agents.ingest.yfinance_adapter import YFinanceProvider
@@ -66,15 +80,15 @@ def build_provider(
         from agents.ingest.fmp import FmpProvider
 
         return FmpProvider(symbols)
-    if kind == "replay" and arg:
+    if kind == "replay":
         from agents.ingest.replay import ReplayProvider
 
+        if not Path(arg).is_file():
+            raise typer.BadParameter(f"{spec!r}: no such replay file {arg!r}")
         replay_speed = 0.0 if speed == 1.0 and max_ticks is None else speed
-        return ReplayProvider(arg, [] if symbols == ["*"] else symbols, speed=replay_speed)
-    raise typer.BadParameter(
-        f"unknown provider {spec!r}: use sim, ccxt:<exchange>, yfinance, alphavantage, fmp "
-        "or replay:<file>"
-    )
+        wanted = [] if list(symbols) == ["*"] else symbols
+        return ReplayProvider(arg, wanted, speed=replay_speed)
+    raise typer.BadParameter(f"unknown provider {spec!r}: use {PROVIDER_SPECS}")
 
 
 def _status_table(runner: IngestRunner, started: float) -> object:
@@ -95,13 +109,18 @@ def _status_table(runner: IngestRunner, started: float) -> object:
     table.caption = (
         f"kafka: sent {stats.sent:,} ({stats.sent / max(elapsed, 1e-9):,.0f}/s)  "
         f"queued {runner.producer.queued:,}  dropped {stats.dropped:,}  "
-        f"deadlettered {stats.deadlettered:,}  failed {stats.failed:,}  retried {stats.retried:,}"
+        f"deadlettered {stats.deadlettered:,}  failed {stats.failed:,}  "
+        f"reconnects {stats.reconnects:,}"
     )
     return table
 
 
 async def _run(
-    providers: list[Provider], bootstrap: str, duration: float | None, quiet: bool
+    providers: list[Provider],
+    bootstrap: str,
+    duration: float | None,
+    quiet: bool,
+    kafka_timeout: float = 300.0,
 ) -> None:
     from rich.console import Console
     from rich.live import Live
@@ -113,7 +132,8 @@ async def _run(
     await create_topics(bootstrap)  # safe to repeat: creates only what is missing
     console = Console(stderr=True)
     started = time.monotonic()
-    async with IngestProducer(bootstrap) as producer:
+    timeout_ms = int(kafka_timeout * 1000)
+    async with IngestProducer(bootstrap, request_timeout_ms=timeout_ms) as producer:
         runner = IngestRunner(producer, providers)
         runner.start()
         waiter = asyncio.ensure_future(runner.wait())
@@ -159,6 +179,11 @@ def register(app: typer.Typer) -> None:
         duration: float | None = typer.Option(None, help="Stop after this many seconds."),
         max_ticks: int | None = typer.Option(None, help="Simulator: stop after this many ticks."),
         quiet: bool = typer.Option(False, help="Clear the status display at the end."),
+        kafka_timeout: float = typer.Option(
+            300.0,
+            help="Seconds aiokafka keeps retrying a record (a broker outage shorter than this "
+            "loses nothing) before it is counted as failed.",
+        ),
     ) -> None:
         """Run providers into fiml.raw.ticks / fiml.raw.trades / fiml.provider.health."""
         from infra.broker import BrokerConfig, bootstrap_servers
@@ -175,7 +200,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         address = bootstrap or bootstrap_servers(BrokerConfig().bootstrap)
         try:
-            asyncio.run(_run(providers, address, duration, quiet))
+            asyncio.run(_run(providers, address, duration, quiet, kafka_timeout))
         except KeyboardInterrupt:
             pass
         except OSError as error:

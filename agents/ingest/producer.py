@@ -2,18 +2,27 @@
 
 ``IngestProducer`` sits between the providers and aiokafka:
 
-* ``prepare(event)`` (pure) routes each event to its topic, keys it (canonical symbol; provider
-  id for health), encodes it once with ``schemas.codec`` and checks that the bytes decode back
-  into a valid record with a canonical symbol. A record that fails goes to ``fiml.deadletter``
-  with the reason in its headers (``agents.deadletter``), as do ``Rejected`` provider payloads.
+* ``prepare(event)`` (pure, ``agents.ingest.routing``) gives each event its topic, key and
+  encoded value, or sends it to ``fiml.deadletter`` with the reason.
 * A bounded ``asyncio.Queue`` separates providers from the network. ``put`` waits for room
   (backpressure, for sources that can wait: simulator, replay); ``offer`` never waits and, when
   the buffer is full, drops the record, counts it and logs that it did (live feeds, where a
   fresh tick beats a stale one).
-* One sender task drains the queue in batches through an idempotent, acks=all producer with a
-  linger, and awaits every delivery. A failed delivery (broker down past aiokafka's own
-  retries) is sent again, in order, with backoff, until it succeeds or ``stop`` gives up; what
-  is given up is counted as ``failed`` and logged.
+* One sender task drains the queue in batches through an idempotent, acks=all aiokafka
+  producer with a linger, and awaits every delivery. A broker outage is ridden out by aiokafka
+  itself: with idempotence it keeps retrying each batch under the same producer id and
+  sequence number, so a batch the broker had in fact written is recognised as a duplicate and
+  not written twice, and a partition's batches stay in order. We never re-send a record
+  aiokafka has accepted.
+* When aiokafka does give up on a record (``send`` times out after ``request_timeout_ms``, or a
+  delivery fails: e.g. a batch expired while its partition had no leader), that record is
+  counted in ``stats.failed`` and logged with its topic, and the aiokafka client is replaced by
+  a fresh one (new producer id) before anything else is sent: a failed batch leaves a gap in
+  the partition's sequence numbers that would make the broker refuse every later batch from
+  the old producer id (``OutOfOrderSequenceNumber``), i.e. the producer would never recover.
+
+The Kafka client is a seam (``KafkaClient``, ``client_factory``): tests pass an in-memory fake,
+as httpx tests pass a transport.
 """
 
 from __future__ import annotations
@@ -22,95 +31,75 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from enum import Enum
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, Protocol, Self
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 
-from agents.deadletter import DEADLETTER_TOPIC, deadletter_headers
-from agents.ingest.base import Event, Rejected
+from agents.ingest.base import Event
 from agents.ingest.errors import ProducerClosedError
-from agents.ingest.simulator import TRUTH_PROVIDER
-from schemas import symbols as sym
-from schemas.codec import decode, encode
-from schemas.errors import DecodeError, SymbolError
-from schemas.records import ProviderHealth, RawTick
-from schemas.topics import topic_name
+from agents.ingest.routing import Outgoing, is_deadletter, prepare
 
-__all__ = ["IngestProducer", "Outgoing", "ProducerStats", "prepare"]
+__all__ = [
+    "ClientFactory",
+    "IngestProducer",
+    "KafkaClient",
+    "Outgoing",
+    "ProducerStats",
+    "prepare",
+]
 
 log = logging.getLogger(__name__)
 
+# send() errors that a fresh client would raise again: the record fails, the client is fine.
+_RECORD_ERRORS = (MessageSizeTooLargeError, TypeError, ValueError)
 
-class Outgoing(NamedTuple):
-    """One Kafka record ready to send (topic is the real, prefixed name)."""
 
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]] | None = None
+class KafkaClient(Protocol):
+    """What ``IngestProducer`` uses of ``aiokafka.AIOKafkaProducer`` (the seam for tests)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        *,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]: ...
+
+
+ClientFactory = Callable[..., KafkaClient]
+"""Called with aiokafka producer keyword options; returns a not yet started client."""
 
 
 @dataclass
 class ProducerStats:
     """Counters for the status line and the tests: every record ends in exactly one of sent,
-    deadlettered (sent to the dead-letter topic), dropped (buffer full) or failed (gave up)."""
+    deadlettered (sent to the dead-letter topic), dropped (buffer full) or failed (aiokafka gave
+    up, or still undelivered when ``stop`` ran out of time)."""
 
     sent: int = 0
     deadlettered: int = 0
     dropped: int = 0
     failed: int = 0
-    retried: int = 0
-    buffer_full: int = 0
+    buffer_full: int = 0  # times a record met a full buffer (waited in put, dropped in offer)
+    reconnects: int = 0  # times the Kafka client was replaced after aiokafka gave up
 
 
-@lru_cache(maxsize=4096)
-def _symbol_problem(symbol: str) -> str | None:
-    try:
-        return None if sym.normalize(symbol) == symbol else "symbol is not in canonical form"
-    except SymbolError as error:
-        return str(error)
-
-
-def prepare(event: Event, validate: bool = True) -> Outgoing:
-    """The Kafka record for ``event`` (dead-letter record if it fails validation).
-
-    With ``validate`` the encoded bytes are decoded again: what reaches the topic is exactly
-    what any consumer will parse, whatever the producer of the model did (``model_construct``).
-    """
-    if isinstance(event, Rejected):
-        key = event.key.encode() if event.key else None
-        return Outgoing(
-            topic_name(DEADLETTER_TOPIC), key, event.payload,
-            deadletter_headers(event.reason, event.provider),
-        )  # fmt: skip
-    if isinstance(event, ProviderHealth):
-        logical, key_text = "fiml.provider.health", event.provider
-    elif isinstance(event, RawTick):
-        logical = "fiml.sim.truth" if event.provider == TRUTH_PROVIDER else "fiml.raw.ticks"
-        key_text = event.symbol
-    else:
-        logical, key_text = "fiml.raw.trades", event.symbol
-    value = encode(event)
-    key = key_text.encode()
-    problem = None if isinstance(event, ProviderHealth) else _symbol_problem(key_text)
-    if validate and problem is None:
-        try:
-            decode(type(event), value)
-        except DecodeError as error:
-            problem = str(error)
-    if problem is not None:
-        reason = f"invalid {type(event).__name__}: {problem}"
-        return Outgoing(
-            topic_name(DEADLETTER_TOPIC), key, value, deadletter_headers(reason, event.provider)
-        )
-    return Outgoing(topic_name(logical), key, value)
-
-
-ProducerFactory = Callable[..., Any]
+class _State(Enum):
+    IDLE = "idle"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
 
 
 class IngestProducer:
@@ -118,11 +107,17 @@ class IngestProducer:
 
     Args:
         bootstrap: Kafka bootstrap servers.
-        buffer_size: records held in memory ahead of Kafka (the bound on memory in an outage).
+        buffer_size: records held in memory ahead of Kafka (the bound on memory in an outage;
+            aiokafka holds at most ``max_batch`` more).
         linger_ms: aiokafka batching delay.
-        request_timeout_ms: how long aiokafka retries a batch before failing it back to us.
+        request_timeout_ms: how long aiokafka keeps a record before giving up on it: waiting
+            for metadata or room in ``send``, a batch whose partition has no leader, a request
+            to a broker that does not answer. An outage shorter than this loses nothing.
         retry_backoff_ms: aiokafka's pause between its own retries.
+        reconnect_backoff: first and longest pause (s) between attempts to start a new client.
         validate: decode every record before sending (see ``prepare``).
+        max_batch: records handed to aiokafka before waiting for their delivery.
+        client_factory: makes the Kafka client (default ``AIOKafkaProducer``).
     """
 
     def __init__(
@@ -131,19 +126,21 @@ class IngestProducer:
         *,
         buffer_size: int = 10_000,
         linger_ms: int = 10,
-        request_timeout_ms: int = 30_000,
+        request_timeout_ms: int = 300_000,
         retry_backoff_ms: int = 250,
+        reconnect_backoff: tuple[float, float] = (0.5, 10.0),
         client_id: str = "fiml-ingest",
         validate: bool = True,
         max_batch: int = 1_000,
-        producer_factory: ProducerFactory = AIOKafkaProducer,
+        client_factory: ClientFactory = AIOKafkaProducer,
     ) -> None:
         self.bootstrap = bootstrap
         self.validate = validate
         self.max_batch = max_batch
+        self.reconnect_backoff = reconnect_backoff
         self.stats = ProducerStats()
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=buffer_size)
-        self._factory = producer_factory
+        self._factory = client_factory
         self._options: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "client_id": client_id,
@@ -154,10 +151,11 @@ class IngestProducer:
             "retry_backoff_ms": retry_backoff_ms,
             "max_batch_size": 256 * 1024,
         }
-        self._producer: Any = None
+        self._state = _State.IDLE
+        self._client: KafkaClient | None = None
         self._sender: asyncio.Task[None] | None = None
-        self._give_up_at: float | None = None
-        self._in_flight: list[Outgoing] = []
+        self._unsent: deque[Outgoing] = deque()  # taken from the queue, not yet in aiokafka
+        self._handed: list[tuple[Outgoing, asyncio.Future[Any]]] = []  # in aiokafka
         self._last_full_log = 0.0
 
     @property
@@ -165,40 +163,47 @@ class IngestProducer:
         """Records waiting in the buffer."""
         return self._queue.qsize()
 
+    # --- lifecycle --------------------------------------------------------------------------
+
     async def start(self) -> None:
         """Connect to Kafka and start the sender task.
 
         Raises:
+            ProducerClosedError: already started (or stopped: a producer runs once).
             KafkaConnectionError: (aiokafka) no broker answered at ``bootstrap``.
         """
-        producer = self._factory(**self._options)
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()  # release the client's sockets before reporting
-            raise
-        self._producer = producer
+        if self._state is not _State.IDLE:
+            raise ProducerClosedError(f"the ingest producer is {self._state.value}")
+        self._client = await self._open_client()
+        self._state = _State.RUNNING
         self._sender = asyncio.create_task(self._run(), name="fiml-ingest-sender")
 
     async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a drain budget
-        """Deliver what is buffered (for at most ``timeout`` s), then close.
+        """Deliver what is buffered (for at most about ``timeout`` s), then close.
 
-        Anything still undelivered at the deadline is counted in ``stats.failed`` and logged.
+        Anything not confirmed delivered by then is counted in ``stats.failed`` and logged. If
+        the broker is still unreachable at the deadline the aiokafka client cannot finish
+        closing (it retries its batches until they are delivered); it is then abandoned to the
+        event loop's shutdown, and its records are counted as failed.
         """
-        if self._producer is None:
+        if self._state is not _State.RUNNING:
             return
-        self._give_up_at = time.monotonic() + timeout
+        self._state = _State.CLOSING
+        deadline = time.monotonic() + timeout
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout)
         if self._sender is not None:
             self._sender.cancel()
             await asyncio.gather(self._sender, return_exceptions=True)
-        lost = self._queue.qsize() + len(self._in_flight)
+        client, self._client = self._client, None
+        if client is not None:
+            await self._close_client(client, max(deadline - time.monotonic(), 1.0))
+        self._settle()  # what aiokafka delivered while closing counts as sent
+        lost = self._queue.qsize() + len(self._unsent)
         if lost:
-            self.stats.failed += lost
-            log.error("ingest producer stopped with %d undelivered record(s)", lost)
-        producer, self._producer = self._producer, None
-        await producer.stop()
+            self._fail(lost, "not delivered when the producer stopped")
+        self._unsent.clear()
+        self._state = _State.CLOSED
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -210,9 +215,11 @@ class IngestProducer:
     ) -> None:  # fmt: skip
         await self.stop()
 
+    # --- input ------------------------------------------------------------------------------
+
     def _check_open(self) -> None:
-        if self._producer is None or self._give_up_at is not None:
-            raise ProducerClosedError("the ingest producer is not running")
+        if self._state is not _State.RUNNING:
+            raise ProducerClosedError(f"the ingest producer is {self._state.value}")
 
     async def put(self, event: Event) -> None:
         """Queue ``event``, waiting for room when the buffer is full (backpressure).
@@ -244,7 +251,7 @@ class IngestProducer:
         return True
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is delivered (or given up)."""
+        """Wait until everything queued so far is delivered (or given up and counted)."""
         await self._queue.join()
 
     def _log_full(self, what: str, level: int) -> None:
@@ -254,6 +261,8 @@ class IngestProducer:
         if now - self._last_full_log >= 5.0:
             self._last_full_log = now
             log.log(level, "ingest buffer full (%d records): %s", self._queue.maxsize, what)
+
+    # --- the sender task --------------------------------------------------------------------
 
     async def _run(self) -> None:
         queue = self._queue
@@ -268,49 +277,102 @@ class IngestProducer:
                     queue.task_done()
 
     async def _deliver(self, batch: list[Outgoing]) -> None:
-        pending = batch
-        attempt = 0
-        while pending:
-            self._in_flight = pending
-            futures: list[asyncio.Future[Any]] = []
-            unsent: list[Outgoing] = []
-            for index, out in enumerate(pending):
-                try:
-                    futures.append(
-                        await self._producer.send(
-                            out.topic, out.value, key=out.key, headers=out.headers
-                        )
-                    )
-                except Exception as error:  # aiokafka: KafkaTimeoutError, KafkaError ...
-                    log.warning("send to %s failed (%s); will retry", out.topic, error)
-                    unsent = pending[index:]  # keep order: nothing after it goes ahead
-                    break
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [
-                out
-                for out, res in zip(pending, results, strict=False)
-                if isinstance(res, BaseException)
-            ]
-            for out, res in zip(pending, results, strict=False):
-                if not isinstance(res, BaseException):
-                    self._count_sent(out)
-                elif attempt == 0:
-                    log.warning("delivery to %s failed (%s); will retry", out.topic, res)
-            pending = failed + unsent
-            self._in_flight = pending
-            if not pending:
-                return
-            if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
-                self.stats.failed += len(pending)
-                self._in_flight = []
-                log.error("gave up on %d record(s) at shutdown", len(pending))
-                return
-            self.stats.retried += len(pending)
-            attempt += 1
-            await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+        """Hand ``batch`` to aiokafka in order and wait for every delivery.
 
-    def _count_sent(self, out: Outgoing) -> None:
-        if out.headers is not None:
-            self.stats.deadlettered += 1
-        else:
-            self.stats.sent += 1
+        A record is handed over exactly once. If aiokafka refuses one (``send`` raises) the
+        rest waits until the client has been replaced, so that a partition keeps its order.
+        """
+        unsent = self._unsent = deque(batch)
+        while unsent:
+            client = self._client or await self._reconnect()
+            broken = False
+            while unsent and not broken:
+                out = unsent[0]
+                try:
+                    future = await client.send(
+                        out.topic, out.value, key=out.key, headers=out.headers
+                    )
+                except Exception as error:  # aiokafka gave up on this record
+                    unsent.popleft()
+                    self._fail(1, f"{out.topic}: send refused: {type(error).__name__}: {error}")
+                    broken = not isinstance(error, _RECORD_ERRORS)
+                    continue
+                unsent.popleft()
+                self._handed.append((out, future))
+            if self._handed:
+                await asyncio.wait([future for _, future in self._handed])
+            if self._settle() or broken:
+                await self._drop_client()
+
+    def _settle(self) -> bool:
+        """Count the finished deliveries handed to aiokafka; True if any failed."""
+        failures: Counter[tuple[str, str]] = Counter()
+        waiting = []
+        for out, future in self._handed:
+            if not future.done():
+                waiting.append((out, future))
+            elif future.cancelled() or future.exception() is not None:
+                error = "cancelled" if future.cancelled() else repr(future.exception())
+                failures[(out.topic, error)] += 1
+            elif is_deadletter(out):
+                self.stats.deadlettered += 1
+            else:
+                self.stats.sent += 1
+        for out, _ in waiting:
+            failures[(out.topic, "not confirmed when the producer stopped")] += 1
+        self._handed = []
+        for (topic, error), count in failures.items():
+            self._fail(count, f"{topic}: delivery failed: {error}")
+        return bool(failures)
+
+    def _fail(self, count: int, why: str) -> None:
+        self.stats.failed += count
+        log.error("ingest producer gave up on %d record(s): %s", count, why)
+
+    # --- the Kafka client -------------------------------------------------------------------
+
+    async def _open_client(self) -> KafkaClient:
+        client = self._factory(**self._options)
+        try:
+            await client.start()
+        except BaseException:
+            await client.stop()  # release the client's sockets before reporting
+            raise
+        return client
+
+    async def _close_client(self, client: KafkaClient, budget: float) -> None:
+        try:
+            await asyncio.wait_for(client.stop(), budget)
+        except TimeoutError:
+            log.error(
+                "kafka client at %s did not close within %.1f s (broker unreachable?); "
+                "abandoning it", self.bootstrap, budget,
+            )  # fmt: skip
+        except Exception as error:
+            log.warning("closing the kafka client failed: %s", error)
+
+    async def _drop_client(self) -> None:
+        """Retire the current client (nothing of ours is pending in it any more)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await self._close_client(client, 10.0)
+
+    async def _reconnect(self) -> KafkaClient:
+        """A fresh client (new producer id), trying until a broker answers."""
+        first, cap = self.reconnect_backoff
+        attempt = 0
+        while True:
+            try:
+                self._client = await self._open_client()
+            except Exception as error:
+                delay = min(cap, first * 2 ** min(attempt, 10))
+                attempt += 1
+                log.warning(
+                    "kafka at %s unreachable (%s); new client in %.1f s (%d queued)",
+                    self.bootstrap, error, delay, self._queue.qsize(),
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                continue
+            self.stats.reconnects += 1
+            log.warning("ingest producer reconnected to kafka at %s", self.bootstrap)
+            return self._client

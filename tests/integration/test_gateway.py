@@ -73,6 +73,16 @@ class Feed:
         ]
         await asyncio.gather(*futures)
 
+    async def send_at(self, logical: str, timestamp_ms: int, *records: Any) -> None:
+        """Like ``send`` but with the Kafka timestamp given (publication time, not event time)."""
+        futures = [
+            await self.producer.send(
+                topic_name(logical), encode(r), key=r.symbol.encode(), timestamp_ms=timestamp_ms
+            )
+            for r in records
+        ]
+        await asyncio.gather(*futures)
+
 
 @contextlib.asynccontextmanager
 async def running_gateway(settings: GatewaySettings) -> AsyncIterator[str]:
@@ -287,6 +297,29 @@ async def test_unsubscribe_stops_data(gw: str, feed: Feed) -> None:
         message = await recv_until(ws, is_type("data"))
         assert message["subscription_id"] == second["subscription_id"]
         assert message["data"][0]["price"] == 2.0
+
+
+async def test_unsubscribe_in_the_seed_form(gw: str, feed: Feed) -> None:
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        only = await subscribe(ws, stream_type="price", symbols=["AAPL"], snapshot=False)
+        both = await subscribe(ws, stream_type="price", symbols=["AAPL", "MSFT"], snapshot=False)
+        candles = await subscribe(ws, stream_type="ohlcv", symbols=["AAPL"], snapshot=False)
+        # Ends the price subscriptions whose symbols are all listed: "only", not "both".
+        await ws.send('{"type": "unsubscribe", "stream_type": "price", "symbols": ["AAPL"]}')
+        ack = await recv_until(ws, lambda m: m["type"] in ("unsubscribe_ack", "error"))
+        assert ack == {**ack, "type": "unsubscribe_ack",
+                       "subscription_id": only["subscription_id"]}
+        await ws.send('{"type": "unsubscribe", "stream_type": "price", "symbols": ["AAPL"]}')
+        error = await recv_until(ws, lambda m: m["type"] in ("unsubscribe_ack", "error"))
+        assert (error["error_code"], error["field"]) == ("UNKNOWN_SUBSCRIPTION", "symbols")
+        await ws.send('{"type": "unsubscribe", "stream_type": "price", '
+                      '"symbols": ["MSFT", "AAPL", "GOOGL"]}')
+        ack = await recv_until(ws, lambda m: m["type"] in ("unsubscribe_ack", "error"))
+        assert ack["subscription_id"] == both["subscription_id"]
+        await feed.send("fiml.prices", price("AAPL", 4.0, T0, AssetType.EQUITY))
+        await feed.send("fiml.ohlcv", candle("AAPL", T0, 4.0))
+        message = await recv_until(ws, is_type("data"))  # only the candles remain
+        assert message["subscription_id"] == candles["subscription_id"]
 
 
 async def test_heartbeats(settings: GatewaySettings, feed: Feed) -> None:

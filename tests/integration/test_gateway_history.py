@@ -90,6 +90,29 @@ async def test_replay_of_a_recorded_hour_returns_exactly_its_records(gw: str, fe
     assert got == [orjson.loads(r.model_dump_json()) for r in inside]
 
 
+async def test_replay_filters_on_event_time_not_publication_time(gw: str, feed: Feed) -> None:
+    # Published 5 s after the event, as the pipeline's producers do (Kafka timestamp = send time).
+    inside = [price("UNI/USDT", 1.0 + i, T0 + i * 60_000) for i in range(5)]
+    for record in inside:
+        await feed.send_at("fiml.prices", record.event_time_ms + 5_000, record)
+    # Published inside the hour, but its event is before it: not part of the hour.
+    await feed.send_at("fiml.prices", T0 + 400_000, price("UNI/USDT", 50.0, T0 - 1))
+    # Its event is in the last millisecond of the hour, published just after it (within the
+    # margin): part of the hour.
+    last = price("UNI/USDT", 60.0, T0 + HOUR - 1)
+    await feed.send_at("fiml.prices", T0 + HOUR + 2_000, last)
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        await subscribe(ws, stream_type="price", symbols=["UNI/USDT"],
+                        replay_from=T0, replay_to=T0 + HOUR)
+        got: list[float] = []
+        while True:
+            message = await recv_until(ws, lambda m: m["type"] in ("data", "replay_complete"))
+            if message["type"] == "replay_complete":
+                break
+            got.extend(d["price"] for d in message["data"])
+    assert got == [1.0, 2.0, 3.0, 4.0, 5.0, 60.0] and message["records"] == 6
+
+
 async def test_replay_then_live_for_candles_and_raw_ticks(gw: str, feed: Feed) -> None:
     candles = [candle("LINK/USDT", T0 + i * 60_000, 5.0 + i) for i in range(3)]
     await feed.send("fiml.ohlcv", *candles)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
 import ccxt
 import pytest
 
+from agents.ingest.base import Event, ProviderState
 from agents.ingest.ccxt_adapter import (
     CcxtProvider,
     classify_ccxt_error,
@@ -15,7 +18,9 @@ from agents.ingest.ccxt_adapter import (
     trade_to_raw,
 )
 from agents.ingest.errors import PayloadError
-from schemas.records import AssetType
+from agents.ingest.polling import PollingConfig
+from agents.ingest.resilience import Backoff
+from schemas.records import AssetType, ProviderHealth, RawTick, RawTrade
 from tests.conftest import SHARED_DATA
 
 RESPONSES = SHARED_DATA / "ccxt-responses"
@@ -127,3 +132,85 @@ def test_error_classification() -> None:
 def test_non_crypto_symbols_are_refused_up_front() -> None:
     with pytest.raises(ValueError, match="ccxt has no equity"):
         CcxtProvider("binance", ["AAPL"])
+
+
+class FakeProExchange:
+    """A ccxt pro exchange that answers ``watch_ticker`` / ``watch_trades`` from recordings.
+
+    Each watch call returns the next recorded answer for its method and symbol (an exception
+    in the recording is raised instead); when the recording runs out the call waits forever,
+    as a quiet WebSocket does.
+    """
+
+    has = {"watchTicker": True, "watchTrades": True}
+
+    def __init__(self, answers: dict[tuple[str, str], list[Any]]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, str]] = []
+        self.closed = False
+
+    async def _next(self, method: str, market: str) -> Any:
+        self.calls.append((method, market))
+        queue = self.answers.get((method, market), [])
+        if not queue:
+            await asyncio.Event().wait()
+        answer = queue.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def watch_ticker(self, market: str) -> Any:
+        return await self._next("watch_ticker", market)
+
+    async def watch_trades(self, market: str) -> Any:
+        return await self._next("watch_trades", market)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def _no_sleep(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+async def test_streaming_path_on_a_fake_exchange() -> None:
+    ticker = _entry("binance", "fetchTicker")["parsedResponse"]
+    trades = _entry("binance", "fetchTrades")["parsedResponse"]
+    second = {**ticker, "last": ticker["last"] + 1, "timestamp": ticker["timestamp"] + 1_000}
+    fake = FakeProExchange({
+        ("watch_ticker", "BTC/USDT"): [ticker, second],
+        # the trades feed fails once (network), then delivers: degraded, then up again
+        ("watch_trades", "BTC/USDT"): [ccxt.NetworkError("socket closed"), trades],
+    })  # fmt: skip
+    config = PollingConfig(backoff=Backoff(base=0), sleep=_no_sleep)
+    provider = CcxtProvider("binance", ["BTC/USDT"], mode="stream", config=config, clock=lambda: 5)
+    async with provider:
+        assert provider.streaming
+        await provider.exchange.close()  # the real ccxt.pro client never touched the network
+        provider.exchange = fake
+        events: list[Event] = []
+        async with contextlib.aclosing(provider.events()) as stream:
+            async for event in stream:
+                events.append(event)
+                ticks = [e for e in events if isinstance(e, RawTick)]
+                done = [e for e in events if isinstance(e, RawTrade)]
+                if len(ticks) == 2 and done and provider.state is ProviderState.UP:
+                    break
+    assert fake.closed and provider.state is ProviderState.STOPPED
+    ticks = [e for e in events if isinstance(e, RawTick)]
+    assert [t.price for t in ticks] == [ticker["last"], ticker["last"] + 1]
+    assert [t.event_time_ms for t in ticks] == [ticker["timestamp"], ticker["timestamp"] + 1_000]
+    assert all(t.provider == "ccxt:binance" and t.symbol == "BTC/USDT" for t in ticks)
+    (trade,) = [e for e in events if isinstance(e, RawTrade)]
+    assert (trade.trade_id, trade.price, trade.side) == (
+        trades[0]["id"], trades[0]["price"], trades[0]["side"],
+    )  # fmt: skip
+    seqs = [e.seq for e in events if isinstance(e, RawTick | RawTrade)]
+    assert sorted(seqs) == list(range(len(seqs)))
+    states = [(h.state, h.reason) for h in events if isinstance(h, ProviderHealth)]
+    assert states[-1] == ("up", None)
+    degraded = [reason for state, reason in states if state != "up"]
+    assert degraded and all("BTC/USDT trades" in (r or "") for r in degraded)
+    assert all("NetworkError: socket closed" in (r or "") for r in degraded)
+    assert provider.errors == 1
+    assert ("watch_ticker", "BTC/USDT") in fake.calls and ("watch_trades", "BTC/USDT") in fake.calls

@@ -163,3 +163,28 @@ def test_error_message_from_protocol_error() -> None:
     assert body["type"] == "error" and body["error_code"] == "SUBSCRIPTION_ERROR"
     assert body["field"] == "interval_ms" and body["subscription_id"] == "s1"
     assert "100" in body["message"]
+
+
+def test_unsubscribe_in_the_seed_form() -> None:
+    message = parse_client_message(
+        '{"type": "unsubscribe", "stream_type": "price", "symbols": ["AAPL", "GOOGL"]}'
+    )
+    assert message == UnsubscribeRequest(stream_type=StreamType.PRICE, symbols=["AAPL", "GOOGL"])
+    assert message.subscription_id is None
+    error = rejected('{"type": "unsubscribe", "symbols": ["AAPL"]}')
+    assert (error.code, error.field) == (ErrorCode.SUBSCRIPTION_ERROR, "subscription_id")
+
+
+def test_data_message_admits_raw_ticks_and_trades() -> None:
+    from schemas.protocol import DataMessage
+    from schemas.records import AssetType, RawTick, RawTrade
+
+    tick = RawTick(provider="sim-a", symbol="BTC/USDT", provider_symbol="BTCUSDT",
+                   asset_type=AssetType.CRYPTO, price=1.5, event_time_ms=1, ingest_time_ms=2,
+                   seq=3)
+    trade = RawTrade(provider="sim-a", symbol="BTC/USDT", provider_symbol="BTCUSDT",
+                     asset_type=AssetType.CRYPTO, trade_id="t1", price=1.5, amount=2.0,
+                     event_time_ms=1, ingest_time_ms=2, seq=4)
+    raw = DataMessage(stream_type=StreamType.PRICE, subscription_id="s", data=[tick, trade],
+                      timestamp=5, seq=1).model_dump_json()
+    assert DataMessage.model_validate_json(raw).data == [tick, trade]
