@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         deflate: bool = typer.Option(
             True, help="Offer per-message compression (each client still chooses)."
         ),
+        log_level: str = typer.Option("info", help="uvicorn log level (warning: no access log)."),
     ) -> None:
         """Serve live, conflated, resumable streams and replay over WebSocket."""
         import uvicorn
@@ -40,5 +41,5 @@ def register(app: typer.Typer) -> None:
             port=port,
             ws_max_size=settings.ws_max_size,
             ws_per_message_deflate=deflate and settings.ws_per_message_deflate,
-            log_level="info",
+            log_level=log_level,
         )

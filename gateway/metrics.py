@@ -27,6 +27,14 @@ class Metrics:
     records_in: dict[str, int] = field(default_factory=dict)
 
 
+_BUFFERED_HELP = {
+    "pending_updates": "Updates held for subscriptions, not yet sent (all connections).",
+    "queued_frames": "Frames waiting in connection outboxes (all connections).",
+    "max_pending_updates": "Updates held for the connection holding the most.",
+    "max_queued_frames": "Frames waiting in the fullest connection outbox.",
+}
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -58,8 +66,7 @@ def render(
     lines += _family("fiml_gateway_connections", "gauge", "Open WebSocket connections.",
                      [({}, connections)])
     for key, value in sorted((buffered or {}).items()):
-        lines += _family(f"fiml_gateway_{key}", "gauge",
-                         "Held for clients, not yet sent (max_: the largest connection's).",
+        lines += _family(f"fiml_gateway_{key}", "gauge", _BUFFERED_HELP.get(key, key),
                          [({}, value)])
     lines += _family("fiml_gateway_connections_total", "counter",
                      "WebSocket connections accepted.", [({}, m.connections_total)])

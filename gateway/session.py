@@ -70,6 +70,7 @@ class Session:
 
     def handle(self, raw: str | bytes) -> None:
         """Apply one client frame; answers go to the connection's outbox."""
+        message: SubscribeRequest | UnsubscribeRequest | None = None
         try:
             message = parse_client_message(raw)
             if isinstance(message, UnsubscribeRequest):
@@ -80,7 +81,8 @@ class Session:
             else:
                 self.subscribe(message)
         except ProtocolError as exc:
-            self.error(exc)
+            # A refused subscribe or resume names the client's id, so it knows which one.
+            self.error(exc, message.subscription_id if message is not None else None)
 
     def error(self, exc: ProtocolError, subscription_id: str | None = None) -> None:
         self._metrics.client_errors += 1

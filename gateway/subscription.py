@@ -83,6 +83,36 @@ class Subscription:
             return True
         return False
 
+    def offer_many(self, channel: Channel, payloads: list[bytes], now: float) -> bool:
+        """``offer`` each of ``payloads`` (one channel, oldest first) in one call: the hub's
+        fan-out path, so that its cost per subscriber is per channel, not per record.
+
+        Raises:
+            SlowClientError: as ``offer``.
+        """
+        if len(payloads) == 1:
+            return self.offer(channel, payloads[0], now)
+        was_empty = not self._latest and not self._queue
+        if self.spec.batched:
+            self._queue.extend(payloads)
+            if len(self._queue) >= 2 * self.max_pending:
+                raise SlowClientError(f"{len(self._queue)} updates unsent on {self.id}")
+            if len(self._queue) >= self.max_pending:
+                self._due_at = now
+                return True
+        elif self.mode == "realtime" and not self._latest:
+            self._queue.extend(payloads)
+            if len(self._queue) > self.max_pending:
+                self._conflate_queue(channel)
+        else:
+            if self.mode == "realtime":
+                self.dropped += len(payloads) - 1 + (channel in self._latest)
+            self._latest[channel] = payloads[-1]
+        if was_empty:
+            self._due_at = now if self.mode == "realtime" else self._last_flush + self.interval_s
+            return True
+        return False
+
     def _conflate_queue(self, channel: Channel) -> None:
         # The queue holds payloads without their channels; keep only the newest, which is the
         # one just offered, and count the rest as dropped. The client is behind: the latest

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -26,7 +27,6 @@ from infra.topics import create_topics
 from schemas.codec import encode
 from schemas.records import AssetType, Interval, OHLCVUpdate, PriceUpdate, RawTick
 from schemas.topics import topic_name
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -85,16 +85,27 @@ class Feed:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(settings: GatewaySettings) -> AsyncIterator[str]:
-    """uvicorn serving ``create_app(settings)`` in this loop; yields ``host:port``."""
-    port = free_port()
+async def running_gateway(
+    settings: GatewaySettings, sndbuf: int | None = None
+) -> AsyncIterator[str]:
+    """uvicorn serving ``create_app(settings)`` in this loop; yields ``host:port``.
+
+    ``sndbuf``: the kernel send buffer of every accepted connection (set on the listening
+    socket, which Linux copies to accepted ones), so a client that stops reading blocks the
+    server's sends after kilobytes rather than megabytes.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if sndbuf is not None:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    listener.bind(("127.0.0.1", 0))
+    port: int = listener.getsockname()[1]
     config = uvicorn.Config(
-        create_app(replace(settings, port=port)), host="127.0.0.1", port=port,
-        log_level="warning", ws_max_size=settings.ws_max_size, lifespan="on",
-        timeout_graceful_shutdown=5,
+        create_app(replace(settings, port=port)), log_level="warning",
+        ws_max_size=settings.ws_max_size, lifespan="on", timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
         await until(lambda: server.started or task.done(), "uvicorn started")
         if task.done():
@@ -102,7 +113,10 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, 30)
+        try:
+            await asyncio.wait_for(task, 30)
+        finally:
+            listener.close()
 
 
 async def until(condition: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:

@@ -19,3 +19,10 @@ def test_public_api() -> None:
         "CLOSE_SLOW_CLIENT", "GatewayError", "GatewaySettings", "RangeReadError",
         "SlowClientError", "create_app",
     }
+
+
+def test_render_buffered_gauges() -> None:
+    text = render(Metrics(), connections=0, subscriptions={}, lag={},
+                  buffered={"pending_updates": 5, "max_queued_frames": 2})
+    assert "fiml_gateway_pending_updates 5\n" in text
+    assert "# TYPE fiml_gateway_max_queued_frames gauge" in text

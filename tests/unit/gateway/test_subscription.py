@@ -65,3 +65,18 @@ def test_sequence_history_and_rewind() -> None:
     assert s.positions_after(1) is None  # fell out of the bounded history
     s.rewind(2)
     assert s.seq == 2 and s.next_seq((9, 9)) == 3 and s.positions_after(3) == (9, 9)
+
+
+@pytest.mark.parametrize(("spec", "mode"), [
+    (PRICE, "conflated"), (PRICE, "realtime"), (TRADES, "conflated"),
+])
+def test_offer_many_is_offer_each(spec: StreamSpec, mode: str) -> None:
+    channel = spec.channels[0]
+    one, many = sub(spec, mode, max_pending=4), sub(spec, mode, max_pending=4)
+    for batch in ([b"1"], [b"2", b"3"], [b"4", b"5", b"6"]):
+        woke = [one.offer(channel, p, now=1.0) for p in batch]
+        assert many.offer_many(channel, batch, now=1.0) is any(woke)
+        assert (many.pending, many.dropped, many.due()) == (one.pending, one.dropped, one.due())
+    assert many.take(2.0) == one.take(2.0)
+    with pytest.raises(SlowClientError):
+        sub(TRADES, max_pending=2).offer_many(TRADES.channels[0], [b"1"] * 4, now=1.0)
