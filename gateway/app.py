@@ -14,7 +14,7 @@ from fastapi import FastAPI, HTTPException, Query, Request, WebSocket
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from gateway.channels import resolve_symbol
-from gateway.service import Gateway, TransportAbortMiddleware
+from gateway.service import Gateway, WebSocketMiddleware
 from gateway.settings import GatewaySettings
 from schemas import symbols as symbol_forms
 from schemas.errors import ProtocolError, SymbolError
@@ -51,14 +51,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    app.add_middleware(TransportAbortMiddleware)
 
-    @app.websocket("/ws/stream")
-    async def ws_stream(websocket: WebSocket) -> None:
+    async def ws_stream(websocket: WebSocket, _: str) -> None:
         await websocket.accept()
         await gateway.serve(websocket)
 
-    @app.websocket("/ws/prices/{symbols}")
     async def ws_prices(websocket: WebSocket, symbols: str) -> None:
         await websocket.accept()
         try:
@@ -70,6 +67,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return
         request = SubscribeRequest(stream_type=StreamType.PRICE, symbols=wanted, interval_ms=1000)
         await gateway.serve(websocket, initial=[request])
+
+    # /ws/stream and /ws/prices/{symbols}, outside FastAPI's routing (WebSocketMiddleware).
+    app.add_middleware(
+        WebSocketMiddleware, routes={"/ws/stream": ws_stream, "/ws/prices/": ws_prices}
+    )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:

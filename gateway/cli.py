@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from gateway.app import create_app
+        from gateway.server import uvicorn_options
         from gateway.settings import GatewaySettings
 
         overrides: dict[str, object] = {"host": host, "port": port}
@@ -39,7 +40,6 @@ def register(app: typer.Typer) -> None:
             create_app(settings),
             host=host,
             port=port,
-            ws_max_size=settings.ws_max_size,
-            ws_per_message_deflate=deflate and settings.ws_per_message_deflate,
             log_level=log_level,
+            **uvicorn_options(settings, deflate),
         )

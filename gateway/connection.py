@@ -2,12 +2,13 @@
 
 Nothing else ever awaits the client: the hub only marks subscriptions and calls ``wake``;
 control messages and catch-up batches go through a bounded outbox. The writer sends the outbox
-first, then one data message per subscription that is due, then sleeps until the next deadline
-(a conflation interval or the heartbeat). If one send stays blocked longer than
-``slow_client_timeout_s`` (the service's watchdog checks) or a buffer overflows, the connection
-fails: its subscriptions are parked for resume, its buffers freed, and the client gets close
-code 4000 "client too slow" once it reads again (or its transport is aborted after
-``close_timeout_s``).
+first, then one data message per subscription that is due, then sleeps until the next
+conflation deadline, and ends when nothing is pending: an idle connection has no task, no
+timer and no event of its own (heartbeats come from the service's one ticker, ``beat``). If
+one send stays blocked longer than ``slow_client_timeout_s`` (the service's watchdog checks)
+or a buffer overflows, the connection fails: its subscriptions are parked for resume, its
+buffers freed, and the client gets close code 4000 "client too slow" once it reads again (or
+its transport is aborted after ``close_timeout_s``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +43,12 @@ def now_ms() -> int:
 class Connection:
     """The outgoing half of one client connection."""
 
+    __slots__ = (
+        "_abort", "_closer", "_metrics", "_on_fail", "_outbox", "_positions", "_settings",
+        "_space", "_stopped", "_waiter", "_writer", "failed", "id", "next_beat",
+        "sending_since", "subs", "websocket",
+    )
+
     def __init__(
         self,
         websocket: WebSocket,
@@ -58,22 +64,37 @@ class Connection:
         self.failed: BaseException | None = None
         #: Monotonic time the current send started, or None when not sending (watchdog).
         self.sending_since: float | None = None
+        #: Monotonic time of the next heartbeat (the service's ticker sends it).
+        self.next_beat = asyncio.get_running_loop().time() + settings.heartbeat_s
         self._settings = settings
         self._metrics = metrics
         self._positions = positions
         self._on_fail = on_fail
         self._abort = abort
-        self._outbox: deque[tuple[bytes, int]] = deque()
-        self._space = asyncio.Event()
-        self._space.set()
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        # Created when first needed: an idle connection holds none of these.
+        self._outbox: list[tuple[bytes, int]] = []
+        self._space: asyncio.Event | None = None  # only while a catch-up waits for room
+        self._waiter: asyncio.Future[None] | None = None  # only while the writer sleeps
+        self._writer: asyncio.Task[None] | None = None  # only while something is pending
         self._closer: asyncio.Task[None] | None = None
+        self._stopped = False
 
-    # --- called by the hub and the session (never wait) ----------------------------------
+    # --- called by the hub, the session and the service (never wait) ----------------------
 
     def wake(self) -> None:
-        self._wake.set()
+        """Something may be due: run the writer (start it, or end its sleep)."""
+        if self._stopped or self.failed is not None:
+            return
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop())
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def beat(self, now: float) -> None:
+        """Queue a heartbeat if one is due (the service's ticker calls this)."""
+        if now >= self.next_beat:
+            self.next_beat = now + self._settings.heartbeat_s
+            self.put(encode(Heartbeat(timestamp=now_ms(), active_subscriptions=len(self.subs))))
 
     def fail(self, exc: BaseException) -> None:
         """Disconnect as too slow; frees the buffers at once, closes in the background."""
@@ -83,7 +104,7 @@ class Connection:
         self._metrics.slow_disconnects += 1
         log.info("connection %s: disconnecting slow client: %s", self.id, exc)
         self._outbox.clear()
-        self._space.set()
+        self._free_space()
         self._on_fail(self)  # parks the subscriptions
         if self._writer is not None:
             self._writer.cancel()
@@ -98,7 +119,7 @@ class Connection:
             self.fail(SlowClientError(f"{len(self._outbox)} messages waiting"))
             return
         self._outbox.append((frame, updates))
-        self._wake.set()
+        self.wake()
 
     async def put_wait(self, frame: bytes, updates: int) -> None:
         """Queue a catch-up frame, waiting for room (replay and resume pace to the client).
@@ -109,20 +130,24 @@ class Connection:
         while len(self._outbox) >= self._settings.max_queued_frames // 2:
             if self.failed is not None:
                 raise SlowClientError("connection failed")
+            if self._space is None:
+                self._space = asyncio.Event()
             self._space.clear()
             await self._space.wait()
         if self.failed is not None:
             raise SlowClientError("connection failed")
         self._outbox.append((frame, updates))
-        self._wake.set()
+        self.wake()
+
+    def _free_space(self) -> None:
+        if self._space is not None:
+            self._space.set()
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
-
     async def stop(self) -> None:
         """Stop the writer (and a pending slow close) after the client went away."""
+        self._stopped = True
         for task in (self._writer, self._closer):
             if task is not None and not task.done():
                 task.cancel()
@@ -159,17 +184,11 @@ class Connection:
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        beat = self._settings.heartbeat_s
-        next_beat = loop.time() + beat
-        wake = self._wake
+        outbox = self._outbox
         try:
             while True:
                 now = loop.time()
-                if now >= next_beat:
-                    self.put(encode(Heartbeat(timestamp=now_ms(),
-                                              active_subscriptions=len(self.subs))))
-                    next_beat = now + beat
-                deadline = next_beat
+                deadline: float | None = None
                 due: list[Subscription] = []
                 for sub in self.subs.values():
                     at = sub.due()
@@ -177,17 +196,22 @@ class Connection:
                         continue
                     if at <= now:
                         due.append(sub)
-                    elif at < deadline:
+                    elif deadline is None or at < deadline:
                         deadline = at
-                if not self._outbox and not due:
-                    wake.clear()
-                    timer = loop.call_at(deadline, wake.set)
-                    await wake.wait()
-                    timer.cancel()
+                if not outbox and not due:
+                    if deadline is None:
+                        return  # nothing pending: the next wake starts a new writer
+                    waiter = self._waiter = loop.create_future()
+                    timer = loop.call_at(deadline, _resolve, waiter)
+                    try:
+                        await waiter
+                    finally:
+                        timer.cancel()
+                        self._waiter = None
                     continue
-                while self._outbox:
-                    frame, updates = self._outbox.popleft()
-                    self._space.set()
+                while outbox:
+                    frame, updates = outbox.pop(0)
+                    self._free_space()
                     await self._send(frame, updates)
                 for sub in due:
                     await self._flush(sub, loop.time())
@@ -195,6 +219,9 @@ class Connection:
             raise
         except Exception as exc:  # the client went away mid-send: the reader will notice
             log.debug("connection %s: writer stopped: %r", self.id, exc)
+            self._stopped = True
+        finally:
+            self._writer = None
 
     async def _flush(self, sub: Subscription, now: float) -> None:
         if self.subs.get(sub.id) is not sub or sub.due() is None:
@@ -202,11 +229,16 @@ class Connection:
         items = sub.take(now)
         if not items:
             return
-        self._metrics.updates_dropped += sub.dropped
-        sub.dropped = 0
+        self.collect(sub)
         seq = sub.next_seq(self._positions(sub.spec.topic))
         frame = data_frame(sub.spec.stream_type.value, sub.id, items, now_ms(), seq)
         await self._send(frame, updates=len(items))
+
+    def collect(self, sub: Subscription) -> None:
+        """Add ``sub``'s drop and conflation counts to the metrics."""
+        dropped, conflations = sub.collect_counts()
+        self._metrics.updates_dropped += dropped
+        self._metrics.conflations += conflations
 
     def frame_for(self, sub: Subscription, items: list[bytes], positions: Positions) -> bytes:
         """A data message of ``sub`` with the next seq (snapshots and catch-up batches)."""
@@ -247,3 +279,8 @@ class Connection:
                 for s in self.subs.values()
             ],
         }
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

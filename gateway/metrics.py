@@ -21,6 +21,7 @@ class Metrics:
     updates_sent: int = 0
     bytes_sent: int = 0
     updates_dropped: int = 0
+    conflations: int = 0
     slow_disconnects: int = 0
     client_errors: int = 0
     decode_errors: int = 0
@@ -82,6 +83,9 @@ def render(
     lines += _family("fiml_gateway_updates_dropped_total", "counter",
                      "Updates conflated away because a real-time client was behind.",
                      [({}, m.updates_dropped)])
+    lines += _family("fiml_gateway_conflations_total", "counter",
+                     "Times a real-time subscription overflowed max_pending_updates and fell "
+                     "back to latest-value-per-symbol conflation.", [({}, m.conflations)])
     lines += _family("fiml_gateway_slow_disconnects_total", "counter",
                      "Clients disconnected for not keeping up (close code 4000).",
                      [({}, m.slow_disconnects)])

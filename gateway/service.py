@@ -1,8 +1,9 @@
 """The gateway service: hub, registry, resume store, metrics and the open connections.
 
 ``Gateway.serve`` runs one WebSocket connection: the calling task reads client messages, the
-connection's writer task sends. A watchdog task (one per process, not one per connection)
-fails connections whose current send has been blocked for ``slow_client_timeout_s``.
+connection's writer task (only while something is pending) sends. One ticker task per process,
+not one per connection, sends the heartbeats and fails connections whose current send has been
+blocked for ``slow_client_timeout_s`` (the watchdog).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -26,32 +27,58 @@ from gateway.settings import GatewaySettings
 from schemas.errors import ProtocolError
 from schemas.protocol import SubscribeRequest
 
-__all__ = ["ABORT_KEY", "Gateway", "TransportAbortMiddleware"]
+__all__ = ["ABORT_KEY", "Gateway", "WebSocketEndpoint", "WebSocketMiddleware"]
 
 log = logging.getLogger(__name__)
 
 ABORT_KEY = "fiml.abort"
 
 
-class TransportAbortMiddleware:
-    """Puts a way to cut a WebSocket's TCP connection into the scope (``ABORT_KEY``).
+WebSocketEndpoint = Callable[[WebSocket, str], Awaitable[None]]
+"""Serves one accepted-or-not WebSocket; the second argument is the path after the prefix."""
 
-    ASGI has no "abort": a close frame waits behind everything already buffered, so a client
+
+class WebSocketMiddleware:
+    """Serves the gateway's WebSocket endpoints ahead of the framework's routing, and puts a way
+    to cut a connection's TCP transport into its scope (``ABORT_KEY``).
+
+    Memory: FastAPI's route for a WebSocket keeps its dependency machinery (exit stacks,
+    exception-handler and router frames) alive for the whole connection, about 9 KiB of
+    objects per idle connection; served here, a connection costs the one ``WebSocket`` and the
+    gateway's own objects (docs/WEBSOCKET.md). WebSocket routes have no OpenAPI entries, so
+    nothing is lost from ``/docs``. Paths are matched exactly (``routes``: path prefix ->
+    endpoint; a prefix ending in ``/`` takes one more segment); other WebSocket paths go on to
+    the app.
+
+    Abort: ASGI has none; a close frame waits behind everything already buffered, so a client
     that never reads again would hold its connection forever. uvicorn's ``send`` is a method of
     its protocol object, whose public ``transport`` can be aborted; the middleware must sit
     outside Starlette's exception middleware, which wraps ``send``. Other servers: no abort,
     the close frame is simply sent when the client reads.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, routes: dict[str, WebSocketEndpoint]) -> None:
         self.app = app
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            transport = getattr(getattr(send, "__self__", None), "transport", None)
-            abort = getattr(transport, "abort", None)
-            if callable(abort):
-                scope[ABORT_KEY] = abort
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        abort = getattr(transport, "abort", None)
+        if callable(abort):
+            scope[ABORT_KEY] = abort
+        path: str = scope["path"]
+        for prefix, endpoint in self.routes.items():
+            if prefix.endswith("/"):
+                rest = path[len(prefix):]
+                if path.startswith(prefix) and rest and "/" not in rest:
+                    await endpoint(WebSocket(scope, receive, send), rest)
+                    return
+            elif path == prefix:
+                await endpoint(WebSocket(scope, receive, send), "")
+                return
         await self.app(scope, receive, send)
 
 
@@ -82,13 +109,16 @@ class Gateway:
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         limit = self.settings.slow_client_timeout_s
+        tick = min(1.0, limit / 4, self.settings.heartbeat_s / 4)
         while True:
-            await asyncio.sleep(min(1.0, limit / 4))
+            await asyncio.sleep(tick)  # the ticker's period, not synchronisation
             now = loop.time()
             for conn in list(self.connections.values()):
                 since = conn.sending_since
                 if since is not None and now - since > limit:
                     conn.fail(SlowClientError(f"a send was blocked for over {limit:g} s"))
+                else:
+                    conn.beat(now)
             self.store.expire(now)
 
     def status(self, details: bool = False) -> dict[str, Any]:
@@ -140,7 +170,6 @@ class Gateway:
         )
         self.connections[conn.id] = conn
         self.metrics.connections_total += 1
-        conn.start()
         try:
             if initial_error is not None:
                 session.error(initial_error)

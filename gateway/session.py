@@ -261,6 +261,7 @@ class Session:
     def _detach(self, sub: Subscription) -> None:
         self._registry.remove(sub)
         self.conn.subs.pop(sub.id, None)
+        self.conn.collect(sub)
         sub.clear()
         task = self._tasks.pop(sub.id, None)
         if task is not None:

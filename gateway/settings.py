@@ -58,6 +58,9 @@ class GatewaySettings:
     max_candles: int = 5_000
     #: Compression is offered; each client chooses (a client that does not ask gets none).
     ws_per_message_deflate: bool = True
+    #: Keep a compressor per compressed connection between messages (better ratio on small
+    #: messages, about 40 KiB more per connection); off: each message compressed on its own.
+    ws_deflate_context_takeover: bool = False
     ws_max_size: int = 64 * 1024
 
     @classmethod

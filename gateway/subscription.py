@@ -7,9 +7,12 @@ bounded whatever the client does:
 * ``conflated`` mode keeps the latest payload per channel (at most one per symbol) and is
   flushed at most once per ``interval_ms``;
 * ``realtime`` mode keeps every payload and is flushed as soon as the writer runs; past
-  ``max_pending`` it falls back to conflation until the next flush (counted as drops);
-* batched streams (trades, raw ticks) keep every payload, flushed once per interval, or at once
-  when ``max_pending`` is reached; past twice that the client is too slow (``SlowClientError``).
+  ``max_pending`` it falls back to latest-value-per-symbol conflation until the next flush
+  (each symbol keeps its newest payload; the superseded ones count as drops, the overflow as a
+  conflation), and a client still too slow is then disconnected by the connection's watchdog;
+* batched streams (trades, raw ticks) keep every payload, flushed once per interval (or at once
+  in real-time mode), early when ``max_pending`` is reached; past twice that the client is too
+  slow (``SlowClientError``): trades are events, never conflated nor silently dropped.
 
 Each flushed message takes the next ``seq`` and remembers the hub's Kafka positions at that
 moment, so that a client resuming from ``seq`` can be sent exactly what came after.
@@ -17,7 +20,6 @@ moment, so that a client resuming from ``seq`` can be sent exactly what came aft
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -45,16 +47,22 @@ class Subscription:
     held: bool = False
     #: A bounded replay (``replay_to``) gets no live updates at all.
     live: bool = True
+    #: Updates superseded by conflation in real-time mode, and real-time overflows (fallbacks
+    #: to conflation), since the connection last collected them (``collect_counts``).
     dropped: int = 0
+    conflations: int = 0
     _latest: dict[Channel, bytes] = field(default_factory=dict)
-    _queue: list[bytes] = field(default_factory=list)
+    #: Pending updates in arrival order, as the hub hands them over: runs of one channel's
+    #: payloads. The hub's list is shared by every subscriber and is never mutated here.
+    _queue: list[tuple[Channel, list[bytes]]] = field(default_factory=list)
+    _queued: int = 0
     _due_at: float = 0.0
     _last_flush: float = float("-inf")
-    _history: deque[tuple[int, Positions]] = field(default_factory=deque)
+    _history: list[tuple[int, Positions]] = field(default_factory=list)
 
     @property
     def pending(self) -> int:
-        return len(self._latest) + len(self._queue)
+        return len(self._latest) + self._queued
 
     def offer(self, channel: Channel, payload: bytes, now: float) -> bool:
         """Take one update; True if the writer should look at this subscription again.
@@ -62,65 +70,52 @@ class Subscription:
         Raises:
             SlowClientError: a batched stream has twice ``max_pending`` updates unsent.
         """
-        was_empty = not self._latest and not self._queue
+        return self.offer_many(channel, [payload], now)
+
+    def offer_many(self, channel: Channel, payloads: list[bytes], now: float) -> bool:
+        """Take ``payloads`` (one channel, oldest first) in one call: the hub's fan-out path,
+        so that its cost per subscriber is per channel and batch, not per record. True if the
+        writer should look at this subscription again. ``payloads`` is not kept mutable: the
+        hub shares it between subscribers.
+
+        Raises:
+            SlowClientError: a batched stream has twice ``max_pending`` updates unsent.
+        """
+        was_empty = not self._latest and not self._queued
         if self.spec.batched:
-            self._queue.append(payload)
-            if len(self._queue) >= 2 * self.max_pending:
-                raise SlowClientError(f"{len(self._queue)} updates unsent on {self.id}")
-            if len(self._queue) >= self.max_pending:
+            self._queue.append((channel, payloads))
+            self._queued += len(payloads)
+            if self._queued >= 2 * self.max_pending:
+                raise SlowClientError(f"{self._queued} updates unsent on {self.id}")
+            if self._queued >= self.max_pending:
                 self._due_at = now  # flush early rather than grow
                 return True
         elif self.mode == "realtime" and not self._latest:
-            self._queue.append(payload)
-            if len(self._queue) > self.max_pending:
-                self._conflate_queue(channel)
-        else:
-            if channel in self._latest:
-                self.dropped += self.mode == "realtime"
-            self._latest[channel] = payload
-        if was_empty:
-            self._due_at = now if self.mode == "realtime" else self._last_flush + self.interval_s
-            return True
-        return False
-
-    def offer_many(self, channel: Channel, payloads: list[bytes], now: float) -> bool:
-        """``offer`` each of ``payloads`` (one channel, oldest first) in one call: the hub's
-        fan-out path, so that its cost per subscriber is per channel, not per record.
-
-        Raises:
-            SlowClientError: as ``offer``.
-        """
-        if len(payloads) == 1:
-            return self.offer(channel, payloads[0], now)
-        was_empty = not self._latest and not self._queue
-        if self.spec.batched:
-            self._queue.extend(payloads)
-            if len(self._queue) >= 2 * self.max_pending:
-                raise SlowClientError(f"{len(self._queue)} updates unsent on {self.id}")
-            if len(self._queue) >= self.max_pending:
-                self._due_at = now
-                return True
-        elif self.mode == "realtime" and not self._latest:
-            self._queue.extend(payloads)
-            if len(self._queue) > self.max_pending:
-                self._conflate_queue(channel)
+            self._queue.append((channel, payloads))
+            self._queued += len(payloads)
+            if self._queued > self.max_pending:
+                self._conflate_queue()
         else:
             if self.mode == "realtime":
                 self.dropped += len(payloads) - 1 + (channel in self._latest)
             self._latest[channel] = payloads[-1]
         if was_empty:
-            self._due_at = now if self.mode == "realtime" else self._last_flush + self.interval_s
+            self._due_at = (
+                now if self.mode == "realtime" else self._last_flush + self.interval_s
+            )
             return True
         return False
 
-    def _conflate_queue(self, channel: Channel) -> None:
-        # The queue holds payloads without their channels; keep only the newest, which is the
-        # one just offered, and count the rest as dropped. The client is behind: the latest
-        # value is what it needs.
-        self.dropped += len(self._queue) - 1
-        payload = self._queue[-1]
-        self._queue.clear()
-        self._latest[channel] = payload
+    def _conflate_queue(self) -> None:
+        # The client is behind: from here until the next flush, keep the newest payload of
+        # each channel (in order of first arrival) and count the superseded ones as dropped.
+        latest = self._latest
+        for channel, payloads in self._queue:
+            latest[channel] = payloads[-1]
+        self.dropped += self._queued - len(latest)
+        self.conflations += 1
+        self._queue = []
+        self._queued = 0
 
     def due(self) -> float | None:
         """Monotonic time at which this subscription has something to send, or None."""
@@ -130,11 +125,20 @@ class Subscription:
 
     def take(self, now: float) -> list[bytes]:
         """The pending payloads, in arrival order, and reset (the caller sends them)."""
-        items = self._queue + list(self._latest.values()) if self._latest else self._queue
+        items = [p for _, payloads in self._queue for p in payloads]
+        if self._latest:
+            items += self._latest.values()
+            self._latest = {}
         self._queue = []
-        self._latest = {}
+        self._queued = 0
         self._last_flush = now
         return items
+
+    def collect_counts(self) -> tuple[int, int]:
+        """``(dropped, conflations)`` since the last call, and reset them (for the metrics)."""
+        counts = (self.dropped, self.conflations)
+        self.dropped = self.conflations = 0
+        return counts
 
     def start_at(self, positions: Positions) -> None:
         """Remember where the topic stood when the subscription began (``resume_from: 0``)."""
@@ -144,9 +148,10 @@ class Subscription:
     def next_seq(self, positions: Positions) -> int:
         """Number the next data message and remember where the topic stood when it was made."""
         self.seq += 1
-        self._history.append((self.seq, positions))
-        while len(self._history) > self.history_size:
-            self._history.popleft()
+        history = self._history
+        history.append((self.seq, positions))
+        if len(history) > self.history_size:
+            del history[: len(history) - self.history_size]
         return self.seq
 
     def positions_after(self, seq: int) -> Positions | None:
@@ -167,4 +172,5 @@ class Subscription:
     def clear(self) -> None:
         """Drop pending updates (the subscription is parked or closed)."""
         self._queue = []
+        self._queued = 0
         self._latest = {}

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 
 from gateway import GatewaySettings, create_app
+from gateway.server import uvicorn_options
 from infra.topics import create_topics
 from schemas.codec import encode
 from schemas.records import AssetType, Interval, OHLCVUpdate, PriceUpdate, RawTick
@@ -102,7 +103,7 @@ async def running_gateway(
     port: int = listener.getsockname()[1]
     config = uvicorn.Config(
         create_app(replace(settings, port=port)), log_level="warning",
-        ws_max_size=settings.ws_max_size, lifespan="on", timeout_graceful_shutdown=5,
+        lifespan="on", timeout_graceful_shutdown=5, **uvicorn_options(settings),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[listener]))

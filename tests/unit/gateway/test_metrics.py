@@ -4,11 +4,12 @@ from gateway.metrics import Metrics, render
 
 
 def test_render_has_the_families_and_labels() -> None:
-    m = Metrics(messages_sent=3, records_in={"fiml.prices": 7})
+    m = Metrics(messages_sent=3, conflations=2, records_in={"fiml.prices": 7})
     text = render(m, connections=2, subscriptions={"price": 1}, lag={"fiml.prices": 4})
     assert "fiml_gateway_connections 2\n" in text
     assert 'fiml_gateway_consumer_lag{topic="fiml.prices"} 4' in text
     assert "fiml_gateway_messages_sent_total 3" in text
+    assert "fiml_gateway_conflations_total 2\n" in text
     assert text.endswith("\n") and "# TYPE fiml_gateway_updates_dropped_total counter" in text
 
 

@@ -34,8 +34,8 @@ def test_realtime_forwards_everything_then_conflates_past_the_bound() -> None:
     for i in range(3):
         s.offer(A, str(i).encode(), now=0.0)
     assert s.due() == 0.0
-    s.offer(B, b"x", now=0.0)  # over the bound: conflate
-    assert s.take(0.0) == [b"x"] and s.dropped == 3
+    s.offer(B, b"x", now=0.0)  # over the bound: conflate, latest value per symbol
+    assert s.take(0.0) == [b"2", b"x"] and s.dropped == 2
 
 
 def test_trades_are_batched_flushed_early_and_finally_refused() -> None:
@@ -80,3 +80,33 @@ def test_offer_many_is_offer_each(spec: StreamSpec, mode: str) -> None:
     assert many.take(2.0) == one.take(2.0)
     with pytest.raises(SlowClientError):
         sub(TRADES, max_pending=2).offer_many(TRADES.channels[0], [b"1"] * 4, now=1.0)
+
+
+def test_realtime_overflow_keeps_the_latest_value_of_every_symbol() -> None:
+    # Issue 6, "conflated, then disconnected": past the bound a real-time subscription falls
+    # back to latest-value-per-symbol conflation; no symbol loses its latest value.
+    s = sub(mode="realtime", max_pending=3)
+    s.offer(A, b"a1", now=0.0)
+    s.offer(B, b"b1", now=0.0)
+    s.offer(A, b"a2", now=0.0)
+    assert s.conflations == 0
+    s.offer(A, b"a3", now=0.0)  # over the bound
+    assert s.pending == 2 and s.conflations == 1
+    assert s.take(0.0) == [b"a3", b"b1"] and s.dropped == 2  # a1 and a2 superseded
+
+
+def test_realtime_overflow_in_one_batch_keeps_every_symbol() -> None:
+    s = sub(mode="realtime", max_pending=3)
+    s.offer_many(B, [b"b1"], now=0.0)
+    s.offer_many(A, [b"a1", b"a2", b"a3"], now=0.0)
+    assert s.take(0.0) == [b"b1", b"a3"] and (s.dropped, s.conflations) == (2, 1)
+    s.offer_many(A, [b"a4", b"a5"], now=1.0)  # flushed: real-time again, nothing dropped
+    assert s.take(1.0) == [b"a4", b"a5"] and s.dropped == 2
+
+
+def test_trades_overflow_is_never_conflated() -> None:
+    s = sub(TRADES, mode="realtime", max_pending=2)
+    s.offer_many(TRADES.channels[0], [b"t1", b"t2", b"t3"], now=0.0)
+    assert s.take(0.0) == [b"t1", b"t2", b"t3"] and (s.dropped, s.conflations) == (0, 0)
+    with pytest.raises(SlowClientError):
+        s.offer_many(TRADES.channels[0], [b"t"] * 4, now=0.0)
