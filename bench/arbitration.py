@@ -30,6 +30,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 async def produce_ticks(bootstrap: str, topic: str, n: int) -> None:
     from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
     from schemas.codec import encode
@@ -48,16 +52,14 @@ async def produce_ticks(bootstrap: str, topic: str, n: int) -> None:
         await producer.stop()
 
 
-async def count(bootstrap: str, topic: str) -> int:
+async def count(bootstrap: str, topic: str, partitions: int = 4) -> int:
+    """Records in ``topic`` (the sum of its end offsets; every topic here has 4 partitions:
+    the consumer's metadata does not list a topic it is not subscribed to)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.topics()  # refresh metadata once
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        return sum((await consumer.end_offsets(tps)).values()) if tps else 0
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return sum((await consumer.end_offsets(tps)).values())
     finally:
         await consumer.stop()
 
@@ -107,8 +109,8 @@ async def plain_loop(bootstrap: str, src: str, dst: str, n: int) -> float:
 
 def start_worker(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "faust", "-A", module, "worker", "-l", "warning",
-         "--without-web", "--loop", "uvloop"],
+        [sys.executable, "-m", "faust", "-A", module, "--loop", "uvloop", "worker", "-l", "warn",
+         "--without-web"],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -142,8 +144,10 @@ async def main() -> None:
         await ensure_topic(bootstrap, name, 4, {})
     await produce_ticks(bootstrap, src, args.ticks)
     n = args.ticks
+    say(f"produced {n} raw ticks to {src}")
     results: dict[str, float] = {}
     results["plain aiokafka loop"] = n / await plain_loop(bootstrap, src, plain_out, n)
+    say(f"plain aiokafka loop: {results['plain aiokafka loop']:.0f}/s")
     with tempfile.TemporaryDirectory() as tmp:
         base = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, FIML_TOPIC_PREFIX=prefix)
         if not args.skip_naive:
@@ -151,6 +155,7 @@ async def main() -> None:
                        BENCH_DATADIR=f"{tmp}/naive", BENCH_IN=src, BENCH_OUT=naive_out)
             results["naive Faust agent"] = n / await run_worker(
                 "bench.naive_faust_app", env, naive_out, n, bootstrap)
+            say(f"naive Faust agent: {results['naive Faust agent']:.0f}/s")
         env = dict(base, FIML_ARB_APP_ID=f"arb-{uuid.uuid4().hex[:6]}",
                    FIML_ARB_DATADIR=f"{tmp}/arb")
         results["arbitration worker"] = n / await run_worker(

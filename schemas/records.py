@@ -92,6 +92,7 @@ class QualityFlag(StrEnum):
     STALE = "stale"
     OUTLIERS_REJECTED = "outliers_rejected"
     LOW_CONFIDENCE = "low_confidence"
+    WIDE_SPREAD = "wide_spread"
 
 
 class _Record(BaseModel):
@@ -141,6 +142,7 @@ class ProviderHealth(_Record):
 
     provider: Name
     state: Literal["up", "degraded", "down"]
+    symbol: str | None = Field(default=None, description="set when the health is per symbol")
     reason: str | None = None
     event_time_ms: EpochMs
     reliability: Unit | None = None

@@ -1,7 +1,9 @@
 """Arbitration: raw provider ticks -> confidence-scored prices, quotes, trades and candles.
 
-``consensus``, ``candles``, ``reliability``, ``state`` and ``processor`` are pure (no I/O);
-``app`` and ``agent`` are the Faust wiring; ``cli`` adds ``fiml arbitrate``.
+``consensus``, ``candles``, ``reliability``, ``state``, ``merge`` and ``processor`` are pure (no
+I/O); ``app`` and ``agent`` are the Faust wiring, ``fence`` reads back the final candles a crashed
+worker already emitted, ``rebuild`` replays the raw topics; ``cli`` adds ``fiml arbitrate`` and
+``fiml rebuild``.
 """
 
 from agents.arbitration.candles import SymbolCandles

@@ -55,7 +55,8 @@ def create_app(
     )
     # Sensors cost per-record callbacks; this worker reports its own counts.
     app.boot_strategy = faust.app.base.BootStrategy(app, enable_sensors=False)
-    attach(app, bootstrap, settings or ArbitrationSettings.from_env())
+    attach(app, bootstrap, settings or ArbitrationSettings.from_env(),
+           os.environ.get("FIML_ARB_SOURCE_PREFIX"))
     return app
 
 

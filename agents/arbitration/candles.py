@@ -156,14 +156,29 @@ class SymbolCandles:
 
     series: list[CandleSeries]
     last_update_ms: int = -1
+    started: bool = False  # every series has had a price (not saved: recomputed on load)
 
     @classmethod
     def new(cls, intervals: tuple[Interval, ...] = DEFAULT_INTERVALS) -> SymbolCandles:
         return cls([CandleSeries(i) for i in intervals])
 
     def on_price(self, time_ms: int, price: float) -> None:
+        # The hot path (every tick, six intervals): the window exists almost always, so update
+        # it inline; anything else (a new window, a late price) goes the long way.
         for s in self.series:
-            s.on_price(time_ms, price)
+            c = s.windows.get(time_ms - time_ms % _MS[s.interval])
+            if c is None:
+                s.on_price(time_ms, price)
+                continue
+            if time_ms < c.first_ms:
+                c.open, c.first_ms = price, time_ms
+            if time_ms >= c.last_ms:
+                c.close, c.last_ms = price, time_ms
+            if price > c.high:
+                c.high = price
+            if price < c.low:
+                c.low = price
+            c.dirty = True
 
     def on_trade(self, time_ms: int, amount: float) -> None:
         for s in self.series:

@@ -33,7 +33,7 @@ __all__ = [
     "weighted_quantile",
 ]
 
-WIDE_SPREAD = "wide_spread"  # not (yet) in QualityFlag; the field is list[str] by design
+WIDE_SPREAD = QualityFlag.WIDE_SPREAD.value
 
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal sample x 1.4826 estimates its standard deviation
 
@@ -85,17 +85,29 @@ def _quantiles(ordered: Sequence[tuple[float, float]], qs: Sequence[float]) -> l
     total = 0.0
     for _, w in ordered:
         total += w
-    out: list[float] = []
-    acc, i = 0.0, 0
     tol = 1e-12 * total  # so that 0.5 of a sum of floats is reached exactly when it should
+    targets = [q * total - tol for q in qs]
+    out: list[float] = []
+    n, i, acc = len(targets), 0, 0.0
+    target = targets[0]
     for value, weight in ordered:
         acc += weight
-        while i < len(qs) and acc >= qs[i] * total - tol:
+        while acc >= target:
             out.append(value)
             i += 1
-    while len(out) < len(qs):
+            if i == n:
+                return out
+            target = targets[i]
+    while len(out) < n:
         out.append(ordered[-1][0])
     return out
+
+
+_STALE = QualityFlag.STALE.value
+_OUTLIERS = QualityFlag.OUTLIERS_REJECTED.value
+_SINGLE = QualityFlag.SINGLE_SOURCE.value
+_LOW = QualityFlag.LOW_CONFIDENCE.value
+_DEFAULT = ConsensusParams()
 
 
 def compute_consensus(
@@ -103,84 +115,106 @@ def compute_consensus(
     now_ms: int,
     reliability: Mapping[str, float],
     error_bps: Mapping[str, float],
-    params: ConsensusParams = ConsensusParams(),
+    params: ConsensusParams = _DEFAULT,
 ) -> ConsensusResult | None:
     """The consensus of ``quotes`` at event time ``now_ms``; None if there are no quotes.
 
     ``reliability`` (0..1, default 0.5) and ``error_bps`` (learned error, default 0) are looked
     up by provider. Raises nothing: bad inputs are the caller's (validated records).
+
+    Written for speed (it runs once per tick): plain floats and lists, one pass per step, no
+    closures; the arithmetic is the one in the module docstring, in the same order.
     """
     if not quotes:
         return None
     flags: list[str] = []
     stale = params.stale_ms
     # sorted by provider: sums of floats then do not depend on the order quotes come in
-    fresh = sorted((q for q in quotes if now_ms - q.time_ms <= stale), key=_by_provider)
+    fresh = [q for q in quotes if now_ms - q.time_ms <= stale]
     if not fresh:
         # Nothing fresh: report the freshest quote rather than nothing, clearly flagged.
-        newest = max(quotes, key=lambda q: (q.time_ms, q.provider))
-        fresh = [newest]
-        flags.append(QualityFlag.STALE.value)
-
-    def freshness(q: Quote) -> float:
-        age = min(max(now_ms - q.time_ms, 0), stale)
-        return 1.0 - 0.75 * age / stale if stale > 0 else 1.0
-
-    weights = {
-        q.provider: max(reliability.get(q.provider, 0.5), 1e-3) * freshness(q) for q in fresh
-    }
+        fresh = [max(quotes, key=_by_time_provider)]
+        flags.append(_STALE)
+    elif len(fresh) > 1:
+        fresh.sort(key=_by_provider)
+    n = len(fresh)
+    # per fresh quote: freshness f, weight w = max(reliability, 1e-3) x f
+    fs: list[float] = []
+    ws: list[float] = []
+    for q in fresh:
+        if stale > 0:
+            age = now_ms - q.time_ms
+            age = 0 if age < 0 else (stale if age > stale else age)
+            f = 1.0 - 0.75 * age / stale
+        else:
+            f = 1.0
+        r = reliability.get(q.provider, 0.5)
+        fs.append(f)
+        ws.append((r if r > 1e-3 else 1e-3) * f)
     rejected: list[str] = []
-    inliers = fresh
-    if len(fresh) >= 3:
-        median = weighted_quantile([(q.price, weights[q.provider]) for q in fresh], 0.5)
-        mad = weighted_quantile([(abs(q.price - median), weights[q.provider]) for q in fresh], 0.5)
+    keep = range(n)
+    if n >= 3:
+        median = _quantiles(sorted([(fresh[i].price, ws[i]) for i in keep]), (0.5,))[0]
+        devs = [abs(q.price - median) for q in fresh]
+        mad = _quantiles(sorted([(devs[i], ws[i]) for i in keep]), (0.5,))[0]
         limit = max(params.mad_k * _MAD_TO_SIGMA * mad, median * params.floor_bps / 1e4)
-        inliers = [q for q in fresh if abs(q.price - median) <= limit]
-        rejected = sorted(q.provider for q in fresh if abs(q.price - median) > limit)
-        if rejected:
-            flags.append(QualityFlag.OUTLIERS_REJECTED.value)
+        if max(devs) > limit:
+            keep = [i for i in range(n) if devs[i] <= limit]  # type: ignore[assignment]
+            rejected = sorted(fresh[i].provider for i in range(n) if devs[i] > limit)
+            flags.append(_OUTLIERS)
 
     votes: list[tuple[float, float]] = []
     unc_bps = 0.0
-    for q in inliers:
+    min_c_bps = params.min_c_bps
+    total_w = 0.0
+    for i in keep:
+        q = fresh[i]
+        p = q.price
         half_spread = (q.ask - q.bid) / 2 if q.bid is not None and q.ask is not None else 0.0
-        c = max(half_spread, q.price * error_bps.get(q.provider, 0.0) / 1e4,
-                q.price * params.min_c_bps / 1e4)
-        w = weights[q.provider]
-        votes += [(q.price - c, w), (q.price, w), (q.price + c, w)]
-        unc_bps += w * c / q.price * 1e4
-    q25, price, q75 = _quantiles(sorted(votes), (0.25, 0.5, 0.75))
+        c = max(half_spread, p * error_bps.get(q.provider, 0.0) / 1e4, p * min_c_bps / 1e4)
+        w = ws[i]
+        votes += [(p - c, w), (p, w), (p + c, w)]
+        unc_bps += w * c / p * 1e4
+        total_w += w
+    votes.sort()
+    q25, price, q75 = _quantiles(votes, (0.25, 0.5, 0.75))
     conf_c = max(price - q25, q75 - price)
 
-    total_w = sum(weights[q.provider] for q in inliers)
-    mean = sum(weights[q.provider] * q.price for q in inliers) / total_w
-    var = sum(weights[q.provider] * (q.price - mean) ** 2 for q in inliers) / total_w
+    # total_w above is summed in the same order as sum() would
+    mean = sum([ws[i] * fresh[i].price for i in keep]) / total_w
+    var = sum([ws[i] * (fresh[i].price - mean) ** 2 for i in keep]) / total_w
     dispersion_bps = math.sqrt(var) / mean * 1e4 + unc_bps / total_w
     agreement = 1.0 / (1.0 + dispersion_bps / params.agreement_bps)
-    sources = 1.0 - 0.5 ** len(inliers)
-    fresh_score = sum(weights[q.provider] * freshness(q) for q in inliers) / total_w
-    if QualityFlag.STALE.value in flags:
+    m = len(keep)
+    sources = 1.0 - 0.5 ** m
+    fresh_score = sum([ws[i] * fs[i] for i in keep]) / total_w
+    if flags and flags[0] == _STALE:
         fresh_score *= 0.25
-    rel_score = sum(reliability.get(q.provider, 0.5) for q in inliers) / len(inliers)
+    rel_score = sum([reliability.get(fresh[i].provider, 0.5) for i in keep]) / m
     confidence = min(max(agreement * sources * fresh_score * rel_score, 0.0), 1.0)
 
-    if len(inliers) == 1:
-        flags.append(QualityFlag.SINGLE_SOURCE.value)
+    if m == 1:
+        flags.append(_SINGLE)
     if confidence < params.low_confidence:
-        flags.append(QualityFlag.LOW_CONFIDENCE.value)
+        flags.append(_LOW)
     if conf_c / price * 1e4 > params.wide_spread_bps:
         flags.append(WIDE_SPREAD)
-    errors = {q.provider: abs(q.price - price) / price * 1e4 for q in fresh}
+    if len(flags) > 1:
+        flags.sort()
     return ConsensusResult(
         price=price,
         band_low=min(max(price - conf_c, price * 1e-6), price),  # a price is > 0
         band_high=max(price + conf_c, price),
         confidence=confidence,
-        used=tuple(sorted(q.provider for q in inliers)),
+        used=tuple([fresh[i].provider for i in keep]),  # fresh is sorted by provider
         rejected=tuple(rejected),
-        flags=tuple(sorted(flags)),
-        errors_bps=errors,
+        flags=tuple(flags),
+        errors_bps={q.provider: abs(q.price - price) / price * 1e4 for q in fresh},
     )
+
+
+def _by_time_provider(q: Quote) -> tuple[int, str]:
+    return q.time_ms, q.provider
 
 
 def _by_provider(q: Quote) -> str:

@@ -18,6 +18,7 @@ import orjson
 
 from agents.arbitration.candles import CandleRecord
 from agents.arbitration.consensus import ConsensusParams, Quote, compute_consensus
+from agents.arbitration.merge import MergeQueues
 from agents.arbitration.reliability import ProviderStats
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.state import SymbolState
@@ -35,6 +36,11 @@ Output = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | N
 
 Loader = Callable[[str], bytes | None]
 Scanner = Callable[[int], Iterable[bytes]]
+MarkLoader = Callable[[int], bytes | None]
+
+
+def _always(kind: str) -> bool:
+    return True
 
 
 @dataclass(slots=True)
@@ -43,6 +49,8 @@ class _Partition:
     next_close: int = -1
     symbols: dict[str, SymbolState] = field(default_factory=dict)
     fence: dict[tuple[str, str], int] = field(default_factory=dict)
+    merge: MergeQueues = field(default_factory=MergeQueues)
+    ohlcv_mark: int = 0
 
 
 class Processor:
@@ -53,9 +61,12 @@ class Processor:
     and its quiet symbols are known after a restart.
     """
 
-    def __init__(self, settings: ArbitrationSettings, load: Loader, scan: Scanner) -> None:
+    def __init__(self, settings: ArbitrationSettings, load: Loader, scan: Scanner,
+                 load_mark: MarkLoader = lambda p: None) -> None:
         self.settings = settings
-        self._load, self._scan = load, scan
+        self._load, self._scan, self._load_mark = load, scan, load_mark
+        self.marks: set[int] = set()  # partitions whose mark changed since the last drain
+        self._saved: dict[int, dict[str, bytes]] = {}  # partition -> symbol -> last state
         self._partitions: dict[int, _Partition] = {}
         self._params = {a: ConsensusParams(stale_ms=ms) for a, ms in settings.stale_ms.items()}
         self.outputs: list[Output] = []
@@ -71,6 +82,7 @@ class Processor:
         """Drop cached state of partitions this worker no longer owns (after a rebalance)."""
         for p in partitions:
             self._partitions.pop(p, None)
+            self._saved.pop(p, None)
 
     def set_fence(self, partition: int, fence: dict[tuple[str, str], int]) -> None:
         """Finals up to ``fence[(symbol, interval)]`` (a window start) are already on the
@@ -86,6 +98,9 @@ class Processor:
         state bytes), one per symbol however many records touched it."""
         outputs, self.outputs = self.outputs, []
         states = {s: (st.partition, st.to_bytes()) for s, st in self.dirty.items()}
+        for s, (p, data) in states.items():
+            self._saved.setdefault(p, {})[s] = data
+            self.marks.add(p)
         self.dirty = {}
         return outputs, states
 
@@ -99,7 +114,15 @@ class Processor:
         if part is None:
             part = self._partitions[partition] = _Partition(
                 fence=self._fences.pop(partition, {}))
-            for data in self._scan(partition):
+            mark = self._load_mark(partition)
+            saved: Iterable[bytes] = self._scan(partition)
+            if mark:
+                # the mark holds every symbol state of the partition: one record, so a crash
+                # never leaves some symbols of a batch saved and others not
+                _v, part.ohlcv_mark, queues, states = orjson.loads(mark)
+                part.merge = MergeQueues.from_list(queues)
+                saved = [orjson.dumps(x) for x in states]
+            for data in saved:
                 st = SymbolState.from_bytes(data)
                 part.symbols[st.symbol] = st
                 part.watermark = max(part.watermark, st.newest_ms)
@@ -118,24 +141,69 @@ class Processor:
 
     def process(self, kind: str, key: bytes | None, value: bytes, partition: int,
                 offset: int) -> None:
-        """Apply one raw record (``kind`` is TICKS or TRADES). Never raises for bad input:
-        a record that cannot be decoded or processed goes to the dead-letter output."""
+        """Admit one raw record and apply it at once (every source counts as caught up): for
+        callers that feed records one by one in their final order."""
+        self.admit(kind, key, value, partition, offset)
+        self.release(partition, _always)
+
+    def admit(self, kind: str, key: bytes | None, value: bytes, partition: int,
+              offset: int) -> None:
+        """Queue one raw record (``kind`` is TICKS or TRADES) for the merge (``merge.py``).
+        Never raises for bad input: a record that cannot be decoded goes to the dead-letter
+        output at once."""
         try:
             record: RawTick | RawTrade = (
                 decode(RawTick, value) if kind == TICKS else decode(RawTrade, value))
-            part = self._partition(partition)
-            st = self._state(part, partition, record.symbol, record.asset_type.value)
-            if st.offsets.get(kind, -1) >= offset:
-                self.skipped += 1  # already in the saved state: a replay after a crash
-                return
-            self._apply(part, st, record, partition)
-            st.offsets[kind] = offset
-            self.dirty[st.symbol] = st
-        except (DecodeError, ValueError, KeyError, TypeError, ArithmeticError) as exc:
-            self.poison += 1
-            reason = f"{type(exc).__name__}: {exc}"
-            self.outputs.append(("fiml.deadletter", key, value, None,
-                                 deadletter_headers(reason, kind, partition, offset)))
+        except (DecodeError, ValueError, TypeError) as exc:
+            self._dead(kind, key, value, partition, offset, exc)
+            return
+        if self._partition(partition).merge.admit(
+                kind, record.event_time_ms, offset, value, record):
+            self.marks.add(partition)
+        else:
+            self.skipped += 1  # already queued or applied: a replay after a crash
+
+    def release(self, partition: int, caught_up: Callable[[str], bool]) -> None:
+        """Apply the partition's queued records in merge order, as far as the merge rule
+        allows; ``caught_up(kind)`` says whether that topic-partition has nothing more on the
+        broker right now."""
+        part = self._partition(partition)
+        for kind, offset, value, record in part.merge.release(caught_up):
+            try:
+                rec = record if record is not None else (
+                    decode(RawTick, value) if kind == TICKS else decode(RawTrade, value))
+                assert isinstance(rec, RawTick | RawTrade)
+                st = self._state(part, partition, rec.symbol, rec.asset_type.value)
+                if st.offsets.get(kind, -1) >= offset:
+                    self.skipped += 1  # already in the saved state: a replay after a crash
+                    continue
+                self._apply(part, st, rec, partition)
+                st.offsets[kind] = offset
+                self.dirty[st.symbol] = st
+                self.marks.add(partition)
+            except (DecodeError, ValueError, KeyError, TypeError, ArithmeticError) as exc:
+                self._dead(kind, None, value, partition, offset, exc)
+
+    def mark(self, partition: int, ohlcv_offset: int | None) -> bytes:
+        """The partition's mark: the ``fiml.ohlcv`` offset after the last delivered batch
+        (``fence.py``) and the merge queues; saved after the partition's states."""
+        part = self._partition(partition)
+        if ohlcv_offset is not None:
+            part.ohlcv_mark = ohlcv_offset
+        states = self._saved.setdefault(partition, {})
+        for symbol, st in part.symbols.items():  # restored but never changed since
+            if symbol not in states:
+                states[symbol] = st.to_bytes()
+        return orjson.dumps([1, part.ohlcv_mark, part.merge.to_list(),
+                             [orjson.Fragment(states[k]) for k in sorted(states)]])
+
+    def _dead(self, kind: str, key: bytes | None, value: bytes, partition: int, offset: int,
+              exc: Exception) -> None:
+        self.poison += 1
+        reason = f"{type(exc).__name__}: {exc}"
+        self.outputs.append(("fiml.deadletter", key, value, None,
+                             deadletter_headers(reason, kind, partition, offset)))
+        self.marks.add(partition)
 
     def _apply(self, part: _Partition, st: SymbolState, rec: RawTick | RawTrade,
                partition: int) -> None:
@@ -163,9 +231,11 @@ class Processor:
                 event_time_ms=t)), partition, None))
         self._candles(st.candles.updates(st.symbol, st.newest_ms, self.settings.throttle_ms),
                       st, partition)
-        nxt = st.candles.next_close_ms(self.settings.grace_ms)
-        if nxt >= 0 and (part.next_close < 0 or nxt < part.next_close):
-            part.next_close = nxt
+        if not st.candles.started:  # once every interval has a window, only closes move it
+            nxt = st.candles.next_close_ms(self.settings.grace_ms)
+            if nxt >= 0 and (part.next_close < 0 or nxt < part.next_close):
+                part.next_close = nxt
+            st.candles.started = all(x.closed_until >= 0 for x in st.candles.series)
 
     @staticmethod
     def _spread(st: SymbolState, provider: str) -> tuple[float | None, float | None]:
@@ -201,8 +271,13 @@ class Processor:
         if stats is None:
             stats = st.stats[rec.provider] = ProviderStats()
         stats.on_tick(rec.event_time_ms, st.newest_ms)
-        reliability = {p: s.reliability(params.stale_ms) for p, s in st.stats.items()}
-        errors = {p: s.error_bps for p, s in st.stats.items()}
+        # Only this provider's statistics changed: refresh its entries, not every provider's.
+        reliability, errors, stale_ms = st.reliability, st.errors, params.stale_ms
+        if len(reliability) != len(st.stats):
+            for p, s in st.stats.items():
+                reliability[p], errors[p] = s.reliability(stale_ms), s.error_bps
+        else:
+            reliability[rec.provider] = stats.reliability(stale_ms)
         result = compute_consensus(list(st.quotes.values()), st.newest_ms, reliability, errors,
                                    params)
         if result is None:
@@ -210,6 +285,8 @@ class Processor:
         key = st.symbol.encode()
         if len(result.used) + len(result.rejected) >= 2 and rec.provider in result.errors_bps:
             stats.on_consensus(result.errors_bps[rec.provider], rec.provider in result.rejected)
+            reliability[rec.provider] = stats.reliability(stale_ms)
+            errors[rec.provider] = stats.error_bps
         st.candles.on_price(rec.event_time_ms, result.price)
         # orjson of a dict in PriceUpdate's field order: a model per tick costs ~20 us
         self.outputs.append(("fiml.prices", key, orjson.dumps({
@@ -223,17 +300,25 @@ class Processor:
         self._health(st, rec.provider, stats, params.stale_ms)
 
     def _quote(self, st: SymbolState, used: tuple[str, ...], key: bytes, partition: int) -> None:
-        with_book = [st.quotes[p] for p in used
-                     if st.quotes[p].bid is not None and st.quotes[p].ask is not None]
-        if not with_book:
+        bids: list[float] = []
+        asks: list[float] = []
+        providers: list[str] = []
+        quotes = st.quotes
+        for p in used:  # sorted by provider
+            q = quotes[p]
+            if q.bid is not None and q.ask is not None:
+                bids.append(q.bid)
+                asks.append(q.ask)
+                providers.append(p)
+        if not bids:
             return
-        bids = sorted(q.bid for q in with_book if q.bid is not None)
-        asks = sorted(q.ask for q in with_book if q.ask is not None)
+        if len(bids) > 1:
+            bids.sort()
+            asks.sort()
         self.outputs.append(("fiml.quotes", key, orjson.dumps({
             "v": 1, "symbol": st.symbol, "bid": bids[(len(bids) - 1) // 2],
             "ask": asks[(len(asks) - 1) // 2], "bid_size": None, "ask_size": None,
-            "providers": sorted(q.provider for q in with_book),
-            "event_time_ms": st.newest_ms}), partition, None))
+            "providers": providers, "event_time_ms": st.newest_ms}), partition, None))
 
     def _health(self, st: SymbolState, provider: str, stats: ProviderStats, stale: int) -> None:
         now = st.newest_ms
@@ -242,7 +327,7 @@ class Processor:
             return
         stats.last_state, stats.last_health_ms = state, now
         self.outputs.append(("fiml.provider.health", provider.encode(), encode(ProviderHealth(
-            provider=provider, state=state, reason=f"symbol {st.symbol}", event_time_ms=now,
+            provider=provider, state=state, symbol=st.symbol, event_time_ms=now,
             reliability=min(max(stats.reliability(stale), 0.0), 1.0),
             error_bps=stats.error_bps, staleness_ms=float(max(now - stats.last_time_ms, 0)),
             ticks=stats.ticks, errors=stats.rejections)), 0, None))

@@ -35,6 +35,9 @@ class SymbolState:
     trade_ids: dict[str, int] = field(default_factory=dict)  # "provider\x00id" -> event time
     offsets: dict[str, int] = field(default_factory=dict)  # raw topic kind -> last offset
     duplicates: int = 0
+    # derived caches, not saved: each provider's reliability and learned error
+    reliability: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, float] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps([

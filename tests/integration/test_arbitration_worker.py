@@ -1,0 +1,128 @@
+"""The arbitration worker against a real broker: raw ticks in, prices and candles out; poison
+to the dead-letter topic; SIGKILL and restart without a missing or duplicate final candle."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agents.arbitration.processor import TICKS
+from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
+from infra.topics import create_topics
+from schemas.records import OHLCVUpdate, PriceUpdate
+from tests.integration.arbitration_support import (
+    WorkerProcess,
+    produce,
+    read,
+    reference,
+    tick_values,
+)
+
+pytestmark = pytest.mark.integration
+
+START = 1_700_000_000_000
+PROVIDERS = [
+    ProviderModel("alpha", noise_bps=3, lag_ms=200, every_ms=1000),
+    ProviderModel("bravo", noise_bps=8, every_ms=700, bad_print_rate=0.03),
+    ProviderModel("charlie", noise_bps=5, lag_ms=400, every_ms=1500),
+    ProviderModel("delta", noise_bps=12, every_ms=500, dark_from_ms=40_000, dark_until_ms=80_000),
+]
+SYMBOLS = ["BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD"]
+
+
+@pytest.fixture
+def worker(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(kafka_bootstrap, f"arb-{uuid.uuid4().hex[:8]}", tmp_path / "faust",
+                      tmp_path / "worker.log")
+    try:
+        yield w
+    finally:
+        out = w.stop()
+    assert "Traceback" not in out, out[-3000:]
+
+
+def finals(records: list[dict]) -> list[dict]:
+    return sorted((c for c in records if c["is_final"]),
+                  key=lambda c: (c["symbol"], c["interval"], c["window_start_ms"]))
+
+
+def _key(c: dict) -> tuple[str, str, int]:
+    return c["symbol"], c["interval"], c["window_start_ms"]
+
+
+async def test_ticks_become_prices_and_candles_and_poison_is_dead_lettered(
+    kafka_bootstrap: str, worker: WorkerProcess
+) -> None:
+    await create_topics(kafka_bootstrap)
+    ticks, _ = synthetic_ticks(SYMBOLS, PROVIDERS, START, 120_000)
+    worker.start()  # before any data, as in production
+    poison = await produce(kafka_bootstrap, TICKS, [(b"BTC/USD", b"{not json"),
+                                                    (b"BTC/USD", b'{"v":1}')])
+    sent = await produce(kafka_bootstrap, TICKS, tick_values(ticks))
+    prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(ticks),
+                        alive=worker.alive)
+    assert worker.alive(), worker.output()[-3000:]
+    assert len(prices) == len(ticks)
+    for p in prices[:50]:
+        PriceUpdate.model_validate(p)  # an outside consumer can read them
+    # failover on Kafka: delta is dark from 40 s to 80 s; 10 s (crypto staleness) after its last
+    # tick it is no longer used, confidence is lower while it is gone, and prices go on
+    dark = [p for p in prices if START + 50_000 < p["event_time_ms"] < START + 80_000]
+    assert dark and all("delta" not in p["providers_used"] for p in dark)
+    before = [p["confidence"] for p in prices
+              if START + 20_000 <= p["event_time_ms"] < START + 40_000]
+    assert sum(p["confidence"] for p in dark) / len(dark) < sum(before) / len(before)
+    dead = await read(kafka_bootstrap, "fiml.deadletter", lambda r: len(r) >= 2, raw=True)
+    assert [d[1] for d in dead] == [b"{not json", b'{"v":1}']
+    assert all(d[2]["fiml-error"] and d[2]["fiml-offset"] for d in dead)
+    assert [int(d[2]["fiml-offset"]) for d in dead] == [o for _p, o, _v in poison]
+
+    want = [orjson.loads(v) for v in reference([(TICKS, s) for s in sent])["fiml.ohlcv"]]
+    got = await read(kafka_bootstrap, "fiml.ohlcv",
+                     lambda r: len(finals(r)) >= len(finals(want)), alive=worker.alive)
+    for c in got[:50]:
+        OHLCVUpdate.model_validate(c)
+    assert finals(got) == finals(want)
+    assert {c["interval"] for c in finals(got)} >= {"1s", "1m"}
+
+
+async def test_sigkill_and_restart_loses_and_duplicates_no_final_candle(
+    kafka_bootstrap: str, worker: WorkerProcess
+) -> None:
+    await create_topics(kafka_bootstrap)
+    ticks, _ = synthetic_ticks(SYMBOLS, PROVIDERS, START, 600_000)
+    cut = len(ticks) * 2 // 3
+    worker.start()
+    # kill while the first part is being consumed: as soon as some prices are out
+    first = asyncio.create_task(produce(kafka_bootstrap, TICKS, tick_values(ticks[:cut])))
+    seen = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= 200,
+                      alive=worker.alive)
+    assert len(seen) >= 200, worker.output()[-3000:]
+    worker.kill()
+    sent = await first
+    worker.start()
+    sent += await produce(kafka_bootstrap, TICKS, tick_values(ticks[cut:]))
+
+    want = finals([orjson.loads(v)
+                   for v in reference([(TICKS, s) for s in sent])["fiml.ohlcv"]])
+    got = finals(await read(kafka_bootstrap, "fiml.ohlcv",
+                            lambda r: len(finals(r)) >= len(want), deadline_s=180,
+                            alive=worker.alive))
+    keys = [(c["symbol"], c["interval"], c["window_start_ms"]) for c in got]
+    assert len(keys) == len(set(keys)), "duplicate final candles"
+    missing = sorted(set(map(_key, want)) - set(keys))
+    assert not missing, (len(missing), missing[:10], worker.output()[-2000:])
+    assert keys == [_key(c) for c in want]
+    # Known open problem (docs/ARBITRATION.md): after a restart a few finals can differ in value
+    # from the uninterrupted run (a consensus price off by under 1 bp), so values are reported
+    # here, not asserted, until the divergence in the restored state is found.
+    differ = [k for k, a, b in zip(keys, got, want, strict=True) if a != b]
+    print(f"finals: {len(got)}, equal to the uninterrupted run: {len(got) - len(differ)}, "
+          f"different values: {len(differ)} {differ[:5]}")
+    prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(ticks))
+    assert len(prices) >= len(ticks)  # at least once; the duplicates are the replayed batch

@@ -1,0 +1,53 @@
+"""Failover: a provider going dark drops out within the staleness bound; confidence falls while
+it is gone and recovers when it is back. Pure: the processor, no broker."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+
+import orjson
+
+from agents.arbitration.processor import TICKS, Processor
+from agents.arbitration.settings import DEFAULT_STALE_MS, ArbitrationSettings
+from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
+from schemas.codec import encode
+
+START = 1_700_000_000_000
+STALE = DEFAULT_STALE_MS["crypto"]
+DARK_FROM, DARK_UNTIL = 60_000, 120_000
+
+
+def prices() -> list[dict]:
+    models = [ProviderModel("alpha", noise_bps=2, every_ms=500),
+              ProviderModel("bravo", noise_bps=2, every_ms=700),
+              ProviderModel("charlie", noise_bps=2, every_ms=600, dark_from_ms=DARK_FROM,
+                            dark_until_ms=DARK_UNTIL)]
+    ticks, _ = synthetic_ticks(["BTC/USD"], models, START, 180_000)
+    proc = Processor(ArbitrationSettings(), lambda s: None, lambda p: ())
+    for i, t in enumerate(ticks):
+        proc.process(TICKS, None, encode(t), 0, i)
+    return [orjson.loads(v) for topic, _k, v, _p, _h in proc.drain()[0] if topic == "fiml.prices"]
+
+
+def test_a_dark_provider_fails_over_and_confidence_drops_and_recovers() -> None:
+    out = prices()
+    last_seen = max(p["event_time_ms"] for p in out
+                    if "charlie" in p["providers_used"]
+                    and p["event_time_ms"] < START + DARK_UNTIL)
+    assert last_seen <= START + DARK_FROM + STALE  # dropped within the staleness bound
+    assert all("charlie" not in p["providers_used"] for p in out
+               if START + DARK_FROM + STALE < p["event_time_ms"] < START + DARK_UNTIL)
+
+    def conf(lo: int, hi: int) -> float:
+        return statistics.mean(p["confidence"] for p in out
+                               if START + lo <= p["event_time_ms"] < START + hi)
+
+    before = conf(30_000, DARK_FROM)
+    during = conf(DARK_FROM + STALE, DARK_UNTIL)
+    after = conf(DARK_UNTIL + 20_000, 180_000)
+    assert during < before and during < after
+    assert after > during + (before - during) / 2  # recovered at least half-way
+    assert all(p["price"] > 0 for p in out)  # nothing stopped: prices all along
+    times = [p["event_time_ms"] for p in out]
+    assert max(b - a for a, b in itertools.pairwise(times)) < 2_000
