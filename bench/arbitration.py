@@ -1,6 +1,6 @@
 """Throughput of the arbitration worker against two baselines, same data, same run.
 
-    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python bench/arbitration.py --ticks 60000
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python -m bench.arbitration --ticks 30000
 
 1. plain aiokafka: ``getmany`` -> decode RawTick -> encode -> ``send`` (linger 5 ms), in process;
 2. a naive Faust agent (bench/naive_faust_app.py), ``await topic.send`` per record, a worker
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +28,8 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bench.common import report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +115,8 @@ def start_worker(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "faust", "-A", module, "--loop", "uvloop", "worker", "-l", "warn",
          "--without-web"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)  # its own process group: stopped whole, no orphan left
 
 
 async def run_worker(module: str, env: dict[str, str], out: str, n: int, bootstrap: str) -> float:
@@ -119,11 +124,19 @@ async def run_worker(module: str, env: dict[str, str], out: str, n: int, bootstr
     try:
         return await watch(bootstrap, out, n, deadline_s=600)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the worker's whole process group, SIGKILL it after 60 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 async def main() -> None:
@@ -166,8 +179,13 @@ async def main() -> None:
     plain = results["plain aiokafka loop"]
     arb = results["arbitration worker"]
     print(f"arbitration / plain = {arb / plain:.2f}")
+    metrics: dict[str, float] = {"arbitration_ticks_per_s": round(arb),
+                                 "plain_aiokafka_ticks_per_s": round(plain)}
     if "naive Faust agent" in results:
-        print(f"arbitration / naive = {arb / results['naive Faust agent']:.1f}")
+        naive = results["naive Faust agent"]
+        print(f"arbitration / naive = {arb / naive:.1f}")
+        metrics["naive_faust_ticks_per_s"] = round(naive)
+    report("arbitration", metrics)  # the last line of stdout, for bench/run.py
 
 
 if __name__ == "__main__":

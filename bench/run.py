@@ -27,9 +27,9 @@ RESULTS = ROOT / "bench" / "results"
 
 # scenario -> (quick arguments, full arguments)
 SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
-    "arbitration": (["--ticks", "20000"], ["--ticks", "100000"]),
+    "arbitration": (["--ticks", "10000"], ["--ticks", "100000"]),
     "latency": (
-        ["--rates", "1000,2500,5000", "--duration", "8"],
+        ["--rates", "1000,2500,5000", "--duration", "5"],
         ["--rates", "500,1000,2500,5000,7500,10000", "--duration", "20"],
     ),
     "fanout": (["--quick"], []),

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
 from agents.arbitration.fence import mark_key, read_fence
-from agents.arbitration.processor import TICKS, TRADES, Processor
+from agents.arbitration.processor import TICKS, TRADES, Output, Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.topics import TOPICS, topic_name
 
@@ -30,6 +30,7 @@ __all__ = ["STATE_TABLE", "attach", "source_name"]
 
 STATE_TABLE = "arbitration-state"
 log = logging.getLogger("fiml.arbitration")
+_BATCH_BYTES = 512 * 1024  # per topic-partition batch; under the broker's 1 MB default
 
 
 def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
@@ -61,10 +62,18 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
     seen: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
 
     def caught_up_in(partition: int) -> Callable[[str], bool]:
+        # Asked once per released record; nothing changes during one (synchronous) release,
+        # so each answer is computed once per kind.
+        known: dict[str, bool] = {}
+
         def caught_up(kind: str) -> bool:
-            topic = names[kind]
-            high = app.consumer.highwater(TP(topic, partition))
-            return high is not None and seen.get((topic, partition), -1) + 1 >= high
+            answer = known.get(kind)
+            if answer is None:
+                topic = names[kind]
+                high = app.consumer.highwater(TP(topic, partition))
+                answer = known[kind] = (
+                    high is not None and seen.get((topic, partition), -1) + 1 >= high)
+            return answer
         return caught_up
 
     fenced: set[int] = set()
@@ -89,7 +98,8 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
     @app.agent(source, name="arbitrate")
     async def arbitrate(stream: faust.StreamT[bytes]) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                    enable_idempotence=True, linger_ms=5)
+                                    enable_idempotence=True, linger_ms=5,
+                                    max_batch_size=_BATCH_BYTES)
         await producer.start()
         try:
             # take_events is public Faust API missing from its StreamT type
@@ -105,19 +115,9 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
                 for p in sorted(partitions):
                     processor.release(p, caught_up_in(p))
                 outputs, _states = processor.drain()  # the states go in the marks
-                pending = []
-                for logical, key, value, partition, headers in outputs:
-                    name = out_names.get(logical) or out_names.setdefault(
-                        logical, topic_name(logical))
-                    pending.append(await producer.send(name, value, key=key,
-                                                       partition=partition, headers=headers))
                 # Delivery before the batch is acked: an error here crashes the agent and the
                 # batch is processed again (at least once).
-                delivered = await asyncio.gather(*pending)
-                marks: dict[int, int] = {}
-                for md in delivered:
-                    if md.topic == ohlcv:
-                        marks[md.partition] = max(marks.get(md.partition, 0), md.offset + 1)
+                marks = await send_all(producer, outputs, out_names, ohlcv)
                 # One record per touched partition, holding its marks, merge queues and every
                 # symbol state (so a batch's state is saved whole or not at all), through the
                 # table's public store and changelog with the source partition given, so the
@@ -133,6 +133,56 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
                     processor.poison = 0
         finally:
             await producer.stop()
+
+
+async def send_all(producer: AIOKafkaProducer, outputs: list[Output],
+                   out_names: dict[str, str], ohlcv: str) -> dict[int, int]:
+    """Send ``outputs`` and wait for all of them to be delivered; returns, per partition of
+    ``ohlcv``, the offset after the last record written there.
+
+    Records with a partition go into one ``BatchBuilder`` per topic-partition (in output order,
+    so each partition keeps the order of the outputs) submitted with ``send_batch``: a coroutine
+    per batch instead of one per record. Records without a partition (dead letters, rare) go
+    through ``send`` and the partitioner. Nothing is awaited per record; all deliveries are
+    awaited once at the end, so the caller acks the batch only after every output is written.
+    """
+    builders: dict[tuple[str, int], Any] = {}
+    full: list[tuple[str, int, Any, int]] = []  # (topic, partition, builder, records)
+    counts: dict[tuple[str, int], int] = {}
+    pending: list[Any] = []
+    for logical, key, value, partition, headers in outputs:
+        name = out_names.get(logical) or out_names.setdefault(logical, topic_name(logical))
+        if partition is None:
+            pending.append(await producer.send(name, value, key=key, headers=headers))
+            continue
+        tp = (name, partition)
+        builder = builders.get(tp)
+        if builder is None:
+            builder = builders[tp] = producer.create_batch()
+            counts[tp] = 0
+        if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            full.append((name, partition, builder, counts[tp]))  # full: start another
+            builder = builders[tp] = producer.create_batch()
+            counts[tp] = 0
+            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                raise ValueError(f"record too large for a batch ({len(value)} bytes)")
+        counts[tp] += 1
+    full.extend((name, p, b, counts[name, p]) for (name, p), b in builders.items())
+    sent: list[tuple[str, int, int]] = []
+    for name, p, builder, n in full:
+        builder.close()
+        pending.append(await producer.send_batch(builder, name, partition=p))
+        sent.append((name, p, n))
+    delivered = await asyncio.gather(*pending)
+    marks: dict[int, int] = {}
+    # batch futures come after the per-record ones; a batch's metadata holds its base offset
+    for (name, p, n), md in zip(sent, delivered[len(delivered) - len(sent):], strict=True):
+        if name == ohlcv:
+            marks[p] = max(marks.get(p, 0), md.offset + n)
+    for md in delivered[:len(delivered) - len(sent)]:
+        if md.topic == ohlcv:
+            marks[md.partition] = max(marks.get(md.partition, 0), md.offset + 1)
+    return marks
 
 
 def source_name(logical: str, prefix: str | None) -> str:

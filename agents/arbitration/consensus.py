@@ -154,43 +154,74 @@ def compute_consensus(
     rejected: list[str] = []
     keep = range(n)
     if n >= 3:
-        median = _quantiles(sorted([(fresh[i].price, ws[i]) for i in keep]), (0.5,))[0]
+        median = _median([(q.price, ws[i]) for i, q in enumerate(fresh)])
         devs = [abs(q.price - median) for q in fresh]
-        mad = _quantiles(sorted([(devs[i], ws[i]) for i in keep]), (0.5,))[0]
+        mad = _median([(devs[i], ws[i]) for i in keep])
         limit = max(params.mad_k * _MAD_TO_SIGMA * mad, median * params.floor_bps / 1e4)
         if max(devs) > limit:
             keep = [i for i in range(n) if devs[i] <= limit]  # type: ignore[assignment]
             rejected = sorted(fresh[i].provider for i in range(n) if devs[i] > limit)
             flags.append(_OUTLIERS)
 
+    # One pass over the inliers: the votes and every weighted sum, each accumulated left to
+    # right from 0 in provider order, exactly as sum() of the same list does in Python 3.11.
     votes: list[tuple[float, float]] = []
-    unc_bps = 0.0
+    add = votes.append
+    unc_bps = total_w = sum_wp = sum_wf = sum_rel = 0.0
     min_c_bps = params.min_c_bps
-    total_w = 0.0
     for i in keep:
         q = fresh[i]
         p = q.price
-        half_spread = (q.ask - q.bid) / 2 if q.bid is not None and q.ask is not None else 0.0
+        bid, ask = q.bid, q.ask
+        half_spread = (ask - bid) / 2 if bid is not None and ask is not None else 0.0
         c = max(half_spread, p * error_bps.get(q.provider, 0.0) / 1e4, p * min_c_bps / 1e4)
         w = ws[i]
-        votes += [(p - c, w), (p, w), (p + c, w)]
+        add((p - c, w))
+        add((p, w))
+        add((p + c, w))
         unc_bps += w * c / p * 1e4
         total_w += w
+        sum_wp += w * p
+        sum_wf += w * fs[i]
+        sum_rel += reliability.get(q.provider, 0.5)
+    # One sort of the votes, then the 25th, 50th and 75th weighted percentiles in one walk.
     votes.sort()
-    q25, price, q75 = _quantiles(votes, (0.25, 0.5, 0.75))
+    vote_total = 0.0
+    for _, w in votes:
+        vote_total += w
+    tol = 1e-12 * vote_total
+    t25, t50, t75 = 0.25 * vote_total - tol, 0.5 * vote_total - tol, 0.75 * vote_total - tol
+    q25 = price = q75 = votes[-1][0]
+    acc = 0.0
+    stage = 0
+    for value, w in votes:
+        acc += w
+        if stage == 0:
+            if acc < t25:
+                continue
+            q25, stage = value, 1
+        if stage == 1:
+            if acc < t50:
+                continue
+            price, stage = value, 2
+        if acc >= t75:
+            q75 = value
+            break
     conf_c = max(price - q25, q75 - price)
 
-    # total_w above is summed in the same order as sum() would
-    mean = sum([ws[i] * fresh[i].price for i in keep]) / total_w
-    var = sum([ws[i] * (fresh[i].price - mean) ** 2 for i in keep]) / total_w
+    mean = sum_wp / total_w
+    var = 0.0
+    for i in keep:
+        var += ws[i] * (fresh[i].price - mean) ** 2
+    var /= total_w
     dispersion_bps = math.sqrt(var) / mean * 1e4 + unc_bps / total_w
     agreement = 1.0 / (1.0 + dispersion_bps / params.agreement_bps)
     m = len(keep)
     sources = 1.0 - 0.5 ** m
-    fresh_score = sum([ws[i] * fs[i] for i in keep]) / total_w
+    fresh_score = sum_wf / total_w
     if flags and flags[0] == _STALE:
         fresh_score *= 0.25
-    rel_score = sum([reliability.get(fresh[i].provider, 0.5) for i in keep]) / m
+    rel_score = sum_rel / m
     confidence = min(max(agreement * sources * fresh_score * rel_score, 0.0), 1.0)
 
     if m == 1:
@@ -211,6 +242,21 @@ def compute_consensus(
         flags=tuple(flags),
         errors_bps={q.provider: abs(q.price - price) / price * 1e4 for q in fresh},
     )
+
+
+def _median(pairs: list[tuple[float, float]]) -> float:
+    """``weighted_quantile(pairs, 0.5)``, sorting ``pairs`` in place (same arithmetic)."""
+    pairs.sort()
+    total = 0.0
+    for _, w in pairs:
+        total += w
+    target = 0.5 * total - 1e-12 * total
+    acc = 0.0
+    for value, w in pairs:
+        acc += w
+        if acc >= target:
+            return value
+    return pairs[-1][0]
 
 
 def _by_time_provider(q: Quote) -> tuple[int, str]:
