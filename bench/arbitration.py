@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +27,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.common import report
+from bench.common import report, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,19 +122,7 @@ async def run_worker(module: str, env: dict[str, str], out: str, n: int, bootstr
     try:
         return await watch(bootstrap, out, n, deadline_s=600)
     finally:
-        stop_group(proc)
-
-
-def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the worker's whole process group, SIGKILL it after 60 s."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        stop(proc)
 
 
 async def main() -> None:

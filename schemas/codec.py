@@ -34,18 +34,7 @@ __all__ = [
 
 M = TypeVar("M", bound=BaseModel)
 
-_MODELS: dict[str, type[BaseModel]] = {
-    cls.__name__: cls
-    for cls in (
-        records.RawTick,
-        records.RawTrade,
-        records.ProviderHealth,
-        records.PriceUpdate,
-        records.QuoteUpdate,
-        records.TradeUpdate,
-        records.OHLCVUpdate,
-    )
-}
+_MODELS: dict[str, type[BaseModel]] = {cls.__name__: cls for cls in records.RECORD_MODELS}
 
 #: Topic logical name (as in ``schemas.topics.TOPICS``) -> model of its values. Derived from the
 #: registry so the two cannot disagree; topics whose values are not records (the dead-letter

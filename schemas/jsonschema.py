@@ -31,15 +31,7 @@ __all__ = [
 DEFAULT_DIR = Path(__file__).parent / "json"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
-RECORDS: tuple[type[BaseModel], ...] = (
-    records.RawTick,
-    records.RawTrade,
-    records.ProviderHealth,
-    records.PriceUpdate,
-    records.QuoteUpdate,
-    records.TradeUpdate,
-    records.OHLCVUpdate,
-)
+RECORDS: tuple[type[BaseModel], ...] = records.RECORD_MODELS
 CLIENT_MESSAGES: tuple[type[BaseModel], ...] = (
     protocol.SubscribeRequest,
     protocol.UnsubscribeRequest,

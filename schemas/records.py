@@ -20,6 +20,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "RECORD_MODELS",
     "AssetType",
     "Interval",
     "OHLCVUpdate",
@@ -228,3 +229,14 @@ class OHLCVUpdate(_Record):
 
 
 Record = RawTick | RawTrade | ProviderHealth | PriceUpdate | QuoteUpdate | TradeUpdate | OHLCVUpdate
+
+#: Every topic record model, in the order of ``Record``: codecs and schema export iterate this.
+RECORD_MODELS: tuple[type[BaseModel], ...] = (
+    RawTick,
+    RawTrade,
+    ProviderHealth,
+    PriceUpdate,
+    QuoteUpdate,
+    TradeUpdate,
+    OHLCVUpdate,
+)
