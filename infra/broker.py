@@ -34,6 +34,7 @@ __all__ = [
     "bootstrap_servers",
     "external_bootstrap",
     "fetch_jars",
+    "fiml_home",
     "probe",
 ]
 
@@ -43,7 +44,7 @@ _POM = _KAFKA_DIR / "pom.xml"
 _LOG4J = _KAFKA_DIR / "log4j2.properties"
 
 
-def _default_home() -> Path:
+def fiml_home() -> Path:
     """``FIML_HOME``; else ``.fiml`` in the source checkout; else the user's cache directory."""
     if "FIML_HOME" in os.environ:
         return Path(os.environ["FIML_HOME"])
@@ -53,7 +54,7 @@ def _default_home() -> Path:
     return Path.home() / ".cache" / "fiml"
 
 
-_DEFAULT_HOME = _default_home()
+_DEFAULT_HOME = fiml_home()
 
 
 _DAEMONIZE = 'exec "$@" >>"$FIML_BROKER_LOG" 2>&1 </dev/null & echo $!'

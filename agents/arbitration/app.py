@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import faust
 
 from agents.arbitration.agent import attach
 from agents.arbitration.settings import ArbitrationSettings
+from infra.broker import fiml_home
 from schemas.topics import TOPICS
 
 __all__ = ["app", "create_app"]
@@ -37,10 +39,13 @@ def create_app(
     bootstrap = bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     prefix = os.environ.get("FIML_TOPIC_PREFIX", "")
     session = float(os.environ.get("FIML_ARB_SESSION_TIMEOUT_S", "60"))
+    # Not relative to the working directory: `fiml up` and workers may start anywhere.
+    datadir = datadir or os.environ.get("FIML_ARB_DATADIR") or str(fiml_home() / "arbitration")
+    Path(datadir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id or os.environ.get("FIML_ARB_APP_ID", f"{prefix}fiml-arbitration"),
         broker=",".join(f"kafka://{b}" for b in bootstrap.split(",")),
-        datadir=datadir or os.environ.get("FIML_ARB_DATADIR", ".fiml/arbitration"),
+        datadir=datadir,
         store="memory://",  # the changelog is the durable copy; recovery replays it
         web_enabled=False,
         topic_partitions=TOPICS["fiml.raw.ticks"].partitions,
