@@ -1,12 +1,13 @@
-"""The arbitration agent: Faust for partitions, the state table and recovery; batches for speed.
+"""The arbitration step of the worker: Faust for partitions, the state table and recovery;
+whole fetched batches for speed.
 
-Per batch (``stream.take_events``): every record goes through the ``Processor``; the outputs go
-out through a plain aiokafka producer and their delivery is awaited; then each changed symbol's
-state is written to the table once, and last the partition's mark (the ``fiml.ohlcv`` offset
-after the batch), which the fence of a restarted worker starts from (``fence.py``).
-``take_events`` acks the batch only when the loop body
-returns, and Faust flushes its producer (the changelog) before it commits offsets, so an offset
-is never committed ahead of the outputs and the state it produced.
+Per batch (one consumer fetch, ``batches.py``): every record goes through the ``Processor``;
+the outputs go out through a plain aiokafka producer (``send_batch``, a coroutine per
+topic-partition rather than per record) and their delivery is awaited; then each touched
+partition's mark (its symbol states and the ``fiml.ohlcv`` offset after the batch, which the
+fence of a restarted worker starts from, ``fence.py``) is written to the table. The batch is
+acked only when this returns, and Faust flushes its producer (the changelog) before it commits
+offsets, so an offset is never committed ahead of the outputs and the state it produced.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer
-from faust.types import TP
+from faust.types import TP, Message
 
+from agents.arbitration.batches import consume_in_batches
 from agents.arbitration.fence import mark_key, read_fence
 from agents.arbitration.processor import TICKS, TRADES, Output, Processor
 from agents.arbitration.settings import ArbitrationSettings
@@ -85,6 +87,11 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
         processor.forget(revoked)
         fenced.difference_update(revoked)
 
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        mine = sorted({tp.partition for tp in args[0] if tp.topic in kinds})
+        log.info("raw partitions assigned: %s", ", ".join(map(str, mine)) or "none")
+
     async def fence(partitions: set[int]) -> None:
         for p in sorted(partitions - fenced):
             mark = table.data.get(mark_key(p))
@@ -95,44 +102,50 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
             log.info("partition %d: fence from %s offset %d: %d series", p, ohlcv, start,
                      len(found))
 
-    @app.agent(source, name="arbitrate")
-    async def arbitrate(stream: faust.StreamT[bytes]) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                    enable_idempotence=True, linger_ms=5,
-                                    max_batch_size=_BATCH_BYTES)
-        await producer.start()
-        try:
-            # take_events is public Faust API missing from its StreamT type
-            batches = stream.take_events(  # type: ignore[attr-defined]
-                settings.batch_max, settings.batch_within_s)
-            async for events in batches:
-                partitions = {e.message.partition for e in events}
-                await fence(partitions)
-                for event in events:
-                    m = event.message
-                    processor.admit(kinds[m.topic], m.key, m.value, m.partition, m.offset)
-                    seen[m.topic, m.partition] = m.offset
-                for p in sorted(partitions):
-                    processor.release(p, caught_up_in(p))
-                outputs, _states = processor.drain()  # the states go in the marks
-                # Delivery before the batch is acked: an error here crashes the agent and the
-                # batch is processed again (at least once).
-                marks = await send_all(producer, outputs, out_names, ohlcv)
-                # One record per touched partition, holding its marks, merge queues and every
-                # symbol state (so a batch's state is saved whole or not at all), through the
-                # table's public store and changelog with the source partition given, so the
-                # table stays co-partitioned with the raw topics.
-                for partition in sorted(processor.marks | marks.keys()):
-                    key, data = mark_key(partition), processor.mark(partition, marks.get(partition))
-                    table.data[key] = data
-                    table.send_changelog(partition, key, data)
-                processor.marks.clear()
-                if processor.poison:
-                    log.warning("%d poison record(s) sent to the dead-letter topic",
-                                processor.poison)
-                    processor.poison = 0
-        finally:
+    producers: list[AIOKafkaProducer] = []  # one, made on the worker's loop at the first batch
+
+    async def arbitrate(messages: list[Message]) -> None:
+        if not producers:
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                        enable_idempotence=True, linger_ms=5,
+                                        max_batch_size=_BATCH_BYTES)
+            await producer.start()
+            producers.append(producer)
+        producer = producers[0]
+        partitions = {m.partition for m in messages}
+        await fence(partitions)
+        for m in messages:
+            # a tombstone (no value) is malformed here: it goes to the dead letters
+            processor.admit(kinds[m.topic], m.key, m.value or b"", m.partition, m.offset)
+            seen[m.topic, m.partition] = m.offset
+        for p in sorted(partitions):
+            processor.release(p, caught_up_in(p))
+        outputs, _states = processor.drain()  # the states go in the marks
+        # Delivery before the batch is acked: an error here stops the worker and the batch
+        # is consumed again after a restart (at least once).
+        marks = await send_all(producer, outputs, out_names, ohlcv)
+        # One record per touched partition, holding its marks, merge queues and every symbol
+        # state (so a batch's state is saved whole or not at all), through the table's public
+        # store and changelog with the source partition given, so the table stays
+        # co-partitioned with the raw topics.
+        for partition in sorted(processor.marks | marks.keys()):
+            key, data = mark_key(partition), processor.mark(partition, marks.get(partition))
+            table.data[key] = data
+            table.send_changelog(partition, key, data)
+        processor.marks.clear()
+        if processor.poison:
+            log.warning("%d poison record(s) sent to the dead-letter topic", processor.poison)
+            processor.poison = 0
+
+    @app.on_before_shutdown.connect
+    async def _stop_producer(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        for producer in producers:
             await producer.stop()
+
+    def resume_at(topic: str, partition: int) -> int | None:
+        return processor.resume_offset(kinds[topic], partition)
+
+    consume_in_batches(app, source, arbitrate, resume_at)
 
 
 async def send_all(producer: AIOKafkaProducer, outputs: list[Output],

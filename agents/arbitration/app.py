@@ -40,6 +40,7 @@ def create_app(
     prefix = os.environ.get("FIML_TOPIC_PREFIX", "")
     session = float(os.environ.get("FIML_ARB_SESSION_TIMEOUT_S", "60"))
     # Not relative to the working directory: `fiml up` and workers may start anywhere.
+    settings = settings or ArbitrationSettings.from_env()
     datadir = datadir or os.environ.get("FIML_ARB_DATADIR") or str(fiml_home() / "arbitration")
     Path(datadir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -52,6 +53,7 @@ def create_app(
         topic_replication_factor=int(os.environ.get("FIML_REPLICATION", "1")),
         consumer_auto_offset_reset="earliest",  # a new group starts from the event log's start
         producer_linger_ms=5,
+        broker_max_poll_records=settings.batch_max,
         producer_acks=-1,
         # A SIGKILLed member holds its partitions until its session expires: a shorter session
         # (FIML_ARB_SESSION_TIMEOUT_S) makes a restarted worker take over sooner.
@@ -60,7 +62,7 @@ def create_app(
     )
     # Sensors cost per-record callbacks; this worker reports its own counts.
     app.boot_strategy = faust.app.base.BootStrategy(app, enable_sensors=False)
-    attach(app, bootstrap, settings or ArbitrationSettings.from_env(),
+    attach(app, bootstrap, settings,
            os.environ.get("FIML_ARB_SOURCE_PREFIX"))
     return app
 

@@ -73,9 +73,14 @@ class CandleSeries:
     closed_until: int = -1  # start of the first window not yet final; -1: no price yet
     last_close: float = 0.0
     late: int = 0
+    # the interval's length, derived (not saved): read for six series on every tick
+    ms: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.ms = _MS[self.interval]
 
     def _window(self, time_ms: int, price: float | None) -> Candle | None:
-        start = time_ms - time_ms % _MS[self.interval]
+        start = time_ms - time_ms % self.ms
         if self.closed_until >= 0 and start < self.closed_until:
             self.late += 1
             return None
@@ -106,7 +111,7 @@ class CandleSeries:
 
     def close(self, symbol: str, watermark_ms: int, grace_ms: int) -> list[CandleRecord]:
         out: list[CandleRecord] = []
-        step = _MS[self.interval]
+        step = self.ms
         if self.closed_until < 0:
             return out
         while self.closed_until + step + grace_ms <= watermark_ms:
@@ -166,7 +171,7 @@ class SymbolCandles:
         # The hot path (every tick, six intervals): the window exists almost always, so update
         # it inline; anything else (a new window, a late price) goes the long way.
         for s in self.series:
-            c = s.windows.get(time_ms - time_ms % _MS[s.interval])
+            c = s.windows.get(time_ms - time_ms % s.ms)
             if c is None:
                 s.on_price(time_ms, price)
                 continue
@@ -197,7 +202,7 @@ class SymbolCandles:
 
     def next_close_ms(self, grace_ms: int) -> int:
         """The watermark at which ``close`` will next return something (-1: never yet)."""
-        ends = [s.closed_until + _MS[s.interval] + grace_ms for s in self.series
+        ends = [s.closed_until + s.ms + grace_ms for s in self.series
                 if s.closed_until >= 0]
         return min(ends) if ends else -1
 

@@ -26,10 +26,13 @@ from schemas.records import QualityFlag
 
 __all__ = [
     "WIDE_SPREAD",
+    "Consensus",
     "ConsensusParams",
     "ConsensusResult",
     "Quote",
     "compute_consensus",
+    "consensus",
+    "quote_error_bps",
     "weighted_quantile",
 ]
 
@@ -110,6 +113,12 @@ _LOW = QualityFlag.LOW_CONFIDENCE.value
 _DEFAULT = ConsensusParams()
 
 
+#: What ``consensus`` returns: price, band_low, band_high, confidence, used, rejected, flags
+#: (as in ``ConsensusResult``) and the fresh quotes (the inliers and the rejected ones).
+Consensus = tuple[float, float, float, float, tuple[str, ...], tuple[str, ...], tuple[str, ...],
+                  list[Quote]]
+
+
 def compute_consensus(
     quotes: Sequence[Quote],
     now_ms: int,
@@ -121,9 +130,33 @@ def compute_consensus(
 
     ``reliability`` (0..1, default 0.5) and ``error_bps`` (learned error, default 0) are looked
     up by provider. Raises nothing: bad inputs are the caller's (validated records).
+    """
+    result = consensus(quotes, now_ms, reliability, error_bps, params)
+    if result is None:
+        return None
+    price, band_low, band_high, confidence, used, rejected, flags, fresh = result
+    return ConsensusResult(price, band_low, band_high, confidence, used, rejected, flags,
+                           {q.provider: quote_error_bps(q, price) for q in fresh})
+
+
+def quote_error_bps(quote: Quote, price: float) -> float:
+    """How far ``quote`` is from the consensus ``price``, in basis points."""
+    return abs(quote.price - price) / price * 1e4
+
+
+def consensus(
+    quotes: Sequence[Quote],
+    now_ms: int,
+    reliability: Mapping[str, float],
+    error_bps: Mapping[str, float],
+    params: ConsensusParams = _DEFAULT,
+) -> Consensus | None:
+    """``compute_consensus`` as a plain tuple, for the processor's hot loop: building the
+    frozen ``ConsensusResult`` and every provider's error cost more than 10 % of a tick.
 
     Written for speed (it runs once per tick): plain floats and lists, one pass per step, no
-    closures; the arithmetic is the one in the module docstring, in the same order.
+    closures, no builtin calls where a comparison does; the arithmetic is the one in the module
+    docstring, in the same order.
     """
     if not quotes:
         return None
@@ -138,9 +171,12 @@ def compute_consensus(
     elif len(fresh) > 1:
         fresh.sort(key=_by_provider)
     n = len(fresh)
-    # per fresh quote: freshness f, weight w = max(reliability, 1e-3) x f
+    # per fresh quote: freshness f, reliability r, weight w = max(r, 1e-3) x f (one loop: in
+    # Python 3.11 each list comprehension is a function call)
     fs: list[float] = []
+    rs: list[float] = []
     ws: list[float] = []
+    get_rel = reliability.get
     for q in fresh:
         if stale > 0:
             age = now_ms - q.time_ms
@@ -148,42 +184,53 @@ def compute_consensus(
             f = 1.0 - 0.75 * age / stale
         else:
             f = 1.0
-        r = reliability.get(q.provider, 0.5)
+        r = get_rel(q.provider, 0.5)
         fs.append(f)
+        rs.append(r)
         ws.append((r if r > 1e-3 else 1e-3) * f)
-    rejected: list[str] = []
-    keep = range(n)
+    rejected: tuple[str, ...] = ()
+    inliers = fresh
     if n >= 3:
-        median = _median([(q.price, ws[i]) for i, q in enumerate(fresh)])
+        median = _median([(q.price, w) for q, w in zip(fresh, ws, strict=True)])
         devs = [abs(q.price - median) for q in fresh]
-        mad = _median([(devs[i], ws[i]) for i in keep])
-        limit = max(params.mad_k * _MAD_TO_SIGMA * mad, median * params.floor_bps / 1e4)
+        mad = _median(list(zip(devs, ws, strict=True)))
+        limit = params.mad_k * _MAD_TO_SIGMA * mad
+        floor = median * params.floor_bps / 1e4
+        if floor > limit:  # limit = max(k x sigma, floor)
+            limit = floor
         if max(devs) > limit:
-            keep = [i for i in range(n) if devs[i] <= limit]  # type: ignore[assignment]
-            rejected = sorted(fresh[i].provider for i in range(n) if devs[i] > limit)
+            # rare: keep the inliers' entries of every per-quote list, in provider order
+            keep = [i for i in range(n) if devs[i] <= limit]
+            rejected = tuple(sorted(fresh[i].provider for i in range(n) if devs[i] > limit))
+            inliers = [fresh[i] for i in keep]
+            fs = [fs[i] for i in keep]
+            rs = [rs[i] for i in keep]
+            ws = [ws[i] for i in keep]
             flags.append(_OUTLIERS)
 
     # One pass over the inliers: the votes and every weighted sum, each accumulated left to
     # right from 0 in provider order, exactly as sum() of the same list does in Python 3.11.
     votes: list[tuple[float, float]] = []
-    add = votes.append
     unc_bps = total_w = sum_wp = sum_wf = sum_rel = 0.0
     min_c_bps = params.min_c_bps
-    for i in keep:
-        q = fresh[i]
+    get_err = error_bps.get
+    for q, w, f, r in zip(inliers, ws, fs, rs, strict=True):
         p = q.price
         bid, ask = q.bid, q.ask
-        half_spread = (ask - bid) / 2 if bid is not None and ask is not None else 0.0
-        c = max(half_spread, p * error_bps.get(q.provider, 0.0) / 1e4, p * min_c_bps / 1e4)
-        w = ws[i]
-        add((p - c, w))
-        add((p, w))
-        add((p + c, w))
+        # c = max(half spread, learned error, floor), as max() picks it (the first largest)
+        c = (ask - bid) / 2 if bid is not None and ask is not None else 0.0
+        c_err = p * get_err(q.provider, 0.0) / 1e4
+        if c_err > c:
+            c = c_err
+        c_min = p * min_c_bps / 1e4
+        if c_min > c:
+            c = c_min
+        votes += ((p - c, w), (p, w), (p + c, w))
         unc_bps += w * c / p * 1e4
         total_w += w
         sum_wp += w * p
-        sum_wf += w * fs[i]
-        sum_rel += reliability.get(q.provider, 0.5)
+        sum_wf += w * f
+        sum_rel += r
     # One sort of the votes, then the 25th, 50th and 75th weighted percentiles in one walk.
     votes.sort()
     vote_total = 0.0
@@ -207,22 +254,29 @@ def compute_consensus(
         if acc >= t75:
             q75 = value
             break
-    conf_c = max(price - q25, q75 - price)
+    conf_c = price - q25
+    if q75 - price > conf_c:
+        conf_c = q75 - price
 
     mean = sum_wp / total_w
     var = 0.0
-    for i in keep:
-        var += ws[i] * (fresh[i].price - mean) ** 2
+    for q, w in zip(inliers, ws, strict=True):
+        var += w * (q.price - mean) ** 2
     var /= total_w
     dispersion_bps = math.sqrt(var) / mean * 1e4 + unc_bps / total_w
     agreement = 1.0 / (1.0 + dispersion_bps / params.agreement_bps)
-    m = len(keep)
+    m = len(inliers)
     sources = 1.0 - 0.5 ** m
     fresh_score = sum_wf / total_w
     if flags and flags[0] == _STALE:
         fresh_score *= 0.25
     rel_score = sum_rel / m
-    confidence = min(max(agreement * sources * fresh_score * rel_score, 0.0), 1.0)
+    # clamped to [0, 1] (comparisons where min() and max() would be calls, same results)
+    confidence = agreement * sources * fresh_score * rel_score
+    if confidence < 0.0:
+        confidence = 0.0
+    if confidence > 1.0:
+        confidence = 1.0
 
     if m == 1:
         flags.append(_SINGLE)
@@ -232,15 +286,24 @@ def compute_consensus(
         flags.append(WIDE_SPREAD)
     if len(flags) > 1:
         flags.sort()
-    return ConsensusResult(
-        price=price,
-        band_low=min(max(price - conf_c, price * 1e-6), price),  # a price is > 0
-        band_high=max(price + conf_c, price),
-        confidence=confidence,
-        used=tuple([fresh[i].provider for i in keep]),  # fresh is sorted by provider
-        rejected=tuple(rejected),
-        flags=tuple(flags),
-        errors_bps={q.provider: abs(q.price - price) / price * 1e4 for q in fresh},
+    # band_low = min(max(price - conf_c, price x 1e-6), price): a price is > 0
+    band_low = price - conf_c
+    if price * 1e-6 > band_low:
+        band_low = price * 1e-6
+    if price < band_low:
+        band_low = price
+    band_high = price + conf_c  # max(price + conf_c, price)
+    if price > band_high:
+        band_high = price
+    return (
+        price,
+        band_low,
+        band_high,
+        confidence,
+        tuple([q.provider for q in inliers]),  # sorted by provider, as fresh is
+        rejected,
+        tuple(flags),
+        fresh,
     )
 
 

@@ -54,6 +54,14 @@ class MergeQueues:
         queue.append((event_time_ms, offset, value, record))
         return True
 
+    def take(self, kind: str, offset: int) -> bool:
+        """``admit`` then ``release`` of a record when both queues are empty (the record would
+        come straight back), without queueing it; False if its offset was already admitted."""
+        if offset <= self.admitted.get(kind, -1):
+            return False
+        self.admitted[kind] = offset
+        return True
+
     def release(self, caught_up: Callable[[str], bool],
                 ) -> Iterator[tuple[str, int, bytes, object]]:
         """(kind, offset, value, record) in merge order, as far as the rule allows."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from agents.arbitration.candles import CandleRecord
-from agents.arbitration.consensus import ConsensusParams, Quote, compute_consensus
+from agents.arbitration.consensus import ConsensusParams, Quote, consensus, quote_error_bps
 from agents.arbitration.merge import MergeQueues
 from agents.arbitration.reliability import ProviderStats
 from agents.arbitration.settings import ArbitrationSettings
@@ -104,6 +104,12 @@ class Processor:
         self.dirty = {}
         return outputs, states
 
+    def resume_offset(self, kind: str, partition: int) -> int | None:
+        """The first offset of ``kind``'s topic-partition not yet in the saved state (None: the
+        state has none of it), so a consumer can resume exactly where the state ends."""
+        last = self._partition(partition).merge.admitted.get(kind)
+        return None if last is None else last + 1
+
     def late_ticks(self) -> int:
         """Prices that arrived after their window was final (counted, never merged)."""
         return sum(st.candles.late for p in self._partitions.values()
@@ -129,11 +135,13 @@ class Processor:
             self._refresh_next_close(part)
         return part
 
-    def _state(self, part: _Partition, partition: int, symbol: str, asset: str) -> SymbolState:
+    def _state(self, part: _Partition, partition: int, rec: RawTick | RawTrade) -> SymbolState:
+        symbol = rec.symbol
         st = part.symbols.get(symbol)
         if st is None:
             data = self._load(symbol)
-            st = SymbolState.from_bytes(data) if data else SymbolState(symbol, asset, partition)
+            st = (SymbolState.from_bytes(data) if data
+                  else SymbolState(symbol, rec.asset_type.value, partition))
             part.symbols[symbol] = st
         return st
 
@@ -143,19 +151,29 @@ class Processor:
                 offset: int) -> None:
         """Admit one raw record and apply it at once (every source counts as caught up): for
         callers that feed records one by one in their final order."""
-        self.admit(kind, key, value, partition, offset)
-        self.release(partition, _always)
+        part = self._partitions.get(partition)
+        if part is None or part.merge.ticks or part.merge.trades:
+            self.admit(kind, key, value, partition, offset)
+            self.release(partition, _always)
+            return
+        # Nothing is held, so the merge would hand this record straight back: skip its queue
+        # and generator (~2 us a record), with the same effects as admit + release.
+        record = self._decode(kind, key, value, partition, offset)
+        if record is None:
+            return
+        if part.merge.take(kind, offset):
+            self.marks.add(partition)
+            self._release_one(part, partition, kind, offset, value, record)
+        else:
+            self.skipped += 1  # already queued or applied: a replay after a crash
 
     def admit(self, kind: str, key: bytes | None, value: bytes, partition: int,
               offset: int) -> None:
         """Queue one raw record (``kind`` is TICKS or TRADES) for the merge (``merge.py``).
         Never raises for bad input: a record that cannot be decoded goes to the dead-letter
         output at once."""
-        try:
-            record: RawTick | RawTrade = (
-                decode(RawTick, value) if kind == TICKS else decode(RawTrade, value))
-        except (DecodeError, ValueError, TypeError) as exc:
-            self._dead(kind, key, value, partition, offset, exc)
+        record = self._decode(kind, key, value, partition, offset)
+        if record is None:
             return
         if self._partition(partition).merge.admit(
                 kind, record.event_time_ms, offset, value, record):
@@ -163,26 +181,40 @@ class Processor:
         else:
             self.skipped += 1  # already queued or applied: a replay after a crash
 
+    def _decode(self, kind: str, key: bytes | None, value: bytes, partition: int,
+                offset: int) -> RawTick | RawTrade | None:
+        """The record, or None after sending it to the dead letters."""
+        try:
+            return decode(RawTick, value) if kind == TICKS else decode(RawTrade, value)
+        except (DecodeError, ValueError, TypeError) as exc:
+            self._dead(kind, key, value, partition, offset, exc)
+            return None
+
     def release(self, partition: int, caught_up: Callable[[str], bool]) -> None:
         """Apply the partition's queued records in merge order, as far as the merge rule
         allows; ``caught_up(kind)`` says whether that topic-partition has nothing more on the
         broker right now."""
         part = self._partition(partition)
         for kind, offset, value, record in part.merge.release(caught_up):
-            try:
-                rec = record if record is not None else (
-                    decode(RawTick, value) if kind == TICKS else decode(RawTrade, value))
-                assert isinstance(rec, RawTick | RawTrade)
-                st = self._state(part, partition, rec.symbol, rec.asset_type.value)
-                if st.offsets.get(kind, -1) >= offset:
-                    self.skipped += 1  # already in the saved state: a replay after a crash
-                    continue
-                self._apply(part, st, rec, partition)
-                st.offsets[kind] = offset
-                self.dirty[st.symbol] = st
-                self.marks.add(partition)
-            except (DecodeError, ValueError, KeyError, TypeError, ArithmeticError) as exc:
-                self._dead(kind, None, value, partition, offset, exc)
+            self._release_one(part, partition, kind, offset, value, record)
+
+    def _release_one(self, part: _Partition, partition: int, kind: str, offset: int,
+                     value: bytes, record: object) -> None:
+        """Apply one record the merge released (``record`` is None after a restart)."""
+        try:
+            rec = record if record is not None else (
+                decode(RawTick, value) if kind == TICKS else decode(RawTrade, value))
+            assert isinstance(rec, RawTick | RawTrade)
+            st = self._state(part, partition, rec)
+            if st.offsets.get(kind, -1) >= offset:
+                self.skipped += 1  # already in the saved state: a replay after a crash
+                return
+            self._apply(part, st, rec, partition)
+            st.offsets[kind] = offset
+            self.dirty[st.symbol] = st
+            self.marks.add(partition)
+        except (DecodeError, ValueError, KeyError, TypeError, ArithmeticError) as exc:
+            self._dead(kind, None, value, partition, offset, exc)
 
     def mark(self, partition: int, ohlcv_offset: int | None) -> bytes:
         """The partition's mark: the ``fiml.ohlcv`` offset after the last delivered batch
@@ -212,7 +244,8 @@ class Processor:
             part.watermark = t
             if 0 <= part.next_close <= t:
                 self._close_partition(part, partition)
-        st.newest_ms = max(st.newest_ms, t)
+        if t > st.newest_ms:
+            st.newest_ms = t
         if isinstance(rec, RawTrade):
             if not self._new_trade(st, rec):
                 return
@@ -229,8 +262,9 @@ class Processor:
                 symbol=st.symbol, trade_id=f"{rec.provider}:{rec.trade_id}", price=rec.price,
                 amount=rec.amount, side=rec.side, providers=[rec.provider],
                 event_time_ms=t)), partition, None))
-        self._candles(st.candles.updates(st.symbol, st.newest_ms, self.settings.throttle_ms),
-                      st, partition)
+        updates = st.candles.updates(st.symbol, st.newest_ms, self.settings.throttle_ms)
+        if updates:  # throttled: most ticks have none
+            self._candles(updates, st, partition)
         if not st.candles.started:  # once every interval has a window, only closes move it
             nxt = st.candles.next_close_ms(self.settings.grace_ms)
             if nxt >= 0 and (part.next_close < 0 or nxt < part.next_close):
@@ -267,37 +301,41 @@ class Processor:
     def _price(self, st: SymbolState, rec: RawTick | RawTrade, partition: int) -> None:
         asset = st.asset_type
         params = self._params.get(asset) or ConsensusParams(stale_ms=self.settings.stale_for(asset))
-        stats = st.stats.get(rec.provider)
+        provider, now = rec.provider, st.newest_ms
+        stats = st.stats.get(provider)
         if stats is None:
-            stats = st.stats[rec.provider] = ProviderStats()
-        stats.on_tick(rec.event_time_ms, st.newest_ms)
+            stats = st.stats[provider] = ProviderStats()
+        stats.on_tick(rec.event_time_ms, now)
         # Only this provider's statistics changed: refresh its entries, not every provider's.
         reliability, errors, stale_ms = st.reliability, st.errors, params.stale_ms
         if len(reliability) != len(st.stats):
             for p, s in st.stats.items():
                 reliability[p], errors[p] = s.reliability(stale_ms), s.error_bps
         else:
-            reliability[rec.provider] = stats.reliability(stale_ms)
-        result = compute_consensus(list(st.quotes.values()), st.newest_ms, reliability, errors,
-                                   params)
+            reliability[provider] = stats.reliability(stale_ms)
+        # the plain-tuple consensus: a ConsensusResult per tick, with every provider's error
+        # when only this one's is read, cost ~5 us
+        result = consensus(list(st.quotes.values()), now, reliability, errors, params)
         if result is None:
             return
+        price, band_low, band_high, confidence, used, rejected, flags, fresh = result
         key = st.symbol.encode()
-        if len(result.used) + len(result.rejected) >= 2 and rec.provider in result.errors_bps:
-            stats.on_consensus(result.errors_bps[rec.provider], rec.provider in result.rejected)
-            reliability[rec.provider] = stats.reliability(stale_ms)
-            errors[rec.provider] = stats.error_bps
-        st.candles.on_price(rec.event_time_ms, result.price)
+        if len(used) + len(rejected) >= 2:
+            for q in fresh:
+                if q.provider == provider:
+                    stats.on_consensus(quote_error_bps(q, price), provider in rejected)
+                    reliability[provider] = stats.reliability(stale_ms)
+                    errors[provider] = stats.error_bps
+                    break
+        st.candles.on_price(rec.event_time_ms, price)
         # orjson of a dict in PriceUpdate's field order: a model per tick costs ~20 us
         self.outputs.append(("fiml.prices", key, orjson.dumps({
-            "v": 1, "symbol": st.symbol, "asset_type": asset, "price": result.price,
-            "confidence": result.confidence, "band_low": result.band_low,
-            "band_high": result.band_high, "providers_used": result.used,
-            "providers_rejected": result.rejected, "flags": result.flags,
-            "event_time_ms": st.newest_ms,
-            "source_ticks": len(result.used) + len(result.rejected)}), partition, None))
-        self._quote(st, result.used, key, partition)
-        self._health(st, rec.provider, stats, params.stale_ms)
+            "v": 1, "symbol": st.symbol, "asset_type": asset, "price": price,
+            "confidence": confidence, "band_low": band_low, "band_high": band_high,
+            "providers_used": used, "providers_rejected": rejected, "flags": flags,
+            "event_time_ms": now, "source_ticks": len(used) + len(rejected)}), partition, None))
+        self._quote(st, used, key, partition)
+        self._health(st, provider, stats, stale_ms, reliability[provider])
 
     def _quote(self, st: SymbolState, used: tuple[str, ...], key: bytes, partition: int) -> None:
         bids: list[float] = []
@@ -320,15 +358,17 @@ class Processor:
             "ask": asks[(len(asks) - 1) // 2], "bid_size": None, "ask_size": None,
             "providers": providers, "event_time_ms": st.newest_ms}), partition, None))
 
-    def _health(self, st: SymbolState, provider: str, stats: ProviderStats, stale: int) -> None:
+    def _health(self, st: SymbolState, provider: str, stats: ProviderStats, stale: int,
+                reliability: float) -> None:
+        """``reliability`` is ``stats.reliability(stale)``, already computed for this tick."""
         now = st.newest_ms
-        state = stats.state(now, stale)
+        state = stats.state(now, stale, reliability)
         if state == stats.last_state and now - stats.last_health_ms < self.settings.health_every_ms:
             return
         stats.last_state, stats.last_health_ms = state, now
         self.outputs.append(("fiml.provider.health", provider.encode(), encode(ProviderHealth(
             provider=provider, state=state, symbol=st.symbol, event_time_ms=now,
-            reliability=min(max(stats.reliability(stale), 0.0), 1.0),
+            reliability=min(max(reliability, 0.0), 1.0),
             error_bps=stats.error_bps, staleness_ms=float(max(now - stats.last_time_ms, 0)),
             ticks=stats.ticks, errors=stats.rejections)), 0, None))
 

@@ -38,10 +38,13 @@ class ProviderStats:
     def on_tick(self, time_ms: int, newest_ms: int) -> None:
         """Account for one tick with event time ``time_ms`` when the symbol's newest is
         ``newest_ms``."""
-        if self.last_time_ms >= 0 and time_ms >= self.last_time_ms:
-            self.gap_ms += _ALPHA * ((time_ms - self.last_time_ms) - self.gap_ms)
-        self.lag_ms += _ALPHA * (max(newest_ms - time_ms, 0) - self.lag_ms)
-        self.last_time_ms = max(self.last_time_ms, time_ms)
+        last = self.last_time_ms
+        if last >= 0 and time_ms >= last:
+            self.gap_ms += _ALPHA * ((time_ms - last) - self.gap_ms)
+        lag = newest_ms - time_ms  # comparisons, not max(): this runs on every tick
+        self.lag_ms += _ALPHA * ((lag if lag > 0 else 0) - self.lag_ms)
+        if time_ms > last:
+            self.last_time_ms = time_ms
         self.ticks += 1
 
     def on_consensus(self, error_bps: float, rejected: bool) -> None:
@@ -55,11 +58,14 @@ class ProviderStats:
         promptness = 1.0 / (1.0 + (self.gap_ms + self.lag_ms) / max(stale_ms, 1))
         return accuracy * promptness
 
-    def state(self, now_ms: int, stale_ms: int) -> str:
-        """"down" when stale, "degraded" when unreliable, else "up"."""
+    def state(self, now_ms: int, stale_ms: int, reliability: float | None = None) -> str:
+        """"down" when stale, "degraded" when unreliable, else "up"; ``reliability`` is
+        ``self.reliability(stale_ms)`` when the caller already has it."""
         if self.last_time_ms < 0 or now_ms - self.last_time_ms > stale_ms:
             return "down"
-        return "degraded" if self.reliability(stale_ms) < 0.5 else "up"
+        if reliability is None:
+            reliability = self.reliability(stale_ms)
+        return "degraded" if reliability < 0.5 else "up"
 
     def to_list(self) -> list[float | int | str]:
         return [self.error_bps, self.gap_ms, self.lag_ms, self.last_time_ms, self.ticks,

@@ -35,8 +35,7 @@ class ArbitrationSettings:
     health_every_ms: int = 5_000  # ProviderHealth per (symbol, provider), or on state change
     dedup_ms: int = 10_000  # how long a trade is remembered for de-duplication
     stale_ms: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STALE_MS))
-    batch_max: int = 2_000  # records per take_events batch
-    batch_within_s: float = 0.05  # ... or this long, whichever comes first
+    batch_max: int = 2_000  # most records per consumer fetch, which is one processed batch
 
     def stale_for(self, asset_type: str) -> int:
         return self.stale_ms.get(asset_type, 60_000)
@@ -59,5 +58,4 @@ class ArbitrationSettings:
             dedup_ms=_env_int("FIML_ARB_DEDUP_MS", base.dedup_ms),
             stale_ms=stale,
             batch_max=_env_int("FIML_ARB_BATCH", base.batch_max),
-            batch_within_s=float(os.environ.get("FIML_ARB_BATCH_WITHIN_S", base.batch_within_s)),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -126,3 +126,52 @@ async def test_sigkill_and_restart_loses_and_duplicates_no_final_candle(
           f"different values: {len(differ)} {differ[:5]}")
     prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(ticks))
     assert len(prices) >= len(ticks)  # at least once; the duplicates are the replayed batch
+
+
+async def test_two_workers_share_the_partitions(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    await create_topics(kafka_bootstrap)
+    ticks, _ = synthetic_ticks(SYMBOLS, PROVIDERS, START, 300_000)
+    cut = len(ticks) // 2
+    app_id = f"arb-{uuid.uuid4().hex[:8]}"
+    one, two = (WorkerProcess(kafka_bootstrap, app_id, tmp_path / f"faust{i}",
+                              tmp_path / f"worker{i}.log") for i in (1, 2))
+    try:
+        one.start()
+        sent = await produce(kafka_bootstrap, TICKS, tick_values(ticks[:cut]))
+        await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= 200, alive=one.alive)
+        two.start()  # joins mid-stream: a rebalance hands it some of one's partitions
+        await until(lambda: len(assigned(two.output())) == 1, deadline_s=60)
+        sent += await produce(kafka_bootstrap, TICKS, tick_values(ticks[cut:]))
+        want = finals([orjson.loads(v)
+                       for v in reference([(TICKS, s) for s in sent])["fiml.ohlcv"]])
+        got = finals(await read(kafka_bootstrap, "fiml.ohlcv",
+                                lambda r: len(finals(r)) >= len(want), deadline_s=180,
+                                alive=lambda: one.alive() and two.alive()))
+        assert [_key(c) for c in got] == [_key(c) for c in want]  # none missing, none twice
+        prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(ticks))
+        assert len(prices) >= len(ticks)  # at least once: a rebalance may replay a batch
+    finally:
+        logs = [one.stop(), two.stop()]
+    for log in logs:
+        assert "Traceback" not in log, log[-3000:]
+    # after the rebalance each worker owns a share of the partitions, all of them between them
+    # (one's last assignment, two's first: when one stops, two takes everything)
+    shares = [assigned(logs[0])[-1], assigned(logs[1])[0]]
+    assert shares[0] and shares[1] and not shares[0] & shares[1], shares
+    assert shares[0] | shares[1] == {0, 1, 2, 3}
+
+
+def assigned(log: str) -> list[set[int]]:
+    """The raw partitions of each assignment a worker logged, in order."""
+    marker = "raw partitions assigned: "
+    return [{int(p) for p in line.split(marker)[1].split(", ") if p.strip().isdigit()}
+            for line in log.splitlines() if marker in line]
+
+
+async def until(condition: Callable[[], bool], deadline_s: float) -> None:
+    end = asyncio.get_running_loop().time() + deadline_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < end, "condition not met in time"
+        await asyncio.sleep(0.1)

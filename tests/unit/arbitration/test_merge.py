@@ -72,3 +72,36 @@ def test_held_records_wait_for_the_other_topic() -> None:
     assert [v for _k, _o, v, _r in q.release(lambda k: k == TICKS)] == [b"c"]
     restored = MergeQueues.from_list(q.to_list())
     assert restored.admitted == {TICKS: 0, TRADES: 1}
+
+
+def test_take_is_admit_then_release_of_an_empty_queue() -> None:
+    taken, queued = MergeQueues(), MergeQueues()
+    for kind, offset in [(TICKS, 0), (TICKS, 0), (TRADES, 3), (TICKS, 1), (TRADES, 2)]:
+        admitted = queued.admit(kind, 0, offset, b"x")
+        assert taken.take(kind, offset) == admitted
+        assert len(list(queued.release(lambda k: True))) == admitted
+        assert taken.to_list() == queued.to_list()
+
+
+def test_process_gives_what_admit_and_release_give() -> None:
+    """``process`` skips the queues when nothing is held: same outputs, states and counters,
+    with replayed offsets, a poison record and a held record mixed in."""
+    recs = sorted(records(), key=lambda r: (r[1], r[0]))
+    recs = recs[:300] + recs[250:]  # a replay of 50 records
+    recs.insert(100, (TICKS, 10**6, b"not json"))
+
+    def feed(proc: Processor, direct: bool) -> tuple[object, ...]:
+        for i, (kind, offset, value) in enumerate(recs):
+            if i == 40:  # held: the next process() releases it first
+                proc.admit(kind, None, value, 0, offset)
+            elif direct:
+                proc.process(kind, None, value, 0, offset)
+            else:
+                proc.admit(kind, None, value, 0, offset)
+                proc.release(0, lambda k: True)
+        return (proc.drain(), proc.poison, proc.skipped, proc.late_ticks(), proc.marks)
+
+    def new() -> Processor:
+        return Processor(ArbitrationSettings(), lambda s: None, lambda p: ())
+
+    assert feed(new(), True) == feed(new(), False)
