@@ -3,6 +3,8 @@
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python -m bench.arbitration --ticks 30000
 
 1. plain aiokafka: ``getmany`` -> decode RawTick -> encode -> ``send`` (linger 5 ms), in process;
+   and the same loop forwarding the bytes untouched through ``send_batch`` (the ceiling of
+   consume-produce in Python here);
 2. a naive Faust agent (bench/naive_faust_app.py), ``await topic.send`` per record, a worker
    process;
 3. the arbitration worker (``faust -A agents.arbitration.app worker``), a worker process,
@@ -109,6 +111,38 @@ async def plain_loop(bootstrap: str, src: str, dst: str, n: int) -> float:
         await producer.stop()
 
 
+async def plain_forward(bootstrap: str, src: str, dst: str, n: int) -> float:
+    """``getmany`` -> one ``send_batch`` per partition, bytes untouched."""
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=uuid.uuid4().hex,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        done, t0 = 0, None
+        while done < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            t0 = t0 or time.monotonic()
+            futs = []
+            for tp, records in batch.items():
+                builder = producer.create_batch()
+                for r in records:
+                    if builder.append(key=r.key, value=r.value, timestamp=None) is None:
+                        builder.close()
+                        futs.append(await producer.send_batch(builder, dst, partition=tp.partition))
+                        builder = producer.create_batch()
+                        builder.append(key=r.key, value=r.value, timestamp=None)
+                builder.close()
+                futs.append(await producer.send_batch(builder, dst, partition=tp.partition))
+                done += len(records)
+            await asyncio.gather(*futs)
+            await consumer.commit()
+        return time.monotonic() - (t0 or time.monotonic())
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
 def start_worker(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "faust", "-A", module, "--loop", "uvloop", "worker", "-l", "warn",
@@ -139,7 +173,8 @@ async def main() -> None:
     await create_topics(bootstrap)
     src = topic_name("fiml.raw.ticks")
     plain_out, naive_out = prefix + "bench.plain", prefix + "bench.naive"
-    for name in (plain_out, naive_out):
+    forward_out = prefix + "bench.forward"
+    for name in (plain_out, naive_out, forward_out):
         await ensure_topic(bootstrap, name, 4, {})
     await produce_ticks(bootstrap, src, args.ticks)
     n = args.ticks
@@ -147,6 +182,8 @@ async def main() -> None:
     results: dict[str, float] = {}
     results["plain aiokafka loop"] = n / await plain_loop(bootstrap, src, plain_out, n)
     say(f"plain aiokafka loop: {results['plain aiokafka loop']:.0f}/s")
+    results["plain forward (bytes)"] = n / await plain_forward(bootstrap, src, forward_out, n)
+    say(f"plain forward: {results['plain forward (bytes)']:.0f}/s")
     with tempfile.TemporaryDirectory() as tmp:
         base = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, FIML_TOPIC_PREFIX=prefix)
         if not args.skip_naive:
@@ -164,9 +201,12 @@ async def main() -> None:
         print(f"{name:24s} {rate:10.0f} ticks/s")
     plain = results["plain aiokafka loop"]
     arb = results["arbitration worker"]
+    forward = results["plain forward (bytes)"]
     print(f"arbitration / plain = {arb / plain:.2f}")
+    print(f"arbitration / plain forward = {arb / forward:.2f}")
     metrics: dict[str, float] = {"arbitration_ticks_per_s": round(arb),
-                                 "plain_aiokafka_ticks_per_s": round(plain)}
+                                 "plain_aiokafka_ticks_per_s": round(plain),
+                                 "plain_forward_ticks_per_s": round(forward)}
     if "naive Faust agent" in results:
         naive = results["naive Faust agent"]
         print(f"arbitration / naive = {arb / naive:.1f}")
