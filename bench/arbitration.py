@@ -25,7 +25,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -84,35 +86,38 @@ async def watch(bootstrap: str, topic: str, n: int, deadline_s: float) -> float:
 
 
 async def plain_loop(bootstrap: str, src: str, dst: str, n: int) -> float:
+    """``getmany`` -> decode RawTick -> encode -> ``send`` per record."""
     from schemas.codec import decode, encode
     from schemas.records import RawTick
 
-    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=uuid.uuid4().hex,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-    await consumer.start()
-    await producer.start()
-    try:
-        done, t0 = 0, None
-        while done < n:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
-            t0 = t0 or time.monotonic()
-            futs = []
-            for tp, records in batch.items():
-                for r in records:
-                    value = encode(decode(RawTick, r.value))
-                    futs.append(await producer.send(dst, value, key=r.key, partition=tp.partition))
-            await asyncio.gather(*futs)
-            await consumer.commit()
-            done += len(futs)
-        return time.monotonic() - (t0 or time.monotonic())
-    finally:
-        await consumer.stop()
-        await producer.stop()
+    async def step(producer: AIOKafkaProducer, partition: int, records: list[Any]) -> list[Any]:
+        return [await producer.send(dst, encode(decode(RawTick, r.value)), key=r.key,
+                                    partition=partition) for r in records]
+    return await _consume_produce(bootstrap, src, n, step)
 
 
 async def plain_forward(bootstrap: str, src: str, dst: str, n: int) -> float:
     """``getmany`` -> one ``send_batch`` per partition, bytes untouched."""
+    async def step(producer: AIOKafkaProducer, partition: int, records: list[Any]) -> list[Any]:
+        futs, builder = [], producer.create_batch()
+        for r in records:
+            if builder.append(key=r.key, value=r.value, timestamp=None) is None:
+                builder.close()
+                futs.append(await producer.send_batch(builder, dst, partition=partition))
+                builder = producer.create_batch()
+                builder.append(key=r.key, value=r.value, timestamp=None)
+        builder.close()
+        futs.append(await producer.send_batch(builder, dst, partition=partition))
+        return futs
+    return await _consume_produce(bootstrap, src, n, step)
+
+
+async def _consume_produce(
+    bootstrap: str, src: str, n: int,
+    step: Callable[[AIOKafkaProducer, int, list[Any]], Awaitable[list[Any]]],
+) -> float:
+    """Seconds to take ``n`` records of ``src`` through ``step`` (per fetched partition),
+    delivery awaited and offsets committed per fetch."""
     consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=uuid.uuid4().hex,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
@@ -125,15 +130,7 @@ async def plain_forward(bootstrap: str, src: str, dst: str, n: int) -> float:
             t0 = t0 or time.monotonic()
             futs = []
             for tp, records in batch.items():
-                builder = producer.create_batch()
-                for r in records:
-                    if builder.append(key=r.key, value=r.value, timestamp=None) is None:
-                        builder.close()
-                        futs.append(await producer.send_batch(builder, dst, partition=tp.partition))
-                        builder = producer.create_batch()
-                        builder.append(key=r.key, value=r.value, timestamp=None)
-                builder.close()
-                futs.append(await producer.send_batch(builder, dst, partition=tp.partition))
+                futs.extend(await step(producer, tp.partition, records))
                 done += len(records)
             await asyncio.gather(*futs)
             await consumer.commit()
