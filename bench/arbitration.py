@@ -8,7 +8,10 @@
 2. a naive Faust agent (bench/naive_faust_app.py), ``await topic.send`` per record, a worker
    process;
 3. the arbitration worker (``faust -A agents.arbitration.app worker``), a worker process,
-   doing the whole job (consensus, quotes, candles, health, state table).
+   doing the whole job (consensus, quotes, candles, health, state table);
+4. the arbitration step alone: the worker's ``Processor`` over the same records held in memory,
+   no Kafka at all (best of three passes). No worker design can beat it: it is the ceiling that
+   the rest of the worker (fetch, bookkeeping, produce, state) is measured against.
 
 Each reads the same raw ticks (4 partitions) from offset 0. A rate is records divided by the
 time from the first output record to the last; worker start-up is not counted. This is a
@@ -140,6 +143,41 @@ async def _consume_produce(
         await producer.stop()
 
 
+async def fetch_all(bootstrap: str, src: str, n: int) -> list[tuple[bytes | None, bytes, int, int]]:
+    """The first ``n`` records of ``src`` as (key, value, partition, offset), in fetch order."""
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        records: list[tuple[bytes | None, bytes, int, int]] = []
+        while len(records) < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            for tp, rs in batch.items():
+                records.extend((r.key, r.value, tp.partition, r.offset) for r in rs)
+        return records[:n]
+    finally:
+        await consumer.stop()
+
+
+def compute_alone(records: list[tuple[bytes | None, bytes, int, int]], passes: int = 3) -> float:
+    """Seconds for a fresh ``Processor`` to take ``records`` (drained every 2,000 records, as
+    the worker does per fetch), the best of ``passes``."""
+    from agents.arbitration.processor import TICKS, Processor
+    from agents.arbitration.settings import ArbitrationSettings
+
+    best = float("inf")
+    for _ in range(passes):
+        processor = Processor(ArbitrationSettings(), lambda symbol: None, lambda p: ())
+        started = time.perf_counter()
+        for i, (key, value, partition, offset) in enumerate(records):
+            processor.process(TICKS, key, value, partition, offset)
+            if i % 2000 == 1999:
+                processor.drain()
+        processor.drain()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def start_worker(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "faust", "-A", module, "--loop", "uvloop", "worker", "-l", "warn",
@@ -193,6 +231,9 @@ async def main() -> None:
                    FIML_ARB_DATADIR=f"{tmp}/arb")
         results["arbitration worker"] = n / await run_worker(
             "agents.arbitration.app", env, topic_name("fiml.prices"), n, bootstrap)
+    alone = "arbitration step alone"
+    results[alone] = n / compute_alone(await fetch_all(bootstrap, src, n))
+    say(f"{alone} (no Kafka): {results[alone]:.0f}/s")
     print(f"{n} raw ticks, 4 partitions, broker {bootstrap}")
     for name, rate in results.items():
         print(f"{name:24s} {rate:10.0f} ticks/s")
@@ -201,12 +242,15 @@ async def main() -> None:
     forward = results["plain forward (bytes)"]
     print(f"arbitration / plain = {arb / plain:.2f}")
     print(f"arbitration / plain forward = {arb / forward:.2f}")
+    print(f"arbitration / step alone = {arb / results[alone]:.2f}")
     metrics: dict[str, float] = {"arbitration_ticks_per_s": round(arb),
                                  "plain_aiokafka_ticks_per_s": round(plain),
-                                 "plain_forward_ticks_per_s": round(forward)}
+                                 "plain_forward_ticks_per_s": round(forward),
+                                 "arbitration_step_alone_ticks_per_s": round(results[alone])}
     if "naive Faust agent" in results:
         naive = results["naive Faust agent"]
         print(f"arbitration / naive = {arb / naive:.1f}")
+        print(f"step alone / naive = {results[alone] / naive:.1f} (no worker can do better)")
         metrics["naive_faust_ticks_per_s"] = round(naive)
     report("arbitration", metrics)  # the last line of stdout, for bench/run.py
 

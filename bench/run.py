@@ -50,6 +50,8 @@ ROWS: list[tuple[str, str, str | None, str]] = [
      "ticks/s"),
     ("Arbitration vs plain forward (bytes)", "arbitration_ticks_per_s",
      "plain_forward_ticks_per_s", "ticks/s"),
+    ("Arbitration step alone, no Kafka, vs naive", "arbitration_step_alone_ticks_per_s",
+     "naive_faust_ticks_per_s", "ticks/s"),
     ("Latency p50 at 5,000 ticks/s", "latency_5000_p50_ms", None, "ms"),
     ("Latency p99 at 5,000 ticks/s", "latency_5000_p99_ms", None, "ms"),
     ("Latency p99.9 at 5,000 ticks/s", "latency_5000_p999_ms", None, "ms"),
