@@ -65,12 +65,12 @@ class Processor:
                  load_mark: MarkLoader = lambda p: None) -> None:
         self.settings = settings
         self._load, self._scan, self._load_mark = load, scan, load_mark
-        self.marks: set[int] = set()  # partitions whose mark changed since the last drain
+        self.marks: set[int] = set()  # partitions whose mark changed since it was last saved
         self._saved: dict[int, dict[str, bytes]] = {}  # partition -> symbol -> last state
         self._partitions: dict[int, _Partition] = {}
         self._params = {a: ConsensusParams(stale_ms=ms) for a, ms in settings.stale_ms.items()}
         self.outputs: list[Output] = []
-        self.dirty: dict[str, SymbolState] = {}
+        self.dirty: dict[str, SymbolState] = {}  # changed since their partition's last mark
         self.poison = 0
         self.skipped = 0
         self.fenced = 0  # finals suppressed because the topic already has them
@@ -80,9 +80,11 @@ class Processor:
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop cached state of partitions this worker no longer owns (after a rebalance)."""
-        for p in partitions:
+        gone = set(partitions)
+        for p in gone:
             self._partitions.pop(p, None)
             self._saved.pop(p, None)
+        self.dirty = {s: st for s, st in self.dirty.items() if st.partition not in gone}
 
     def set_fence(self, partition: int, fence: dict[tuple[str, str], int]) -> None:
         """Finals up to ``fence[(symbol, interval)]`` (a window start) are already on the
@@ -93,16 +95,10 @@ class Processor:
         if part is not None:
             part.fence = fence
 
-    def drain(self) -> tuple[list[Output], dict[str, tuple[int, bytes]]]:
-        """The outputs and the changed states since the last call: symbol -> (partition,
-        state bytes), one per symbol however many records touched it."""
+    def drain(self) -> list[Output]:
+        """The outputs since the last call. Changed states wait for ``mark``."""
         outputs, self.outputs = self.outputs, []
-        states = {s: (st.partition, st.to_bytes()) for s, st in self.dirty.items()}
-        for s, (p, data) in states.items():
-            self._saved.setdefault(p, {})[s] = data
-            self.marks.add(p)
-        self.dirty = {}
-        return outputs, states
+        return outputs
 
     def resume_offset(self, kind: str, partition: int) -> int | None:
         """The first offset of ``kind``'s topic-partition not yet in the saved state (None: the
@@ -217,15 +213,19 @@ class Processor:
             self._dead(kind, None, value, partition, offset, exc)
 
     def mark(self, partition: int, ohlcv_offset: int | None) -> bytes:
-        """The partition's mark: the ``fiml.ohlcv`` offset after the last delivered batch
-        (``fence.py``) and the merge queues; saved after the partition's states."""
+        """The partition's mark: every symbol state, the merge queues and the ``fiml.ohlcv``
+        offset after the last delivered batch (``fence.py``), as one record. Only the states
+        changed since the previous mark are serialised again."""
         part = self._partition(partition)
         if ohlcv_offset is not None:
             part.ohlcv_mark = ohlcv_offset
         states = self._saved.setdefault(partition, {})
-        for symbol, st in part.symbols.items():  # restored but never changed since
-            if symbol not in states:
+        dirty = self.dirty
+        for symbol, st in part.symbols.items():
+            changed = dirty.pop(symbol, None) is not None
+            if changed or symbol not in states:  # or restored and never changed since
                 states[symbol] = st.to_bytes()
+        self.marks.discard(partition)
         return orjson.dumps([1, part.ohlcv_mark, part.merge.to_list(),
                              [orjson.Fragment(states[k]) for k in sorted(states)]])
 

@@ -1,6 +1,7 @@
 """Arbitration settings: one frozen object, read from the environment once.
 
-Every knob is an event-time quantity or a batch size; none of them reads a clock.
+Every knob that shapes the outputs is an event-time quantity or a batch size; none of them reads
+a clock. The one wall-clock knob, ``checkpoint_ms``, only says how often state is saved.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class ArbitrationSettings:
     dedup_ms: int = 10_000  # how long a trade is remembered for de-duplication
     stale_ms: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STALE_MS))
     batch_max: int = 2_000  # most records per consumer fetch, which is one processed batch
+    # Wall-clock, the one knob that is: how often a partition's state is saved. It changes how
+    # much a restarted worker does again (and repeats), never what it outputs.
+    checkpoint_ms: int = 1_000
 
     def stale_for(self, asset_type: str) -> int:
         return self.stale_ms.get(asset_type, 60_000)
@@ -58,4 +62,5 @@ class ArbitrationSettings:
             dedup_ms=_env_int("FIML_ARB_DEDUP_MS", base.dedup_ms),
             stale_ms=stale,
             batch_max=_env_int("FIML_ARB_BATCH", base.batch_max),
+            checkpoint_ms=_env_int("FIML_ARB_CHECKPOINT_MS", base.checkpoint_ms),
         )

@@ -127,7 +127,7 @@ def reference(records: Iterable[tuple[str, Produced]],
         partitions.add(partition)
     for p in sorted(partitions):
         proc.release(p, lambda kind: True)
-    for logical, _k, value, _p, _h in proc.drain()[0]:
+    for logical, _k, value, _p, _h in proc.drain():
         out.setdefault(logical, []).append(value)
     return out
 

@@ -27,7 +27,7 @@ def prices() -> list[dict]:
     proc = Processor(ArbitrationSettings(), lambda s: None, lambda p: ())
     for i, t in enumerate(ticks):
         proc.process(TICKS, None, encode(t), 0, i)
-    return [orjson.loads(v) for topic, _k, v, _p, _h in proc.drain()[0] if topic == "fiml.prices"]
+    return [orjson.loads(v) for topic, _k, v, _p, _h in proc.drain() if topic == "fiml.prices"]
 
 
 def test_a_dark_provider_fails_over_and_confidence_drops_and_recovers() -> None:

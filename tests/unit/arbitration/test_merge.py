@@ -40,7 +40,7 @@ def run(order: list[tuple[str, int, bytes]], chunk: int, hold: set[str]) -> list
         if i % chunk == 0:
             proc.release(0, lambda k: k not in hold)
     proc.release(0, lambda k: True)
-    return [v for _t, _k, v, _p, _h in proc.drain()[0]]
+    return [v for _t, _k, v, _p, _h in proc.drain()]
 
 
 def test_any_interleaving_gives_the_same_outputs() -> None:
@@ -99,7 +99,7 @@ def test_process_gives_what_admit_and_release_give() -> None:
             else:
                 proc.admit(kind, None, value, 0, offset)
                 proc.release(0, lambda k: True)
-        return (proc.drain(), proc.poison, proc.skipped, proc.late_ticks(), proc.marks)
+        return (proc.drain(), proc.mark(0, None), proc.poison, proc.skipped, proc.late_ticks())
 
     def new() -> Processor:
         return Processor(ArbitrationSettings(), lambda s: None, lambda p: ())
