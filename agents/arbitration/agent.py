@@ -88,31 +88,49 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
     # written through the table's public store and changelog with the source partition given,
     # so the table stays co-partitioned with the raw topics. It is written at most every
     # ``checkpoint_ms`` per partition, not per batch: per batch, at 1,000 ticks/s in batches of
-    # ten, the marks were 27 times the raw input and took half the worker's and the broker's
-    # CPU. Offsets are still committed per batch; a restart resumes from the mark, not from the
-    # commit (``resume_at`` seeks back), and repeats the outputs since, except the final candles
-    # the fence (``fence.py``) finds already written. A partition's first batch and a revoked
-    # partition are saved at once, so a hand-over repeats nothing.
+    # ten, the marks were 27 times the raw input. A record is acked when its partition's mark
+    # is written, and Faust flushes the changelog before it commits, so a committed offset
+    # never runs ahead of the saved state (Faust seeks to committed offsets on its own, and
+    # would skip records otherwise). A restart repeats the outputs since the last mark, except
+    # the final candles the fence (``fence.py``) finds already written.
     saved_at: dict[int, float] = {}  # partition -> time.monotonic() of its last saved mark
     ohlcv_after: dict[int, int] = {}  # partition -> fiml.ohlcv offset after the last batch
+    unacked: dict[int, list[Message]] = {}  # partition -> records taken since its last mark
+    idle = asyncio.Event()  # no batch between its first record and its delivery
+    idle.set()
 
-    running: list[bool] = [False]  # a batch is between its first record and its delivery
+    def due() -> set[int]:
+        """Partitions with something unsaved whose last mark is ``checkpoint_ms`` old."""
+        now, every = time.monotonic(), settings.checkpoint_ms / 1000
+        return {p for p in processor.marks | unacked.keys()
+                if now - saved_at.get(p, -math.inf) >= every}
 
     def checkpoint(partitions: Iterable[int]) -> None:
         now = time.monotonic()
         for partition in sorted(partitions):
-            key = mark_key(partition)
-            data = processor.mark(partition, ohlcv_after.pop(partition, None))
-            table.data[key] = data
-            table.send_changelog(partition, key, data)
+            if partition in processor.marks:
+                key = mark_key(partition)
+                data = processor.mark(partition, ohlcv_after.pop(partition, None))
+                table.data[key] = data
+                table.send_changelog(partition, key, data)
+            for message in unacked.pop(partition, ()):
+                app.consumer.ack(message)
             saved_at[partition] = now
+
+    async def _checkpoint_when_quiet() -> None:
+        # after the last batch of a burst, nothing else would save it (nor ack its records)
+        if idle.is_set():
+            checkpoint(due())
+
+    app.timer(interval=settings.checkpoint_ms / 1000)(_checkpoint_when_quiet)
 
     @app.on_partitions_revoked.connect
     async def _forget(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-        # Faust waits for the running batch before this signal, so the states are whole.
         revoked = {tp.partition for tp in args[0]}
-        checkpoint(revoked & processor.marks)
+        await idle.wait()  # the running batch finishes first, so its states are whole
+        checkpoint(revoked & (processor.marks | unacked.keys()))
         await app.producer.flush()  # the next owner's recovery reads these marks
+        await app.consumer.commit()
         processor.forget(revoked)
         fenced.difference_update(revoked)
         for p in revoked:
@@ -137,7 +155,7 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
     producers: list[AIOKafkaProducer] = []  # one, made on the worker's loop at the first batch
 
     async def arbitrate(messages: list[Message]) -> None:
-        running[0] = True
+        idle.clear()
         if not producers:
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
                                         enable_idempotence=True, linger_ms=5,
@@ -151,6 +169,7 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
             # a tombstone (no value) is malformed here: it goes to the dead letters
             processor.admit(kinds[m.topic], m.key, m.value or b"", m.partition, m.offset)
             seen[m.topic, m.partition] = m.offset
+            unacked.setdefault(m.partition, []).append(m)
         for p in sorted(partitions):
             processor.release(p, caught_up_in(p))
         outputs = processor.drain()
@@ -158,10 +177,8 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
         # is consumed again after a restart (at least once).
         for partition, end in (await send_all(producer, outputs, out_names, ohlcv)).items():
             ohlcv_after[partition] = end
-        now = time.monotonic()
-        checkpoint({p for p in processor.marks
-                    if now - saved_at.get(p, -math.inf) >= settings.checkpoint_ms / 1000})
-        running[0] = False
+        checkpoint(due())
+        idle.set()
         if processor.poison:
             log.warning("%d poison record(s) sent to the dead-letter topic", processor.poison)
             processor.poison = 0
@@ -170,8 +187,8 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
     async def _stop_producer(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         # Faust flushes its producer after this signal. A batch cut short by the stop has
         # states ahead of its delivered outputs: not saved, its records come again.
-        if not running[0]:
-            checkpoint(set(processor.marks))
+        if idle.is_set():
+            checkpoint(processor.marks | unacked.keys())
         for producer in producers:
             await producer.stop()
 

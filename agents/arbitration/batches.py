@@ -9,14 +9,16 @@ is pinned in pyproject.toml) and gives each ``getmany`` result, as a list, to ``
 
 Everything else stays Faust's: the consumer group and partition assignment (co-partitioned with
 the state table), flow control during rebalances, the changelog records that recovery reads
-(handed to Faust's own callback as before), and offset commits. A record is tracked when it is
-taken and acked after ``on_batch`` returns, so Faust commits an offset only once the batch's
-outputs are delivered, and waits for a running batch before it gives a partition away.
+(handed to Faust's own callback as before), and offset commits. ``on_batch`` owns the records it
+is given: it acks them (``app.consumer.ack``) once their effects are saved, and Faust commits
+only acked offsets. Faust does not wait for a running batch before it gives a partition away;
+the application does (``agent.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -25,6 +27,8 @@ from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import Message
 
 __all__ = ["BatchConsumer", "BatchHandler", "BatchTransport", "ResumeAt", "consume_in_batches"]
+
+log = logging.getLogger("fiml.arbitration")
 
 BatchHandler = Callable[[list[Message]], Awaitable[None]]
 #: How long the broker may hold a fetch for partitions with no new records (aiokafka's
@@ -86,18 +90,18 @@ class BatchConsumer(faust_kafka.Consumer):
                         expected = None
                     if expected is not None and offset > expected:
                         if rewound.get(tp) != expected:
+                            log.info("%s[%d]: fetched from offset %d, the saved state ends "
+                                     "before %d: going back there", message.topic,
+                                     message.partition, offset, expected)
                             rewound[tp] = expected
                             behind.add(tp)
                             await self.seek(tp, expected)
                             continue
                         await self._add_gap(tp, expected, offset)
                     read_offsets[tp] = offset
-                    self.track_message(message)
                     batch.append(message)
                 if batch:
                     await on_batch(batch)
-                    for message in batch:
-                        self.ack(message)
                 await self.sleep(0)  # let commits, heartbeats and rebalances in between fetches
         except asyncio.CancelledError:
             # Faust cancels this task when the worker stops; stopping during a rebalance
@@ -128,8 +132,9 @@ class BatchTransport(faust_kafka.Transport):
 def consume_in_batches(app: faust.App, topic: faust.TopicT, on_batch: BatchHandler,
                        resume_at: ResumeAt | None = None) -> None:
     """Subscribe ``app`` to ``topic`` and hand its records to ``on_batch``, a fetch at a time
-    (call before the app starts). ``on_batch`` raising stops the worker: its batch is not
-    acked, so it is consumed again after a restart. ``resume_at(topic, partition)`` tells
+    (call before the app starts); ``on_batch`` acks them when it has saved what they did.
+    ``on_batch`` raising stops the worker: the records it had not acked are consumed again
+    after a restart. ``resume_at(topic, partition)`` tells
     where the application's saved state ends, checked after every assignment."""
     if not isinstance(app.transport, BatchTransport):
         app.transport = BatchTransport(app.conf.broker_consumer, app)

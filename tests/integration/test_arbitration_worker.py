@@ -91,9 +91,14 @@ async def test_ticks_become_prices_and_candles_and_poison_is_dead_lettered(
     assert {c["interval"] for c in finals(got)} >= {"1s", "1m"}
 
 
+@pytest.mark.parametrize("checkpoint_ms", ["1000", "600000"])
 async def test_sigkill_and_restart_loses_and_duplicates_no_final_candle(
-    kafka_bootstrap: str, worker: WorkerProcess
+    kafka_bootstrap: str, worker: WorkerProcess, checkpoint_ms: str
 ) -> None:
+    """With the default checkpoint interval, and with one so long that only each partition's
+    first batch is saved: the restarted worker then redoes everything since, and the fence
+    keeps the finals it had already written from coming out twice."""
+    worker.env["FIML_ARB_CHECKPOINT_MS"] = checkpoint_ms
     await create_topics(kafka_bootstrap)
     ticks, _ = synthetic_ticks(SYMBOLS, PROVIDERS, START, 600_000)
     cut = len(ticks) * 2 // 3
