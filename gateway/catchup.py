@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from gateway.channels import channel_of
+from gateway.channels import route
 from gateway.connection import now_ms
 from gateway.errors import RangeReadError, SlowClientError
 from gateway.subscription import Subscription
-from schemas.codec import RECORD_TYPES, decode, encode
+from schemas.codec import encode
 from schemas.errors import DecodeError, ProtocolError
 from schemas.protocol import ErrorCode, ReplayComplete, SubscribeRequest
 
@@ -67,7 +67,6 @@ async def catch_up(
             else:  # pragma: no cover - every caller gives one or the other
                 end = await reader.end_offsets()
             cur = [begin.get(p, 0) for p in range(max([*begin, *end, -1]) + 1)]
-            model = RECORD_TYPES[sub.spec.topic]
             wanted = set(sub.spec.channels)
             loop = asyncio.get_running_loop()
             t0 = loop.time()
@@ -84,19 +83,16 @@ async def catch_up(
                 for m in messages:
                     cur[m.partition] = m.offset + 1
                     try:
-                        record = decode(model, m.value)
+                        channel, record = route(sub.spec.topic, m.value)
                     except DecodeError:
                         continue  # the hub logs and counts these; replay skips them the same
-                    event_ms: int = getattr(record, "event_time_ms", m.timestamp)
+                    event_ms = record.get("event_time_ms")
+                    if not isinstance(event_ms, int):
+                        event_ms = m.timestamp
                     if lo_ms is not None and (
                         event_ms < lo_ms or (hi_ms is not None and event_ms >= hi_ms)
                     ):
                         continue
-                    interval = getattr(record, "interval", None)
-                    channel = channel_of(
-                        sub.spec.topic, getattr(record, "symbol", ""),
-                        interval.value if interval else None,
-                    )
                     if channel not in wanted:
                         continue
                     if speed is not None:

@@ -11,17 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from schemas import symbols as symbol_forms
-from schemas.errors import ProtocolError, SymbolError
+from schemas.errors import DecodeError, ProtocolError, SymbolError
 from schemas.protocol import ErrorCode, StreamType, SubscribeRequest
 from schemas.records import AssetType, Interval
 
 __all__ = [
     "Channel",
     "StreamSpec",
-    "channel_of",
     "resolve",
     "resolve_symbol",
+    "route",
 ]
 
 Channel = tuple[str, str, str]
@@ -148,6 +150,33 @@ def resolve(request: SubscribeRequest, live_topics: tuple[str, ...]) -> StreamSp
     )
 
 
-def channel_of(topic: str, symbol: str, interval: str | None) -> Channel:
-    """The channel of a record read from ``topic`` (logical name)."""
-    return (topic, symbol, interval or "")
+_INTERVALS = frozenset(i.value for i in Interval)
+
+
+def route(topic: str, payload: bytes) -> tuple[Channel, dict[str, Any]]:
+    """The channel of a record read from ``topic`` (logical name), and the record as parsed.
+
+    The hub forwards the bytes as they are, so it only needs the fields that route them: a
+    JSON object with a non-empty ``symbol`` (and, on ``fiml.ohlcv``, a known ``interval``).
+    The records were validated against their schema by whoever wrote them (ingestion, the
+    arbitration worker); a full pydantic decode here cost about a quarter of the gateway's
+    CPU at 1,000 ticks/s.
+
+    Raises:
+        DecodeError: the bytes are not JSON, not an object, or lack those fields.
+    """
+    try:
+        record = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"not JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise DecodeError(f"expected a JSON object, got {type(record).__name__}")
+    symbol = record.get("symbol")
+    if not isinstance(symbol, str) or not symbol:
+        raise DecodeError("no symbol", "symbol")
+    if topic != "fiml.ohlcv":
+        return (topic, symbol, ""), record
+    interval = record.get("interval")
+    if interval not in _INTERVALS:
+        raise DecodeError(f"unknown interval {interval!r}", "interval")
+    return (topic, symbol, interval), record

@@ -217,6 +217,19 @@ async def test_price_snapshot_then_live(gw: str, feed: Feed) -> None:
         assert live["subscription_id"] == ack["subscription_id"]
 
 
+async def test_records_that_cannot_be_routed_are_skipped_and_counted(gw: str,
+                                                                      feed: Feed) -> None:
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        await subscribe(ws, stream_type="price", symbols=["ETH/USDT"], mode="realtime")
+        for bad in (b"not json", b'{"price": 1.0}'):
+            await (await feed.producer.send(topic_name("fiml.prices"), bad, key=b"ETH/USDT"))
+        await feed.send("fiml.prices", price("ETH/USDT", 2000.0, T0))
+        live = await recv_until(ws, is_type("data"))
+        assert [d["price"] for d in live["data"]] == [2000.0]
+    metrics = (await http_get(gw, "/metrics")).text
+    assert "fiml_gateway_decode_errors_total 2" in metrics, metrics
+
+
 async def test_ohlcv_snapshot_then_live(gw: str, feed: Feed) -> None:
     await feed.send("fiml.ohlcv", candle("ETH/USDT", T0, 10.0))
     await feed.send("fiml.prices", price("ETH/USDT", 10.0, T0))  # a marker that the hub is there

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.channels import resolve
+from gateway.channels import resolve, route
 from gateway.settings import GatewaySettings
-from schemas.errors import ProtocolError
+from schemas.codec import encode
+from schemas.errors import DecodeError, ProtocolError
 from schemas.protocol import SubscribeRequest
+from schemas.records import AssetType, Interval, OHLCVUpdate, PriceUpdate
 
 LIVE = GatewaySettings().topics
 
@@ -42,3 +44,37 @@ def test_bad_targets_name_the_problem(fields: dict[str, object], code: str, fiel
     with pytest.raises(ProtocolError) as caught:
         resolve(req(**fields), LIVE)
     assert (caught.value.code, caught.value.field) == (code, field)
+
+
+# --- routing records read by the hub -------------------------------------------------------
+
+
+def test_route_gives_the_channel_a_subscription_lists() -> None:
+    price = encode(PriceUpdate(symbol="BTC/USDT", asset_type=AssetType.CRYPTO, price=100.0,
+                               confidence=0.9, band_low=99.0, band_high=101.0,
+                               providers_used=["a"], event_time_ms=1, source_ticks=1))
+    (channel, record) = route("fiml.prices", price)
+    spec = resolve(req(stream_type="price", symbols=["BTC/USDT"]), LIVE)
+    assert channel in spec.channels and record["event_time_ms"] == 1
+    candle = encode(OHLCVUpdate(symbol="BTC/USDT", interval=Interval.M5, window_start_ms=0,
+                                window_end_ms=300_000, open=1.0, high=2.0, low=0.5, close=1.5,
+                                volume=0.0, trade_count=0, rev=0, is_final=False,
+                                event_time_ms=5))
+    spec = resolve(req(stream_type="ohlcv", symbols=["BTC/USDT"], params={"interval": "5m"}),
+                   LIVE)
+    assert route("fiml.ohlcv", candle)[0] in spec.channels
+
+
+@pytest.mark.parametrize(("topic", "payload", "field"), [
+    ("fiml.prices", b"not json", None),
+    ("fiml.prices", b"[1, 2]", None),
+    ("fiml.prices", b'{"price": 1.0}', "symbol"),
+    ("fiml.prices", b'{"symbol": ""}', "symbol"),
+    ("fiml.ohlcv", b'{"symbol": "BTC/USDT", "interval": "7m"}', "interval"),
+    ("fiml.ohlcv", b'{"symbol": "BTC/USDT"}', "interval"),
+])
+def test_route_rejects_what_cannot_be_routed(topic: str, payload: bytes,
+                                             field: str | None) -> None:
+    with pytest.raises(DecodeError) as info:
+        route(topic, payload)
+    assert info.value.field == field
