@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -228,6 +229,48 @@ async def test_records_that_cannot_be_routed_are_skipped_and_counted(gw: str,
         assert [d["price"] for d in live["data"]] == [2000.0]
     metrics = (await http_get(gw, "/metrics")).text
     assert "fiml_gateway_decode_errors_total 2" in metrics, metrics
+
+
+async def fiml_tail(*args: str) -> tuple[int, str, str]:
+    """``fiml tail ARGS`` in a subprocess: (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "infra.cli", "tail", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), DEADLINE * 2)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_fiml_tail_prints_the_snapshot_then_live_records(gw: str, feed: Feed) -> None:
+    await feed.send("fiml.prices", price("SOL/USDT", 150.0, T0))
+    await wait_cached(gw, "SOL_USDT", 150.0)
+    tail = asyncio.create_task(fiml_tail("price", "SOL/USDT", "--gateway", f"http://{gw}",
+                                         "--json", "--count", "2", "--interval-ms", "100"))
+    # the live price goes out once the tail has subscribed (and so had the snapshot)
+    end = time.monotonic() + DEADLINE
+    while (await http_get(gw, "/ws/connections")).json()["total_subscriptions"] < 1:
+        assert time.monotonic() < end and not tail.done(), "fiml tail never subscribed"
+        await asyncio.sleep(0.05)
+    await feed.send("fiml.prices", price("SOL/USDT", 151.0, T0 + 1))
+    code, out, err = await tail
+    assert code == 0, err
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert [r["price"] for r in lines] == [150.0, 151.0]
+    assert all(r["symbol"] == "SOL/USDT" for r in lines)
+
+
+async def test_fiml_tail_says_when_the_gateway_is_not_there() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, _out, err = await fiml_tail("price", "SOL/USDT", "--gateway", f"ws://127.0.0.1:{port}")
+    assert code == 1
+    assert "cannot reach the gateway" in err
 
 
 async def test_ohlcv_snapshot_then_live(gw: str, feed: Feed) -> None:
