@@ -217,7 +217,13 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random cluster id as Kafka writes them (a base64url UUID) that does not start with
+    "-": the storage tool would take it for an option (one format in 64 failed so; Kafka's own
+    ``Uuid.randomUuid`` skips those too)."""
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not value.startswith("-"):
+            return value
 
 
 class LocalBroker:
