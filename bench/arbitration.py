@@ -167,7 +167,7 @@ def compute_alone(records: list[tuple[bytes | None, bytes, int, int]], passes: i
 
     best = float("inf")
     for _ in range(passes):
-        processor = Processor(ArbitrationSettings(), lambda symbol: None, lambda p: ())
+        processor = Processor(ArbitrationSettings())
         started = time.perf_counter()
         for i, (key, value, partition, offset) in enumerate(records):
             processor.process(TICKS, key, value, partition, offset)

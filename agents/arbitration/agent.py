@@ -52,17 +52,11 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
     source = app.topic(*kinds, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw")
 
-    def scan(partition: int) -> Iterable[bytes]:
-        return ()  # every state of a partition is in its mark
-
-    def load(symbol: str) -> bytes | None:
-        return None  # a symbol not in its partition's mark is new
-
     def load_mark(partition: int) -> bytes | None:
         value: bytes | None = table.data.get(mark_key(partition))
         return value
 
-    processor = Processor(settings, load, scan, load_mark)
+    processor = Processor(settings, load_mark)
     seen: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
 
     def caught_up_in(partition: int) -> Callable[[str], bool]:
@@ -173,8 +167,8 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
         for p in sorted(partitions):
             processor.release(p, caught_up_in(p))
         outputs = processor.drain()
-        # Delivery before the batch is acked: an error here stops the worker and the batch
-        # is consumed again after a restart (at least once).
+        # Delivered before the checkpoint acks the records: an error here stops the worker and
+        # they are consumed again after a restart (at least once).
         for partition, end in (await send_all(producer, outputs, out_names, ohlcv)).items():
             ohlcv_after[partition] = end
         checkpoint(due())

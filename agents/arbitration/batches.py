@@ -42,12 +42,11 @@ class BatchConsumer(faust_kafka.Consumer):
     """Records of ``batch_topics`` go to ``on_batch`` a fetch at a time; others as usual."""
 
     batch_topics: frozenset[str] = frozenset()
+    on_batch: BatchHandler | None = None
+    resume_at: ResumeAt | None = None
 
     def _new_consumer_thread(self) -> faust_kafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    on_batch: BatchHandler | None = None
-    resume_at: ResumeAt | None = None
 
     async def _drain_messages(self, fetcher: Any) -> None:
         on_batch = self.on_batch
@@ -76,8 +75,8 @@ class BatchConsumer(faust_kafka.Consumer):
                         continue
                     # The raw topics have no holes: a record past the next expected one
                     # means records were fetched and dropped. Faust's getmany drops the rest
-                    # of a fetch that a rebalance interrupts, and its commits can run ahead of
-                    # what was processed then (two workers lost ~100 records per rebalance,
+                    # of a fetch that a rebalance interrupts, and the consumer's position is
+                    # already past it (two workers lost ~100 records per rebalance,
                     # tests/integration). So after an assignment the first record must be the
                     # one the saved state expects (``resume_at``), and later ones follow
                     # without a hole; otherwise seek back once. A hole still there after that
@@ -115,6 +114,7 @@ class BatchConsumer(faust_kafka.Consumer):
                 return
             raise
 
+
 class _ConsumerThread(faust_kafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -134,8 +134,8 @@ def consume_in_batches(app: faust.App, topic: faust.TopicT, on_batch: BatchHandl
     """Subscribe ``app`` to ``topic`` and hand its records to ``on_batch``, a fetch at a time
     (call before the app starts); ``on_batch`` acks them when it has saved what they did.
     ``on_batch`` raising stops the worker: the records it had not acked are consumed again
-    after a restart. ``resume_at(topic, partition)`` tells
-    where the application's saved state ends, checked after every assignment."""
+    after a restart. ``resume_at(topic, partition)`` tells where the application's saved
+    state ends, checked after every assignment."""
     if not isinstance(app.transport, BatchTransport):
         app.transport = BatchTransport(app.conf.broker_consumer, app)
     consumer = app.consumer

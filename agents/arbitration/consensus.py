@@ -308,7 +308,11 @@ def consensus(
 
 
 def _median(pairs: list[tuple[float, float]]) -> float:
-    """``weighted_quantile(pairs, 0.5)``, sorting ``pairs`` in place (same arithmetic)."""
+    """``weighted_quantile(pairs, 0.5)``, sorting ``pairs`` in place (same arithmetic).
+
+    A copy of ``_quantiles`` for one quantile, as the vote walk in ``consensus`` is for three:
+    calling ``_quantiles`` instead cost 3.5 % (here) and 4.7 % (both) of a tick's
+    instructions (valgrind)."""
     pairs.sort()
     total = 0.0
     for _, w in pairs:

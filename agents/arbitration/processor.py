@@ -34,9 +34,11 @@ TICKS, TRADES = "fiml.raw.ticks", "fiml.raw.trades"
 #: (logical topic, key, value, partition, headers): partition None lets the producer choose.
 Output = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
 
-Loader = Callable[[str], bytes | None]
-Scanner = Callable[[int], Iterable[bytes]]
 MarkLoader = Callable[[int], bytes | None]
+
+
+def _parse(kind: str, value: bytes) -> RawTick | RawTrade:
+    return decode(RawTick, value) if kind == TICKS else decode(RawTrade, value)
 
 
 def _always(kind: str) -> bool:
@@ -56,15 +58,15 @@ class _Partition:
 class Processor:
     """Turns raw ticks and trades into prices, quotes, trades, candles and provider health.
 
-    ``load(symbol)`` returns a symbol's saved state (or None); ``scan(partition)`` returns every
-    saved state of a partition, used once when a partition is first seen so that its watermark
-    and its quiet symbols are known after a restart.
+    ``load_mark(partition)`` returns the partition's saved mark (or None), read once when a
+    partition is first seen: it holds every symbol state of the partition, so that the
+    watermark and the quiet symbols are known after a restart.
     """
 
-    def __init__(self, settings: ArbitrationSettings, load: Loader, scan: Scanner,
+    def __init__(self, settings: ArbitrationSettings,
                  load_mark: MarkLoader = lambda p: None) -> None:
         self.settings = settings
-        self._load, self._scan, self._load_mark = load, scan, load_mark
+        self._load_mark = load_mark
         self.marks: set[int] = set()  # partitions whose mark changed since it was last saved
         self._saved: dict[int, dict[str, bytes]] = {}  # partition -> symbol -> last state
         self._partitions: dict[int, _Partition] = {}
@@ -117,28 +119,23 @@ class Processor:
             part = self._partitions[partition] = _Partition(
                 fence=self._fences.pop(partition, {}))
             mark = self._load_mark(partition)
-            saved: Iterable[bytes] = self._scan(partition)
             if mark:
                 # the mark holds every symbol state of the partition: one record, so a crash
                 # never leaves some symbols of a batch saved and others not
                 _v, part.ohlcv_mark, queues, states = orjson.loads(mark)
                 part.merge = MergeQueues.from_list(queues)
-                saved = [orjson.dumps(x) for x in states]
-            for data in saved:
-                st = SymbolState.from_bytes(data)
-                part.symbols[st.symbol] = st
-                part.watermark = max(part.watermark, st.newest_ms)
+                for saved in states:
+                    st = SymbolState.from_bytes(orjson.dumps(saved))
+                    part.symbols[st.symbol] = st
+                    part.watermark = max(part.watermark, st.newest_ms)
             self._refresh_next_close(part)
         return part
 
     def _state(self, part: _Partition, partition: int, rec: RawTick | RawTrade) -> SymbolState:
         symbol = rec.symbol
         st = part.symbols.get(symbol)
-        if st is None:
-            data = self._load(symbol)
-            st = (SymbolState.from_bytes(data) if data
-                  else SymbolState(symbol, rec.asset_type.value, partition))
-            part.symbols[symbol] = st
+        if st is None:  # not in the partition's mark: new
+            st = part.symbols[symbol] = SymbolState(symbol, rec.asset_type.value, partition)
         return st
 
     # -- records ----------------------------------------------------------------------------
@@ -181,7 +178,7 @@ class Processor:
                 offset: int) -> RawTick | RawTrade | None:
         """The record, or None after sending it to the dead letters."""
         try:
-            return decode(RawTick, value) if kind == TICKS else decode(RawTrade, value)
+            return _parse(kind, value)
         except (DecodeError, ValueError, TypeError) as exc:
             self._dead(kind, key, value, partition, offset, exc)
             return None
@@ -198,8 +195,7 @@ class Processor:
                      value: bytes, record: object) -> None:
         """Apply one record the merge released (``record`` is None after a restart)."""
         try:
-            rec = record if record is not None else (
-                decode(RawTick, value) if kind == TICKS else decode(RawTrade, value))
+            rec = record if record is not None else _parse(kind, value)
             assert isinstance(rec, RawTick | RawTrade)
             st = self._state(part, partition, rec)
             if st.offsets.get(kind, -1) >= offset:

@@ -119,7 +119,7 @@ def reference(records: Iterable[tuple[str, Produced]],
               settings: ArbitrationSettings | None = None) -> dict[str, list[bytes]]:
     """The records through one pure processor, all admitted, then merged per partition: what a
     worker must produce, per logical output topic (in each partition's order)."""
-    proc = Processor(settings or ArbitrationSettings(), lambda s: None, lambda p: ())
+    proc = Processor(settings or ArbitrationSettings())
     out: dict[str, list[bytes]] = {}
     partitions = set()
     for kind, (partition, offset, value) in sorted(records, key=lambda r: (r[0], r[1][:2])):

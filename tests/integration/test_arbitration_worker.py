@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -22,6 +22,7 @@ from tests.integration.arbitration_support import (
     reference,
     tick_values,
 )
+from tests.integration.test_gateway import until
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +145,8 @@ async def test_two_workers_share_the_partitions(
         sent = await produce(kafka_bootstrap, TICKS, tick_values(ticks[:cut]))
         await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= 200, alive=one.alive)
         two.start()  # joins mid-stream: a rebalance hands it some of one's partitions
-        await until(lambda: len(assigned(two.output())) == 1, deadline_s=60)
+        await until(lambda: len(assigned(two.output())) == 1,
+                    "the second worker's first assignment", deadline=60)
         sent += await produce(kafka_bootstrap, TICKS, tick_values(ticks[cut:]))
         want = finals([orjson.loads(v)
                        for v in reference([(TICKS, s) for s in sent])["fiml.ohlcv"]])
@@ -172,9 +174,3 @@ def assigned(log: str) -> list[set[int]]:
     return [{int(p) for p in line.split(marker)[1].split(", ") if p.strip().isdigit()}
             for line in log.splitlines() if marker in line]
 
-
-async def until(condition: Callable[[], bool], deadline_s: float) -> None:
-    end = asyncio.get_running_loop().time() + deadline_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < end, "condition not met in time"
-        await asyncio.sleep(0.1)

@@ -46,7 +46,7 @@ def finals_1m(outputs: list[tuple[str, bytes | None, bytes, int | None, object]]
 
 def test_one_minute_candles_equal_binance_klines() -> None:
     trades = binance_trades()
-    proc = Processor(ArbitrationSettings(), lambda s: None, lambda p: ())
+    proc = Processor(ArbitrationSettings())
     outputs = []
     for offset, trade in enumerate(trades):
         proc.process(TRADES, b"XRP/ETH", encode(trade), 0, offset)

@@ -24,7 +24,7 @@ def prices() -> list[dict]:
               ProviderModel("charlie", noise_bps=2, every_ms=600, dark_from_ms=DARK_FROM,
                             dark_until_ms=DARK_UNTIL)]
     ticks, _ = synthetic_ticks(["BTC/USD"], models, START, 180_000)
-    proc = Processor(ArbitrationSettings(), lambda s: None, lambda p: ())
+    proc = Processor(ArbitrationSettings())
     for i, t in enumerate(ticks):
         proc.process(TICKS, None, encode(t), 0, i)
     return [orjson.loads(v) for topic, _k, v, _p, _h in proc.drain() if topic == "fiml.prices"]

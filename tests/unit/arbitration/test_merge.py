@@ -34,7 +34,7 @@ def records() -> list[tuple[str, int, bytes]]:
 def run(order: list[tuple[str, int, bytes]], chunk: int, hold: set[str]) -> list[bytes]:
     """Admit in ``order``, releasing every ``chunk`` records; the kinds in ``hold`` are not
     caught up until the end."""
-    proc = Processor(ArbitrationSettings(), lambda s: None, lambda p: ())
+    proc = Processor(ArbitrationSettings())
     for i, (kind, offset, value) in enumerate(order):
         proc.admit(kind, None, value, 0, offset)
         if i % chunk == 0:
@@ -102,6 +102,6 @@ def test_process_gives_what_admit_and_release_give() -> None:
         return (proc.drain(), proc.mark(0, None), proc.poison, proc.skipped, proc.late_ticks())
 
     def new() -> Processor:
-        return Processor(ArbitrationSettings(), lambda s: None, lambda p: ())
+        return Processor(ArbitrationSettings())
 
     assert feed(new(), True) == feed(new(), False)
