@@ -34,7 +34,10 @@ pytestmark = pytest.mark.integration
 
 DEADLINE = 20.0
 HOUR = 3_600_000
-T0 = 1_704_103_200_000  # 2024-01-01T10:00:00Z
+DAY = 24 * HOUR
+# Yesterday 10:00 UTC. Records are timestamped with their event time, so T0 must be inside the
+# topics' retention (7 days): the broker's retention check (every 5 min) deletes older ones.
+T0 = int(time.time() * 1000) // DAY * DAY - DAY + 10 * HOUR
 
 
 def price(symbol: str, value: float, t: int, asset: AssetType = AssetType.CRYPTO) -> PriceUpdate:
