@@ -55,14 +55,17 @@ class WorkerProcess:
             self.proc.wait(timeout=30)
 
     def stop(self) -> str:
-        """Terminate (SIGTERM, then SIGKILL after 60 s); the log so far."""
+        """Terminate (SIGTERM, then SIGKILL after 60 s); the log so far. The log's end is
+        printed too: pytest shows it with a failed test (a CI run keeps nothing else)."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.kill()
-        return self.output()
+        out = self.output()
+        print(f"--- the end of {self.log.name}:\n{out[-6000:]}")
+        return out
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

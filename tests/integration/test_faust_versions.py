@@ -75,3 +75,48 @@ async def test_faust_worker_updates_a_table_and_writes_output(
             worker.kill()
             out, _ = worker.communicate()
     assert b"Traceback" not in out, out.decode(errors="replace")[-3000:]
+
+
+async def test_a_fetch_returns_no_records_of_partitions_faust_has_paused(
+    kafka_bootstrap: str, make_topic
+) -> None:
+    """aiokafka's ``fetched_records`` reads an empty partition set as "every partition", and
+    Faust hands it its live set of active partitions, which a rebalance empties while the fetch
+    waits. ``OnlyThese`` (agents/arbitration/batches.py) makes an empty set mean none."""
+    from aiokafka import TopicPartition
+
+    from agents.arbitration.batches import OnlyThese
+
+    topic = await make_topic("fetch", partitions=2)
+    tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for tp in tps:
+            await producer.send_and_wait(topic, b"r", partition=tp.partition)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        fetcher = consumer._fetcher  # what Faust's consumer thread calls
+        everything = await fetcher.fetched_records(set(), timeout=20)
+        while len(everything) < 2:  # the hazard itself: an empty set took both partitions
+            more = await fetcher.fetched_records(set(), timeout=20)
+            assert more, "no records within 20 s"
+            everything.update(more)
+        assert set(everything) == set(tps)
+
+        await consumer.seek_to_beginning(*tps)
+        live: set[TopicPartition] = set()
+        assert await fetcher.fetched_records(OnlyThese(live), timeout=2) == {}
+        live.add(tps[0])
+        first = await fetcher.fetched_records(OnlyThese(live), timeout=20)
+        assert list(first) == [tps[0]]
+        live.add(tps[1])
+        second = await fetcher.fetched_records(OnlyThese(live), timeout=20)
+        assert list(second) == [tps[1]]  # kept back while paused, not lost
+    finally:
+        await consumer.stop()
