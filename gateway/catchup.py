@@ -12,12 +12,14 @@ replay_to``. The Kafka record timestamp only finds where to start and stop readi
 (``offsets_for_times``), widened by ``replay_margin_ms`` on both sides, because FIML's producers
 leave it to the producer's clock at send time (publication time, a little after the event time,
 or long after it for a stale provider quote). A record published more than the margin after its
-event time is outside a bounded replay's read window and is missed (docs/WEBSOCKET.md).
+event time is outside a bounded replay's read window and is missed (docs/WEBSOCKET.md). A
+replay whose start was deleted by retention is refused (REPLAY_ERROR), not shortened silently.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from gateway.channels import route
@@ -58,6 +60,7 @@ async def catch_up(
             margin = settings.replay_margin_ms
             if lo_ms is not None:
                 begin = await reader.offsets_at(max(0, lo_ms - margin))
+                _check_retained(sub.spec.topic, lo_ms, await reader.retained_from())
             else:
                 begin = dict(enumerate(starts or ()))
             if ends is not None:
@@ -118,3 +121,22 @@ async def catch_up(
         return
     sub.held = False
     conn.wake()
+
+
+def _check_retained(topic: str, lo_ms: int, first_ms: dict[int, int]) -> None:
+    """A replay from ``lo_ms`` must not start before a partition's oldest record left: the
+    deleted ones (Kafka timestamps up to that record's) may have been in the range, and a
+    replay that silently starts later would look complete.
+
+    Raises:
+        RangeReadError: naming the time from which the whole topic is retained.
+    """
+    late = {p: t for p, t in first_ms.items() if t > lo_ms}
+    if late:
+        since = max(late.values())
+        when = datetime.fromtimestamp(since / 1000, UTC).isoformat(timespec="milliseconds")
+        raise RangeReadError(
+            f"history of {topic} before {when.replace('+00:00', 'Z')} ({since}) was deleted "
+            f"by retention in partition(s) {', '.join(map(str, sorted(late)))}: replay from "
+            f"there or later"
+        )

@@ -70,6 +70,27 @@ class TopicReader:
             for tp, hit in found.items()
         }
 
+    async def retained_from(self) -> dict[int, int]:
+        """Per partition whose oldest records were deleted (retention, ``delete_records``): the
+        Kafka timestamp of its first record left. Partitions with nothing deleted, or nothing
+        left, are absent."""
+        begins = await self._consumer.beginning_offsets(self.partitions)
+        ends = await self._consumer.end_offsets(self.partitions)
+        cut = {tp for tp in self.partitions if 0 < begins[tp] < ends[tp]}
+        for tp in cut:
+            self._consumer.seek(tp, begins[tp])
+        first: dict[int, int] = {}
+        while cut:
+            batches = await self._consumer.getmany(*cut, timeout_ms=self._timeout_ms,
+                                                   max_records=len(cut))
+            if not batches:
+                raise RangeReadError(f"no progress reading {self._topic} within the timeout")
+            for tp, messages in batches.items():
+                if messages:
+                    first[tp.partition] = messages[0].timestamp
+                    cut.discard(tp)
+        return first
+
     async def read(
         self, starts: dict[int, int], ends: dict[int, int]
     ) -> AsyncIterator[list[Any]]:

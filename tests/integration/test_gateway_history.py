@@ -11,6 +11,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from schemas.topics import TOPICS, topic_name
 from tests.integration.test_gateway import (  # noqa: F401
     HOUR,
     T0,
@@ -111,6 +112,53 @@ async def test_replay_filters_on_event_time_not_publication_time(gw: str, feed: 
                 break
             got.extend(d["price"] for d in message["data"])
     assert got == [1.0, 2.0, 3.0, 4.0, 5.0, 60.0] and message["records"] == 6
+
+
+async def delete_everything(bootstrap: str, logical: str) -> None:
+    """What retention does, made deterministic: every record now on the topic is deleted."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+    name = topic_name(logical)
+    tps = [TopicPartition(name, p) for p in range(TOPICS[logical].partitions)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({tp: RecordsToDelete(end) for tp, end in ends.items() if end})
+    finally:
+        await admin.close()
+
+
+async def test_replay_from_before_the_retained_history_is_refused_plainly(
+    gw: str, feed: Feed, kafka_bootstrap: str
+) -> None:
+    await feed.send("fiml.prices", *[price("AVAX/USDT", 1.0 + i, T0 + i * 60_000)
+                                     for i in range(5)])
+    await delete_everything(kafka_bootstrap, "fiml.prices")
+    kept_from = T0 + 600_000
+    await feed.send("fiml.prices", *[price("AVAX/USDT", 10.0 + i, kept_from + i * 60_000)
+                                     for i in range(3)])
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        # Not an empty replay that looks complete: the start of the range is gone.
+        await subscribe(ws, stream_type="price", symbols=["AVAX/USDT"],
+                        replay_from=T0, replay_to=T0 + HOUR, subscription_id="gone")
+        refused = await recv_until(ws, is_type("error"))
+        assert refused["error_code"] == "REPLAY_ERROR" and refused["field"] == "replay_from"
+        assert f"({kept_from})" in refused["message"] and "retention" in refused["message"]
+        # From where the message says history starts, the replay is whole.
+        await subscribe(ws, stream_type="price", symbols=["AVAX/USDT"],
+                        replay_from=kept_from, replay_to=T0 + HOUR, subscription_id="kept")
+        got: list[float] = []
+        while (m := await recv_until(ws, lambda m: m["type"] in ("data", "replay_complete"))
+               )["type"] == "data":
+            got.extend(d["price"] for d in m["data"])
+        assert got == [10.0, 11.0, 12.0] and m["records"] == 3
 
 
 async def test_replay_then_live_for_candles_and_raw_ticks(gw: str, feed: Feed) -> None:
