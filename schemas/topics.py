@@ -59,7 +59,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("fiml.raw.trades", "canonical symbol", "RawTrade", PARTITIONS, RAW_RETENTION_MS),
         TopicSpec(
             "fiml.provider.health",
-            "provider id",
+            "provider id, or provider|symbol for arbitration's per-symbol measures",
             "ProviderHealth",
             1,
             -1,

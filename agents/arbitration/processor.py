@@ -27,7 +27,7 @@ from schemas.codec import decode, encode
 from schemas.errors import DecodeError
 from schemas.records import ProviderHealth, RawTick, RawTrade, TradeUpdate
 
-__all__ = ["TICKS", "TRADES", "Output", "Processor"]
+__all__ = ["TICKS", "TRADES", "Output", "Processor", "health_key"]
 
 TICKS, TRADES = "fiml.raw.ticks", "fiml.raw.trades"
 
@@ -39,6 +39,12 @@ MarkLoader = Callable[[int], bytes | None]
 
 def _parse(kind: str, value: bytes) -> RawTick | RawTrade:
     return decode(RawTick, value) if kind == TICKS else decode(RawTrade, value)
+
+
+def health_key(provider: str, symbol: str) -> bytes:
+    """The ``fiml.provider.health`` key of a per-symbol measure: ``provider|symbol``. The
+    ingestion agents' provider-wide records (up, down and why) are keyed by the id alone."""
+    return f"{provider}|{symbol}".encode()
 
 
 def _always(kind: str) -> bool:
@@ -362,11 +368,15 @@ class Processor:
         if state == stats.last_state and now - stats.last_health_ms < self.settings.health_every_ms:
             return
         stats.last_state, stats.last_health_ms = state, now
-        self.outputs.append(("fiml.provider.health", provider.encode(), encode(ProviderHealth(
+        record = ProviderHealth(
             provider=provider, state=state, symbol=st.symbol, event_time_ms=now,
             reliability=min(max(reliability, 0.0), 1.0),
             error_bps=stats.error_bps, staleness_ms=float(max(now - stats.last_time_ms, 0)),
-            ticks=stats.ticks, errors=stats.rejections)), 0, None))
+            ticks=stats.ticks, errors=stats.rejections)
+        # keyed per (provider, symbol): the topic is compacted, and under the provider alone
+        # only the last symbol's measure would survive
+        self.outputs.append(("fiml.provider.health", health_key(provider, st.symbol),
+                             encode(record), 0, None))
 
     def _candles(self, records: list[CandleRecord], st: SymbolState, partition: int) -> None:
         key = st.symbol.encode()

@@ -8,7 +8,7 @@ import statistics
 
 import orjson
 
-from agents.arbitration.processor import TICKS, Processor
+from agents.arbitration.processor import TICKS, Processor, health_key
 from agents.arbitration.settings import DEFAULT_STALE_MS, ArbitrationSettings
 from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
 from schemas.codec import encode
@@ -51,3 +51,21 @@ def test_a_dark_provider_fails_over_and_confidence_drops_and_recovers() -> None:
     assert all(p["price"] > 0 for p in out)  # nothing stopped: prices all along
     times = [p["event_time_ms"] for p in out]
     assert max(b - a for a, b in itertools.pairwise(times)) < 2_000
+
+
+def test_provider_health_is_kept_per_provider_and_symbol() -> None:
+    """``fiml.provider.health`` is compacted: what survives is the last record of each key, and
+    each (provider, symbol) measure must be among them."""
+    models = [ProviderModel("alpha", noise_bps=2, every_ms=500),
+              ProviderModel("bravo", noise_bps=2, every_ms=700)]
+    ticks, _ = synthetic_ticks(["BTC/USD", "ETH/USD"], models, START, 30_000)
+    proc = Processor(ArbitrationSettings())
+    for i, t in enumerate(ticks):
+        proc.process(TICKS, None, encode(t), 0, i)
+    compacted: dict[bytes, dict] = {}
+    for topic, key, value, _p, _h in proc.drain():
+        if topic == "fiml.provider.health":
+            compacted[key] = orjson.loads(value)  # what compaction keeps: the last per key
+    assert {(h["provider"], h["symbol"]) for h in compacted.values()} == {
+        (p, s) for p in ("alpha", "bravo") for s in ("BTC/USD", "ETH/USD")}
+    assert all(key == health_key(h["provider"], h["symbol"]) for key, h in compacted.items())
