@@ -21,6 +21,8 @@ async def read_candles(
 ) -> dict[str, Any]:
     """The latest revision of each ``interval`` candle of ``symbol`` whose window starts in
     ``[start, end)`` (default: the last 24 hours), oldest first, at most ``max_candles``.
+    ``retained_from`` is set when retention deleted the start of the range: candles before it
+    may be missing.
 
     Raises:
         HTTPException: 503 if the topic cannot be read, 422 if ``end <= start``.
@@ -39,6 +41,8 @@ async def read_candles(
             # revision of the windows wanted lies after offsets_at(start).
             begin = await reader.offsets_at(start)
             stop = await reader.end_offsets()
+            # Retention may have deleted the start of the range: say from when it is whole.
+            kept = [t for t in (await reader.retained_from()).values() if t > start]
             async for messages in reader.read(begin, stop):
                 for m in messages:
                     if m.key is not None and m.key.decode() != symbol:
@@ -64,5 +68,6 @@ async def read_candles(
         "start": start,
         "end": end,
         "truncated": len(ordered) > limit,
+        "retained_from": max(kept) if kept else None,
         "candles": [c.model_dump(mode="json") for c in ordered[:limit]],
     }

@@ -19,6 +19,7 @@ from tests.integration.test_gateway import (  # noqa: F401
     candle,
     feed,
     gw,
+    http_get,
     is_type,
     price,
     recv_until,
@@ -159,6 +160,23 @@ async def test_replay_from_before_the_retained_history_is_refused_plainly(
                )["type"] == "data":
             got.extend(d["price"] for d in m["data"])
         assert got == [10.0, 11.0, 12.0] and m["records"] == 3
+
+
+async def test_candles_over_deleted_history_say_from_when_they_are_whole(
+    gw: str, feed: Feed, kafka_bootstrap: str
+) -> None:
+    await feed.send("fiml.ohlcv", *[candle("NEAR/USDT", T0 + i * 60_000, 5.0 + i, final=True)
+                                    for i in range(3)])
+    await delete_everything(kafka_bootstrap, "fiml.ohlcv")
+    kept_from = T0 + 600_000
+    await feed.send("fiml.ohlcv", *[candle("NEAR/USDT", kept_from + i * 60_000, 10.0 + i,
+                                           final=True) for i in range(2)])
+    r = await http_get(gw, f"/ohlcv/NEAR_USDT?interval=1m&start={T0}&end={T0 + HOUR}")
+    assert r.status_code == 200, r.text
+    assert [c["close"] for c in r.json()["candles"]] == [10.0, 11.0]
+    assert r.json()["retained_from"] == kept_from  # the candles before it may be missing
+    r = await http_get(gw, f"/ohlcv/NEAR_USDT?interval=1m&start={kept_from}&end={T0 + HOUR}")
+    assert r.json()["retained_from"] is None and len(r.json()["candles"]) == 2
 
 
 async def test_replay_then_live_for_candles_and_raw_ticks(gw: str, feed: Feed) -> None:
