@@ -60,7 +60,7 @@ async def catch_up(
             margin = settings.replay_margin_ms
             if lo_ms is not None:
                 begin = await reader.offsets_at(max(0, lo_ms - margin))
-                _check_retained(sub.spec.topic, lo_ms, await reader.retained_from())
+                _check_retained(sub.spec.topic, await reader.deleted_after(lo_ms))
             else:
                 begin = dict(enumerate(starts or ()))
             if ends is not None:
@@ -123,15 +123,14 @@ async def catch_up(
     conn.wake()
 
 
-def _check_retained(topic: str, lo_ms: int, first_ms: dict[int, int]) -> None:
-    """A replay from ``lo_ms`` must not start before a partition's oldest record left: the
-    deleted ones (Kafka timestamps up to that record's) may have been in the range, and a
-    replay that silently starts later would look complete.
+def _check_retained(topic: str, late: dict[int, int]) -> None:
+    """A replay must not start before a partition's oldest record left (``late``: partition ->
+    that record's timestamp, ``TopicReader.deleted_after``): the deleted ones may have been in
+    the range, and a replay that silently starts later would look complete.
 
     Raises:
         RangeReadError: naming the time from which the whole topic is retained.
     """
-    late = {p: t for p, t in first_ms.items() if t > lo_ms}
     if late:
         since = max(late.values())
         when = datetime.fromtimestamp(since / 1000, UTC).isoformat(timespec="milliseconds")

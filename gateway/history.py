@@ -70,10 +70,11 @@ class TopicReader:
             for tp, hit in found.items()
         }
 
-    async def retained_from(self) -> dict[int, int]:
-        """Per partition whose oldest records were deleted (retention, ``delete_records``): the
-        Kafka timestamp of its first record left. Partitions with nothing deleted, or nothing
-        left, are absent."""
+    async def deleted_after(self, time_ms: int) -> dict[int, int]:
+        """The partitions that may have lost records stamped at or after ``time_ms``: their
+        oldest records were deleted (retention, ``delete_records``) and the first one left is
+        stamped later. For each, that first record's Kafka timestamp: the partition is whole
+        from there on. Partitions with nothing deleted, or nothing left, are not reported."""
         begins = await self._consumer.beginning_offsets(self.partitions)
         ends = await self._consumer.end_offsets(self.partitions)
         cut = {tp for tp in self.partitions if 0 < begins[tp] < ends[tp]}
@@ -89,7 +90,7 @@ class TopicReader:
                 if messages:
                     first[tp.partition] = messages[0].timestamp
                     cut.discard(tp)
-        return first
+        return {p: t for p, t in first.items() if t > time_ms}
 
     async def read(
         self, starts: dict[int, int], ends: dict[int, int]

@@ -42,7 +42,7 @@ async def read_candles(
             begin = await reader.offsets_at(start)
             stop = await reader.end_offsets()
             # Retention may have deleted the start of the range: say from when it is whole.
-            kept = [t for t in (await reader.retained_from()).values() if t > start]
+            late = await reader.deleted_after(start)
             async for messages in reader.read(begin, stop):
                 for m in messages:
                     if m.key is not None and m.key.decode() != symbol:
@@ -68,6 +68,6 @@ async def read_candles(
         "start": start,
         "end": end,
         "truncated": len(ordered) > limit,
-        "retained_from": max(kept) if kept else None,
+        "retained_from": max(late.values()) if late else None,
         "candles": [c.model_dump(mode="json") for c in ordered[:limit]],
     }
