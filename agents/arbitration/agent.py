@@ -3,11 +3,11 @@ whole fetched batches for speed.
 
 Per batch (one consumer fetch, ``batches.py``): every record goes through the ``Processor``;
 the outputs go out through a plain aiokafka producer (``send_batch``, a coroutine per
-topic-partition rather than per record) and their delivery is awaited; the batch is acked only
-when this returns, so an offset is never committed ahead of the outputs it produced. About once
-a second each changed partition's mark (its symbol states, merge queues and the ``fiml.ohlcv``
-offset the fence of a restarted worker starts from, ``fence.py``) is written to the table; a
-restarted worker resumes from its marks, whatever the committed offsets say (``batches.py``).
+topic-partition rather than per record) and their delivery is awaited. About once a second
+each changed partition's mark (its symbol states, merge queues and the ``fiml.ohlcv`` offset the
+fence of a restarted worker starts from, ``fence.py``) is written to the table, and only then
+are that partition's records acked: an offset is never committed ahead of the outputs and the
+state it produced. A restarted worker resumes from its marks (``batches.py``).
 """
 
 from __future__ import annotations
@@ -93,11 +93,14 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
     idle = asyncio.Event()  # no batch between its first record and its delivery
     idle.set()
 
+    def unsaved() -> set[int]:
+        """Partitions with a changed mark or records not yet acked."""
+        return processor.marks | unacked.keys()
+
     def due() -> set[int]:
-        """Partitions with something unsaved whose last mark is ``checkpoint_ms`` old."""
+        """Unsaved partitions whose last mark is ``checkpoint_ms`` old."""
         now, every = time.monotonic(), settings.checkpoint_ms / 1000
-        return {p for p in processor.marks | unacked.keys()
-                if now - saved_at.get(p, -math.inf) >= every}
+        return {p for p in unsaved() if now - saved_at.get(p, -math.inf) >= every}
 
     def checkpoint(partitions: Iterable[int]) -> None:
         now = time.monotonic()
@@ -122,7 +125,7 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
     async def _forget(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         revoked = {tp.partition for tp in args[0]}
         await idle.wait()  # the running batch finishes first, so its states are whole
-        checkpoint(revoked & (processor.marks | unacked.keys()))
+        checkpoint(revoked & unsaved())
         await app.producer.flush()  # the next owner's recovery reads these marks
         await app.consumer.commit()
         processor.forget(revoked)
@@ -182,7 +185,7 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
         # Faust flushes its producer after this signal. A batch cut short by the stop has
         # states ahead of its delivered outputs: not saved, its records come again.
         if idle.is_set():
-            checkpoint(processor.marks | unacked.keys())
+            checkpoint(unsaved())
         for producer in producers:
             await producer.stop()
 

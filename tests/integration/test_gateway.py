@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import socket
 import sys
@@ -125,10 +126,13 @@ async def running_gateway(
 
 
 async def until(condition: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
-    """Poll ``condition`` until truthy; fail naming ``what`` after ``deadline`` seconds."""
+    """Poll ``condition`` (a function, or a coroutine function) until truthy; fail naming
+    ``what`` after ``deadline`` seconds."""
     end = time.monotonic() + deadline
     while True:
         value = condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > end:
@@ -198,10 +202,7 @@ async def wait_cached(address: str, symbol_url: str, value: float) -> None:
         r = await http_get(address, f"/prices/{symbol_url}")
         return r.status_code == 200 and r.json()["price"] == value
 
-    end = time.monotonic() + DEADLINE
-    while not await _has():
-        assert time.monotonic() < end, f"price {value} of {symbol_url} never reached the hub"
-        await asyncio.sleep(0.05)
+    await until(_has, f"price {value} of {symbol_url} to reach the hub")
 
 
 # --- snapshot, live, seed compatibility ---------------------------------------------------
@@ -255,10 +256,11 @@ async def test_fiml_tail_prints_the_snapshot_then_live_records(gw: str, feed: Fe
     tail = asyncio.create_task(fiml_tail("price", "SOL/USDT", "--gateway", f"http://{gw}",
                                          "--json", "--count", "2", "--interval-ms", "100"))
     # the live price goes out once the tail has subscribed (and so had the snapshot)
-    end = time.monotonic() + DEADLINE
-    while (await http_get(gw, "/ws/connections")).json()["total_subscriptions"] < 1:
-        assert time.monotonic() < end and not tail.done(), "fiml tail never subscribed"
-        await asyncio.sleep(0.05)
+    async def subscribed() -> bool:
+        assert not tail.done(), "fiml tail exited before it subscribed"
+        return bool((await http_get(gw, "/ws/connections")).json()["total_subscriptions"])
+
+    await until(subscribed, "fiml tail to subscribe")
     await feed.send("fiml.prices", price("SOL/USDT", 151.0, T0 + 1))
     code, out, err = await tail
     assert code == 0, err

@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from schemas.topics import TOPICS, topic_name
 from tests.integration.test_gateway import (  # noqa: F401
     HOUR,
     T0,
@@ -117,17 +117,11 @@ async def test_replay_filters_on_event_time_not_publication_time(gw: str, feed: 
 
 async def delete_everything(bootstrap: str, logical: str) -> None:
     """What retention does, made deterministic: every record now on the topic is deleted."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-    name = topic_name(logical)
-    tps = [TopicPartition(name, p) for p in range(TOPICS[logical].partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
+    from agents.arbitration.rebuild import end_offsets
+
+    ends = await end_offsets(bootstrap, os.environ.get("FIML_TOPIC_PREFIX", ""), (logical,))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
