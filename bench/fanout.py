@@ -58,7 +58,8 @@ def sample_record(symbol: str, value: float) -> bytes:
     return encode(PriceUpdate(
         symbol=symbol, asset_type=AssetType.CRYPTO, price=value, confidence=0.93,
         band_low=value * 0.999, band_high=value * 1.001, providers_used=["sim-a", "sim-b"],
-        event_time_ms=time.time_ns() // 1_000_000, source_ticks=2,
+        event_time_ms=time.time_ns() // 1_000_000, source_ticks=2, provider="sim-a",
+        day_open=100.0,
     ))
 
 

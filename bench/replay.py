@@ -47,7 +47,8 @@ async def fill(bootstrap: str, topic: str, symbols: list[str], n: int, start_ms:
             price = 100.0 + (i % 97) * 0.01
             record = PriceUpdate(symbol=symbol, asset_type=AssetType.EQUITY, price=price,
                                  confidence=0.9, band_low=price - 0.01, band_high=price + 0.01,
-                                 providers_used=["a", "b"], event_time_ms=t, source_ticks=2)
+                                 providers_used=["a", "b"], event_time_ms=t, source_ticks=2,
+                                 provider="a", day_open=100.0)
             await producer.send(topic, encode(record), key=symbol.encode(), timestamp_ms=t)
         await producer.flush()
     finally:

@@ -1,25 +1,66 @@
-"""Minimal client: stream arbitrated prices from a running gateway (``fiml gateway``)."""
+#!/usr/bin/env python3
+"""Quick WebSocket demo: five price updates from a running gateway (``make demo``).
+
+The FIML seed's minimal client, unchanged in what it reads: the subscription ack, then data
+messages whose items carry ``symbol``, ``price``, ``change_percent`` and ``provider``
+(docs/WEBSOCKET.md, "Data items").
+
+    python examples/websocket_demo.py [ws://localhost:8000] [--updates 5]
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-import sys
 
 import websockets
 
 
-async def main(symbols: str = "BTC_USDT,ETH_USDT") -> None:
-    async with websockets.connect(f"ws://127.0.0.1:8000/ws/prices/{symbols}") as ws:
-        async for raw in ws:
-            message = json.loads(raw)
-            if message["type"] == "data":
-                for update in message["data"]:
-                    print(f"{update['symbol']}: {update['price']} "
-                          f"(confidence {update['confidence']:.2f})")
-            elif message["type"] == "error":
-                print("error:", message["message"])
+async def quick_demo(base: str, updates: int) -> None:
+    uri = f"{base}/ws/prices/AAPL,MSFT"
+    print(f"Connecting to {uri}...")
+    try:
+        async with websockets.connect(uri) as websocket:
+            print("Connected!\n")
+            # The first message is the subscription's acknowledgment.
+            ack = json.loads(await websocket.recv())
+            print("Subscription acknowledged:")
+            print(f"   Subscription ID: {ack['subscription_id']}")
+            print(f"   Symbols: {', '.join(ack['symbols'])}")
+            print(f"   Update interval: {ack['interval_ms']} ms\n")
+
+            print(f"Streaming data (receiving {updates} updates)...")
+            print("-" * 60)
+            count = 0
+            while count < updates:
+                data = json.loads(await websocket.recv())
+                if data["type"] == "data":
+                    count += 1
+                    print(f"\nUpdate #{count}:")
+                    for update in data["data"]:
+                        print(f"   {update['symbol']:6} | "
+                              f"Price: ${update['price']:>10.2f} | "
+                              f"Change: {update['change_percent']:>+6.2f}% | "
+                              f"Provider: {update['provider']}")
+                elif data["type"] == "heartbeat":
+                    print("   Heartbeat received")
+                elif data["type"] == "error":
+                    print(f"   Error: {data['message']}")
+                    break
+            print("\n" + "-" * 60)
+            print("Demo completed successfully!")
+    except OSError:
+        print("Connection refused. Is the gateway running? Start it with: make demo")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", nargs="?", default="ws://localhost:8000", help="gateway base URL")
+    parser.add_argument("--updates", type=int, default=5, help="data messages to read")
+    args = parser.parse_args()
+    asyncio.run(quick_demo(args.url.rstrip("/"), args.updates))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:2]))
+    main()

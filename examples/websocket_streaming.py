@@ -1,120 +1,220 @@
-"""Several streams on one connection, auto-reconnect with resume, and a small portfolio monitor.
+#!/usr/bin/env python3
+"""WebSocket streaming examples, in the shape of the FIML seed's: the same four behind its menu.
 
-Run a gateway (``fiml gateway`` or ``fiml up``), then::
+1. Simple price streaming (``/ws/prices/{symbols}``)
+2. Advanced multi-stream (prices and candles on one ``/ws/stream`` connection, then unsubscribe)
+3. Auto-reconnection (reconnects with backoff and resumes where it left off)
+4. Portfolio monitor (two price subscriptions, the portfolio's value as prices move)
 
-    python examples/websocket_streaming.py [ws://127.0.0.1:8000/ws/stream]
+Run a gateway (``make demo``), then::
 
-It subscribes to arbitrated prices of a portfolio (conflated, one message a second) and to
-1-minute candles of BTC/USDT, prints the portfolio's value as prices move, and survives a lost
-connection: it reconnects with backoff and asks to resume each subscription from the last
-``seq`` it saw, so nothing published meanwhile is missed. If the gateway cannot resume (it
-restarted, or we were away too long) it says so and subscribes afresh, with a snapshot.
+    python examples/websocket_streaming.py                       # the menu: 1-4 or all
+    python examples/websocket_streaming.py --example all --updates 5 --url ws://localhost:8000
+
+Every key read here is one of the seed's (docs/WEBSOCKET.md, "Data items"); example 3 also
+uses two documented extras, the data message's ``seq`` and a subscription's
+``subscription_id`` / ``resume_from``, so that a reconnect misses nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
-import sys
-from dataclasses import dataclass, field
+import uuid
+from datetime import datetime
 from typing import Any
 
 import websockets
 
-URL = "ws://127.0.0.1:8000/ws/stream"
-
-# What we hold: symbol -> quantity.
-PORTFOLIO = {"BTC/USDT": 0.5, "ETH/USDT": 4.0, "SOL/USDT": 30.0}
+URL = "ws://localhost:8000"
 
 
-@dataclass
-class Stream:
-    """One subscription we want to keep alive, and the last seq we received on it."""
-
-    id: str
-    request: dict[str, Any]
-    last_seq: int | None = None
-
-    def subscribe_message(self) -> str:
-        message = {"type": "subscribe", "subscription_id": self.id, **self.request}
-        if self.last_seq is not None:
-            message["resume_from"] = self.last_seq  # fill the gap since we lost the connection
-        return json.dumps(message)
+def when(iso: str) -> datetime:
+    """An ISO 8601 timestamp, parsed as the seed's clients do."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
 
-@dataclass
-class Monitor:
-    """Latest prices and candles; prints the portfolio's value when it changes."""
-
-    prices: dict[str, float] = field(default_factory=dict)
-
-    def on_price(self, update: dict[str, Any]) -> None:
-        self.prices[update["symbol"]] = update["price"]
-        if set(PORTFOLIO) <= set(self.prices):
-            value = sum(qty * self.prices[s] for s, qty in PORTFOLIO.items())
-            detail = ", ".join(f"{s} {self.prices[s]:,.2f}" for s in PORTFOLIO)
-            print(f"portfolio {value:,.2f}  ({detail}; confidence "
-                  f"{update['confidence']:.2f} on {update['symbol']})")
-
-    def on_candle(self, candle: dict[str, Any]) -> None:
-        state = "final" if candle["is_final"] else "open"
-        print(f"{candle['symbol']} 1m candle ({state}): O {candle['open']} H {candle['high']} "
-              f"L {candle['low']} C {candle['close']}")
-
-
-STREAMS = [
-    Stream("portfolio-prices", {"stream_type": "price", "symbols": list(PORTFOLIO),
-                                "interval_ms": 1000}),
-    Stream("btc-candles", {"stream_type": "ohlcv", "symbols": ["BTC/USDT"],
-                           "params": {"interval": "1m"}, "interval_ms": 1000}),
-]
+async def stream_prices_simple(base: str, updates: int) -> None:
+    """Simple example: the prices of three symbols on the ``/ws/prices/{symbols}`` shortcut."""
+    print("=== Simple Price Streaming ===\n")
+    uri = f"{base}/ws/prices/AAPL,GOOGL,MSFT"
+    async with websockets.connect(uri) as websocket:
+        print(f"Connected to {uri}")
+        ack = json.loads(await websocket.recv())
+        print(f"Subscribed: {ack['subscription_id']} {ack['symbols']} "
+              f"every {ack['interval_ms']} ms\n")
+        count = 0
+        while count < updates:
+            data = json.loads(await websocket.recv())
+            if data["type"] == "data":
+                count += 1
+                for update in data["data"]:
+                    print(f"[{update['timestamp']}] {update['symbol']}: "
+                          f"${update['price']:.2f} ({update['change_percent']:+.2f}%) "
+                          f"[{update['provider']}] confidence {update['confidence']:.2f}")
+            elif data["type"] == "heartbeat":
+                print(f"Heartbeat - {data['active_subscriptions']} active subscriptions")
 
 
-async def session(url: str, streams: dict[str, Stream], monitor: Monitor) -> None:
-    """One connection: (re)subscribe everything, then handle messages until it drops."""
-    async with websockets.connect(url) as ws:
-        for stream in streams.values():
-            await ws.send(stream.subscribe_message())
-        async for raw in ws:
-            message = json.loads(raw)
-            kind = message["type"]
-            stream = streams.get(message.get("subscription_id", ""))
-            if kind == "data" and stream is not None:
-                stream.last_seq = message["seq"]
-                handle = monitor.on_candle if message["stream_type"] == "ohlcv" else (
-                    monitor.on_price)
-                for record in message["data"]:
-                    handle(record)
-            elif kind == "subscription_ack":
-                resumed = message.get("resumed_from")
-                print(f"subscribed {message['subscription_id']}"
-                      + (f" (resumed after seq {resumed})" if resumed is not None else ""))
-            elif kind == "error" and message["error_code"] == "RESUME_UNAVAILABLE":
-                # Not resumable here: start that stream afresh (it gets a snapshot).
-                print(f"cannot resume: {message['message']}")
-                if stream is not None:
-                    stream.last_seq = None
-                    await ws.send(stream.subscribe_message())
-            elif kind == "error":
-                print(f"error {message['error_code']}: {message['message']}")
-            # heartbeats and unsubscribe acks need nothing
+async def stream_with_full_control(base: str, updates: int) -> None:
+    """Advanced example: two streams on one connection, each request answered by its ack."""
+    print("\n=== Advanced Streaming with Full Control ===\n")
+    uri = f"{base}/ws/stream"
+    async with websockets.connect(uri) as websocket:
+        print(f"Connected to {uri}")
+        await websocket.send(json.dumps({
+            "type": "subscribe", "stream_type": "price", "symbols": ["AAPL", "TSLA", "NVDA"],
+            "asset_type": "equity", "market": "US", "interval_ms": 2000, "data_type": "price",
+        }))
+        ack1 = json.loads(await websocket.recv())
+        print(f"Equity subscription created: {ack1['subscription_id']}")
+        await websocket.send(json.dumps({
+            "type": "subscribe", "stream_type": "ohlcv", "symbols": ["BTC/USDT"],
+            "asset_type": "crypto", "market": "CRYPTO", "interval_ms": 1000, "data_type": "ohlcv",
+        }))
+        ack2 = json.loads(await websocket.recv())
+        print(f"Crypto subscription created: {ack2['subscription_id']}\n")
+
+        print("Receiving updates from multiple streams:\n")
+        count = 0
+        while count < updates:
+            data = json.loads(await websocket.recv())
+            if data["type"] == "data":
+                count += 1
+                for update in data["data"]:
+                    if data["stream_type"] == "price":
+                        print(f"PRICE: {update['symbol']} = ${update['price']:.2f} "
+                              f"({update['change_percent']:+.2f}%, change {update['change']:+.2f})")
+                    else:
+                        state = "closed" if update["is_closed"] else "open"
+                        print(f"OHLCV: {update['symbol']} {when(update['timestamp']):%H:%M} "
+                              f"({state}) - O:{update['open']:.2f} H:{update['high']:.2f} "
+                              f"L:{update['low']:.2f} C:{update['close']:.2f} "
+                              f"V:{update['volume']:.2f}")
+            elif data["type"] == "heartbeat":
+                print("Heartbeat")
+            elif data["type"] == "error":
+                print(f"Error: {data['message']}")
+
+        print("\nUnsubscribing from the equity stream...")
+        await websocket.send(json.dumps({"type": "unsubscribe", "stream_type": "price",
+                                         "symbols": None}))  # every price subscription
+        unsub_ack = json.loads(await websocket.recv())
+        print(f"Unsubscribed: {unsub_ack['type']} {unsub_ack['subscription_id']}")
 
 
-async def main(url: str = URL) -> None:
-    streams = {s.id: s for s in STREAMS}
-    monitor = Monitor()
-    delay = 0.5
-    while True:
+async def stream_with_error_handling(base: str, updates: int) -> None:
+    """Robust example: reconnect with backoff and resume from the last message seen."""
+    print("\n=== Streaming with Auto-Reconnection ===\n")
+    uri = f"{base}/ws/stream"
+    request: dict[str, Any] = {"type": "subscribe", "stream_type": "price",
+                               "symbols": ["AAPL", "GOOGL"], "interval_ms": 1000,
+                               "subscription_id": f"reconnect-{uuid.uuid4().hex}"}
+    last_seq: int | None = None  # the last data message received (a documented extra)
+    count, delay, attempts = 0, 1.0, 0
+    while count < updates:
         try:
-            await session(url, streams, monitor)
-            delay = 0.5
+            attempts += 1
+            print(f"Connection attempt {attempts}")
+            async with websockets.connect(uri) as websocket:
+                resume = {} if last_seq is None else {"resume_from": last_seq}
+                await websocket.send(json.dumps({**request, **resume}))
+                ack = json.loads(await websocket.recv())
+                if ack["type"] == "error":  # cannot resume here: start afresh (with a snapshot)
+                    print(f"Cannot resume ({ack['error_code']}): subscribing afresh")
+                    last_seq = None
+                    continue
+                print(f"Connected, subscribed to: {', '.join(ack['symbols'])}\n")
+                delay = 1.0
+                while count < updates:
+                    try:
+                        data = json.loads(await asyncio.wait_for(websocket.recv(), timeout=60))
+                    except TimeoutError:
+                        print("No data received in 60 s, checking the connection...")
+                        await websocket.ping()
+                        continue
+                    if data["type"] == "data":
+                        count += 1
+                        last_seq = data["seq"]
+                        sent = when(data["timestamp"])
+                        for update in data["data"]:
+                            print(f"[{sent:%H:%M:%S}] {update['symbol']}: ${update['price']:.2f}")
         except (OSError, websockets.ConnectionClosed) as exc:
-            print(f"connection lost ({exc!r}); reconnecting in {delay:.1f} s")
-        await asyncio.sleep(delay)  # backoff before reconnecting
-        delay = min(delay * 2, 10.0)
+            print(f"Connection lost: {exc!r}; reconnecting in {delay:.0f} s")
+            await asyncio.sleep(delay)  # backoff before reconnecting
+            delay = min(delay * 2, 30.0)
+
+
+async def monitor_multiple_assets(base: str, updates: int) -> None:
+    """Practical example: a portfolio's prices and day change, from two subscriptions."""
+    print("\n=== Portfolio Monitoring ===\n")
+    portfolio = {"Tech Stocks": ["AAPL", "GOOGL", "MSFT", "NVDA"],
+                 "Crypto": ["BTC/USDT", "ETH/USDT"]}
+    async with websockets.connect(f"{base}/ws/stream") as websocket:
+        print("Starting portfolio monitor...\n")
+        for group, asset_type, market in (("Tech Stocks", "equity", "US"),
+                                          ("Crypto", "crypto", "CRYPTO")):
+            await websocket.send(json.dumps({
+                "type": "subscribe", "stream_type": "price", "symbols": portfolio[group],
+                "asset_type": asset_type, "market": market, "interval_ms": 1000,
+                "data_type": "price",
+            }))
+            ack = json.loads(await websocket.recv())
+            print(f"Monitoring {group.lower()}: {ack['symbols']}")
+        print()
+        prices: dict[str, float] = {}
+        count = 0
+        while count < updates:
+            data = json.loads(await websocket.recv())
+            if data["type"] != "data":
+                continue
+            count += 1
+            for update in data["data"]:
+                prices[update["symbol"]] = update["price"]
+                mark = "+" if update["change_percent"] >= 0 else "-"
+                volume = "" if update["volume"] is None else f" vol {update['volume']:.2f}"
+                print(f"{mark} {update['symbol']:10} ${update['price']:>10.2f} "
+                      f"({update['change_percent']:>+6.2f}%) [{update['provider']}]{volume}")
+            print(f"\nTracking {len(prices)} assets\n")
+
+
+EXAMPLES = {
+    "1": ("Simple Price Streaming", stream_prices_simple),
+    "2": ("Advanced Multi-Stream", stream_with_full_control),
+    "3": ("Auto-Reconnection", stream_with_error_handling),
+    "4": ("Portfolio Monitor", monitor_multiple_assets),
+}
+
+
+async def run(choice: str, base: str, updates: int) -> None:
+    chosen = list(EXAMPLES.values()) if choice == "all" else [EXAMPLES[choice]]
+    for name, example in chosen:
+        print(f"\n{'=' * 60}\nRunning: {name}\n{'=' * 60}\n")
+        await example(base, updates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="FIML Stream WebSocket streaming examples")
+    parser.add_argument("--url", default=URL, help="gateway base URL (default %(default)s)")
+    parser.add_argument("--example", choices=[*EXAMPLES, "all"], help="skip the menu")
+    parser.add_argument("--updates", type=int, default=20, help="data messages per example")
+    args = parser.parse_args()
+    print("=" * 60 + "\nFIML Stream WebSocket Streaming Examples\n" + "=" * 60)
+    print("\nMake sure the gateway is running: make demo\n")
+    choice = args.example
+    if choice is None:
+        print("Available examples:")
+        for key, (name, _) in EXAMPLES.items():
+            print(f"  {key}. {name}")
+        choice = input("\nSelect example (1-4, or 'all'): ").strip()
+        if choice not in EXAMPLES and choice != "all":
+            print("Invalid choice")
+            return
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends it
+        asyncio.run(run(choice, args.url.rstrip("/"), args.updates))
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends it
-        asyncio.run(main(*sys.argv[1:2]))
+    main()

@@ -110,7 +110,7 @@ async def catch_up(
                         await flush()
             await flush()
         if request is not None:
-            done = ReplayComplete(timestamp=now_ms(), subscription_id=sub.id, records=sent)
+            done = ReplayComplete(timestamp_ms=now_ms(), subscription_id=sub.id, records=sent)
             await conn.put_wait(encode(done), 0)
     except SlowClientError:
         return

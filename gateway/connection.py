@@ -94,7 +94,7 @@ class Connection:
         """Queue a heartbeat if one is due (the service's ticker calls this)."""
         if now >= self.next_beat:
             self.next_beat = now + self._settings.heartbeat_s
-            self.put(encode(Heartbeat(timestamp=now_ms(), active_subscriptions=len(self.subs))))
+            self.put(encode(Heartbeat(timestamp_ms=now_ms(), active_subscriptions=len(self.subs))))
 
     def fail(self, exc: BaseException) -> None:
         """Disconnect as too slow; frees the buffers at once, closes in the background."""

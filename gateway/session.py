@@ -122,16 +122,31 @@ class Session:
             live=request.replay_to is None,
         )
         positions = self._hub.positions(spec.topic)
+        now = self._clock()
         self._attach(sub)
         sub.start_at(positions)
+        sub.begin(now)
         self.conn.put(self._ack(sub, request.interval_ms, replay=replay))
         if replay:
             self._start_catch_up(sub, None, positions if sub.live else None, request)
         elif request.snapshot:
-            items = [p for p in map(self._hub.latest, spec.channels) if p is not None]
-            if items:
-                sub.take(self._clock())  # the snapshot counts as this interval's message
-                self.conn.put(self.conn.frame_for(sub, items, positions), len(items))
+            self._snapshot(sub, positions, now)
+
+    def _snapshot(self, sub: Subscription, positions: tuple[int, ...], now: float) -> None:
+        """The last value of each symbol. Conflated: pending like any update, so it is the
+        first data message, one interval after the ack (a newer live value of a symbol takes
+        its place). Real-time: sent at once, right after the ack."""
+        latest = [(c, p) for c in sub.spec.channels if (p := self._hub.latest(c)) is not None]
+        if not latest:
+            return
+        if sub.mode == "realtime":
+            sub.take(now)
+            items = [p for _, p in latest]
+            self.conn.put(self.conn.frame_for(sub, items, positions), len(items))
+            return
+        for channel, payload in latest:
+            sub.offer(channel, payload, now)
+        self.conn.wake()
 
     def _resume(self, request: SubscribeRequest) -> None:
         assert request.subscription_id is not None and request.resume_from is not None
@@ -175,7 +190,7 @@ class Session:
     ) -> bytes:
         return encode(
             SubscriptionAck(
-                timestamp=now_ms(),
+                timestamp_ms=now_ms(),
                 subscription_id=sub.id,
                 stream_type=sub.spec.stream_type,
                 symbols=list(sub.spec.symbols),
@@ -220,7 +235,7 @@ class Session:
                 "subscription_id",
             )
         self._detach(sub)
-        self.conn.put(encode(UnsubscribeAck(timestamp=now_ms(), subscription_id=sub.id)))
+        self.conn.put(encode(UnsubscribeAck(timestamp_ms=now_ms(), subscription_id=sub.id)))
 
     def unsubscribe_matching(self, request: UnsubscribeRequest) -> None:
         """The seed's form: end every subscription of ``request.stream_type`` whose symbols are
@@ -256,7 +271,7 @@ class Session:
             )
         for sub in matching:
             self._detach(sub)
-            self.conn.put(encode(UnsubscribeAck(timestamp=now_ms(), subscription_id=sub.id)))
+            self.conn.put(encode(UnsubscribeAck(timestamp_ms=now_ms(), subscription_id=sub.id)))
 
     def _detach(self, sub: Subscription) -> None:
         self._registry.remove(sub)

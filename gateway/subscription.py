@@ -117,6 +117,13 @@ class Subscription:
         self._queue = []
         self._queued = 0
 
+    def begin(self, now: float) -> None:
+        """The subscription was acknowledged at ``now``: in conflated mode its first data
+        message (the snapshot, or live updates) is due one interval later, never sooner. This
+        is the seed's order: a client that sends its next request right after an ack reads that
+        request's ack next, not data. Real-time mode sends as updates arrive."""
+        self._last_flush = now
+
     def due(self) -> float | None:
         """Monotonic time at which this subscription has something to send, or None."""
         if self.held or not (self._latest or self._queue):

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas import records
 from schemas.errors import DecodeError
+from schemas.times import iso_ms
 from schemas.topics import TOPICS
 
 __all__ = [
@@ -73,7 +74,7 @@ def data_frame(
     stream_type: str,
     subscription_id: str,
     items: Sequence[bytes],
-    timestamp: int,
+    timestamp_ms: int,
     seq: int,
 ) -> bytes:
     """A WebSocket ``data`` message (see ``schemas.protocol.DataMessage``) from encoded records.
@@ -90,10 +91,12 @@ def data_frame(
             orjson.dumps(subscription_id),
             b',"data":[',
             b",".join(items),
-            b'],"timestamp":',
-            str(int(timestamp)).encode(),
+            b'],"timestamp":"',
+            iso_ms(timestamp_ms).encode(),
+            b'","timestamp_ms":',
+            str(int(timestamp_ms)).encode(),
             b',"seq":',
             str(int(seq)).encode(),
-            b"}",
+            b',"metadata":{}}',
         )
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas import protocol, records
 
@@ -51,9 +51,14 @@ def _dumps(document: dict[str, Any]) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 
+def _mode(model: type[BaseModel]) -> JsonSchemaMode:
+    # What the gateway accepts from clients (validation), and what readers receive from
+    # topics and the gateway (serialization: every key is written, so every key is required).
+    return "validation" if model in CLIENT_MESSAGES else "serialization"
+
+
 def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
-    # Validation mode: the schema of what a consumer may receive and must accept.
-    return {"$schema": JSON_SCHEMA_DIALECT, **model.model_json_schema(mode="validation")}
+    return {"$schema": JSON_SCHEMA_DIALECT, **model.model_json_schema(mode=_mode(model))}
 
 
 def _message(model: type[BaseModel], summary: str) -> dict[str, Any]:
@@ -73,7 +78,7 @@ def asyncapi() -> dict[str, Any]:
     """
     protocol_models = CLIENT_MESSAGES + SERVER_MESSAGES
     _, top = models_json_schema(
-        [(m, "validation") for m in protocol_models],
+        [(m, _mode(m)) for m in protocol_models],
         ref_template="#/components/schemas/{model}",
     )
     summaries = {m.__name__: (m.__doc__ or m.__name__).strip().splitlines()[0] for m in MODELS}
@@ -96,7 +101,8 @@ def asyncapi() -> dict[str, Any]:
             "title": "FIML Stream WebSocket API",
             "version": "1.0.0",
             "description": "Confidence-scored prices, quotes, trades and candles over WebSocket; "
-            "compatible with the FIML seed protocol. Times are UTC epoch milliseconds.",
+            "compatible with the FIML seed protocol. Times are ISO 8601 UTC (`timestamp`) and "
+            "UTC epoch milliseconds (`timestamp_ms`, `event_time_ms`).",
         },
         "defaultContentType": "application/json",
         "servers": {"local": {"host": "localhost:8000", "protocol": "ws"}},

@@ -9,9 +9,8 @@ messages forbid unknown keys so the gateway cannot drift from the documented con
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 import orjson
 from pydantic import (
@@ -23,10 +22,12 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from schemas.errors import ProtocolError, summarize
 from schemas.records import (
+    IsoTime,
     OHLCVUpdate,
     PriceUpdate,
     QuoteUpdate,
@@ -34,6 +35,7 @@ from schemas.records import (
     RawTrade,
     TradeUpdate,
 )
+from schemas.times import MAX_EPOCH_MS, iso_ms, parse_iso_ms
 
 __all__ = [
     "MAX_SYMBOLS",
@@ -53,7 +55,6 @@ __all__ = [
 ]
 
 MAX_SYMBOLS = 50
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class StreamType(StrEnum):
@@ -82,21 +83,8 @@ class ErrorCode(StrEnum):
 
 
 def _to_epoch_ms(value: object) -> object:
-    """Epoch ms (int) or an ISO-8601 datetime with an offset -> epoch ms; else left to pydantic.
-
-    A datetime without an offset is refused rather than assumed UTC: guessing a time zone would
-    replay the wrong hours silently.
-    """
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError("expected epoch milliseconds or an ISO-8601 datetime") from None
-        if parsed.tzinfo is None:
-            raise ValueError("ISO-8601 datetime needs a UTC offset, e.g. 2024-01-01T00:00:00Z")
-        # Integer arithmetic: float timestamp() * 1000 can land one ms short. Sub-ms is floored.
-        return (parsed - _EPOCH) // timedelta(milliseconds=1)
-    return value
+    """Epoch ms (int) or an ISO-8601 datetime with an offset -> epoch ms; else left to pydantic."""
+    return parse_iso_ms(value) if isinstance(value, str) else value
 
 
 def _clean_symbols(symbols: list[str]) -> list[str]:
@@ -106,14 +94,19 @@ def _clean_symbols(symbols: list[str]) -> list[str]:
     return list(dict.fromkeys(cleaned))  # drop duplicates, keep the client's order
 
 
-EpochMsIn = Annotated[int, BeforeValidator(_to_epoch_ms), Field(strict=True, ge=0)]
+EpochMsIn = Annotated[
+    int, BeforeValidator(_to_epoch_ms), Field(strict=True, ge=0, le=MAX_EPOCH_MS)
+]
 Symbols = Annotated[
     list[Annotated[str, Field(max_length=64)]],
     Field(min_length=1, max_length=MAX_SYMBOLS),
     AfterValidator(_clean_symbols),
 ]
 # Declared in each server model (not the base) so that ``type`` comes first on the wire.
-Timestamp = Annotated[int, Field(strict=True, ge=0, description="server time, UTC epoch ms")]
+Timestamp = Annotated[IsoTime, Field(description="server time, ISO 8601 UTC (the seed's form)")]
+TimestampMs = Annotated[
+    int, Field(strict=True, ge=0, le=MAX_EPOCH_MS, description="server time, UTC epoch ms")
+]
 SubscriptionId = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -185,14 +178,40 @@ class UnsubscribeRequest(_Client):
 
 
 class _Server(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Every server message says when it was sent twice: ``timestamp`` (ISO 8601 with a ``Z``,
+    as the seed) and ``timestamp_ms`` (epoch ms, for machines). Build one with
+    ``timestamp_ms`` alone: ``timestamp`` is derived from it."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_serialization_defaults_required=True
+    )
+    if TYPE_CHECKING:  # declared by each message, after its ``type``
+        timestamp: str
+        timestamp_ms: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _iso_timestamp(cls, data: object) -> object:
+        if isinstance(data, dict) and "timestamp" not in data:
+            ms = data.get("timestamp_ms")
+            if isinstance(ms, int) and 0 <= ms <= MAX_EPOCH_MS:
+                return {**data, "timestamp": iso_ms(ms)}
+        return data
+
+    @model_validator(mode="after")
+    def _same_time(self) -> Self:
+        timestamp_ms: int = self.timestamp_ms
+        if self.timestamp != iso_ms(timestamp_ms):
+            raise ValueError("timestamp must be timestamp_ms as ISO 8601")
+        return self
 
 
 class SubscriptionAck(_Server):
     """Server -> client: a subscription was accepted (or resumed)."""
 
     type: Literal["subscription_ack"] = "subscription_ack"
-    timestamp: Timestamp
+    timestamp: Timestamp = ""  # a placeholder: always derived from timestamp_ms
+    timestamp_ms: TimestampMs
     subscription_id: str
     stream_type: StreamType
     symbols: list[str]
@@ -206,7 +225,8 @@ class UnsubscribeAck(_Server):
     """Server -> client: a subscription was ended."""
 
     type: Literal["unsubscribe_ack"] = "unsubscribe_ack"
-    timestamp: Timestamp
+    timestamp: Timestamp = ""  # a placeholder: always derived from timestamp_ms
+    timestamp_ms: TimestampMs
     subscription_id: str
 
 
@@ -218,15 +238,18 @@ class DataMessage(_Server):
     subscription_id: str
     #: Derived records, or raw provider ticks/trades for ``params: {"source": "raw"}``.
     data: list[PriceUpdate | QuoteUpdate | TradeUpdate | OHLCVUpdate | RawTick | RawTrade]
-    timestamp: Timestamp
+    timestamp: Timestamp = ""  # a placeholder: always derived from timestamp_ms
+    timestamp_ms: TimestampMs
     seq: int = Field(strict=True, ge=0, description="per-subscription sequence number")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="the seed's; empty")
 
 
 class Heartbeat(_Server):
     """Server -> client: the connection is alive (every 30 s by default)."""
 
     type: Literal["heartbeat"] = "heartbeat"
-    timestamp: Timestamp
+    timestamp: Timestamp = ""  # a placeholder: always derived from timestamp_ms
+    timestamp_ms: TimestampMs
     active_subscriptions: int = Field(ge=0)
 
 
@@ -234,7 +257,8 @@ class ErrorMessage(_Server):
     """Server -> client: a message was rejected or failed; the connection stays usable."""
 
     type: Literal["error"] = "error"
-    timestamp: Timestamp
+    timestamp: Timestamp = ""  # a placeholder: always derived from timestamp_ms
+    timestamp_ms: TimestampMs
     error_code: ErrorCode
     message: str
     field: str | None = None
@@ -242,11 +266,11 @@ class ErrorMessage(_Server):
 
     @classmethod
     def from_error(
-        cls, exc: ProtocolError, timestamp: int, subscription_id: str | None = None
+        cls, exc: ProtocolError, timestamp_ms: int, subscription_id: str | None = None
     ) -> ErrorMessage:
         """The message to send back for a rejected client message."""
         return cls(
-            timestamp=timestamp,
+            timestamp_ms=timestamp_ms,
             error_code=exc.code,
             message=exc.message,
             field=exc.field,
@@ -258,7 +282,8 @@ class ReplayComplete(_Server):
     """Server -> client: the requested history has been sent; live data may follow."""
 
     type: Literal["replay_complete"] = "replay_complete"
-    timestamp: Timestamp
+    timestamp: Timestamp = ""  # a placeholder: always derived from timestamp_ms
+    timestamp_ms: TimestampMs
     subscription_id: str
     records: int = Field(ge=0, description="records replayed")
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schemas.records import Interval
+from schemas.records import SCHEMA_VERSION, Interval
+from schemas.times import iso_ms
 
 __all__ = ["DEFAULT_INTERVALS", "Candle", "CandleRecord", "CandleSeries", "SymbolCandles"]
 
@@ -148,10 +149,11 @@ def _record(symbol: str, interval: Interval, c: Candle, final: bool) -> CandleRe
     # A plain dict with OHLCVUpdate's fields in declaration order: building a pydantic model per
     # candle cost more than everything else (20 us); tests decode these as OHLCVUpdate.
     return {
-        "v": 1, "symbol": symbol, "interval": interval.value, "window_start_ms": c.start,
-        "window_end_ms": c.start + _MS[interval], "open": c.open, "high": c.high, "low": c.low,
-        "close": c.close, "volume": c.volume, "trade_count": c.trades, "rev": rev,
-        "is_final": final, "event_time_ms": c.last_ms,
+        "v": SCHEMA_VERSION, "symbol": symbol, "interval": interval.value,
+        "window_start_ms": c.start, "window_end_ms": c.start + _MS[interval], "open": c.open,
+        "high": c.high, "low": c.low, "close": c.close, "volume": c.volume,
+        "trade_count": c.trades, "rev": rev, "is_final": final, "event_time_ms": c.last_ms,
+        "timestamp": iso_ms(c.start), "is_closed": final,
     }
 
 
@@ -199,6 +201,14 @@ class SymbolCandles:
 
     def close(self, symbol: str, watermark_ms: int, grace_ms: int) -> list[CandleRecord]:
         return [r for s in self.series for r in s.close(symbol, watermark_ms, grace_ms)]
+
+    def day(self, time_ms: int) -> Candle | None:
+        """The open 1d candle whose UTC day contains ``time_ms`` (None if there is none): the
+        reference of a price's ``change`` and ``volume``."""
+        for s in reversed(self.series):  # 1d is the last of the default intervals
+            if s.interval is Interval.D1:
+                return s.windows.get(time_ms - time_ms % s.ms)
+        return None
 
     def next_close_ms(self, grace_ms: int) -> int:
         """The watermark at which ``close`` will next return something (-1: never yet)."""

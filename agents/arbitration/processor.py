@@ -25,7 +25,15 @@ from agents.arbitration.state import SymbolState
 from agents.deadletter import deadletter_headers
 from schemas.codec import decode, encode
 from schemas.errors import DecodeError
-from schemas.records import ProviderHealth, RawTick, RawTrade, TradeUpdate
+from schemas.records import (
+    SCHEMA_VERSION,
+    ProviderHealth,
+    RawTick,
+    RawTrade,
+    TradeUpdate,
+    price_change,
+)
+from schemas.times import iso_ms
 
 __all__ = ["TICKS", "TRADES", "Output", "Processor", "health_key"]
 
@@ -330,12 +338,26 @@ class Processor:
                     errors[provider] = stats.error_bps
                     break
         st.candles.on_price(rec.event_time_ms, price)
+        # The seed's keys: change and volume against the symbol's UTC day (its 1d candle, so a
+        # client can check them), and the provider nearest the consensus.
+        day = st.candles.day(now) or st.candles.day(rec.event_time_ms)
+        day_open = day.open if day is not None else price
+        change, change_percent = price_change(price, day_open)
+        nearest, distance = used[0], float("inf")
+        for p in used:  # sorted by provider: ties go to the first name
+            d = abs(st.quotes[p].price - price)
+            if d < distance:
+                nearest, distance = p, d
         # orjson of a dict in PriceUpdate's field order: a model per tick costs ~20 us
         self.outputs.append(("fiml.prices", key, orjson.dumps({
-            "v": 1, "symbol": st.symbol, "asset_type": asset, "price": price,
+            "v": SCHEMA_VERSION, "symbol": st.symbol, "asset_type": asset, "price": price,
             "confidence": confidence, "band_low": band_low, "band_high": band_high,
             "providers_used": used, "providers_rejected": rejected, "flags": flags,
-            "event_time_ms": now, "source_ticks": len(used) + len(rejected)}), partition, None))
+            "event_time_ms": now, "source_ticks": len(used) + len(rejected),
+            "timestamp": iso_ms(now), "provider": nearest, "day_open": day_open,
+            "change": change, "change_percent": change_percent,
+            "volume": day.volume if day is not None and day.trades else None,
+        }), partition, None))
         self._quote(st, used, key, partition)
         self._health(st, provider, stats, stale_ms, reliability[provider])
 
@@ -355,10 +377,11 @@ class Processor:
         if len(bids) > 1:
             bids.sort()
             asks.sort()
+        bid, ask = bids[(len(bids) - 1) // 2], asks[(len(asks) - 1) // 2]
         self.outputs.append(("fiml.quotes", key, orjson.dumps({
-            "v": 1, "symbol": st.symbol, "bid": bids[(len(bids) - 1) // 2],
-            "ask": asks[(len(asks) - 1) // 2], "bid_size": None, "ask_size": None,
-            "providers": providers, "event_time_ms": st.newest_ms}), partition, None))
+            "v": SCHEMA_VERSION, "symbol": st.symbol, "bid": bid, "ask": ask, "bid_size": None,
+            "ask_size": None, "providers": providers, "event_time_ms": st.newest_ms,
+            "spread": ask - bid, "timestamp": iso_ms(st.newest_ms)}), partition, None))
 
     def _health(self, st: SymbolState, provider: str, stats: ProviderStats, stale: int,
                 reliability: float) -> None:

@@ -27,6 +27,8 @@ from schemas.records import RawTick
 
 __all__ = ["AlphaVantageProvider", "check_body", "exchange_rate_to_tick", "global_quote_to_tick"]
 
+#: The provider id in records: the FIML seed's name for Alpha Vantage.
+PROVIDER_ID = "alpha_vantage"
 BASE_URL = "https://www.alphavantage.co"
 FREE_PLAN_PER_MINUTE = 5
 
@@ -49,7 +51,7 @@ def check_body(body: Any) -> Mapping[str, Any]:
 
 def global_quote_to_tick(
     body: Mapping[str, Any], *, symbol: str, seq: int, ingest_time_ms: int,
-    provider: str = "alphavantage",
+    provider: str = PROVIDER_ID,
 ) -> RawTick:  # fmt: skip
     """A ``GLOBAL_QUOTE`` response as a ``RawTick`` (event time = receive time).
 
@@ -73,7 +75,7 @@ def global_quote_to_tick(
 
 def exchange_rate_to_tick(
     body: Mapping[str, Any], *, symbol: str, seq: int, ingest_time_ms: int,
-    provider: str = "alphavantage",
+    provider: str = PROVIDER_ID,
 ) -> RawTick:  # fmt: skip
     """A ``CURRENCY_EXCHANGE_RATE`` response as a ``RawTick``; its ``6. Last Refreshed`` (in the
     ``7. Time Zone`` given, UTC in practice) is the event time.
@@ -128,7 +130,7 @@ class AlphaVantageProvider(HttpQuoteProvider):
         config = config or PollingConfig(interval=interval)
         config.limiter = config.limiter or TokenBucket(per_minute, 60.0, burst=1)
         super().__init__(
-            "alphavantage", canonical, base_url=os.environ.get("ALPHAVANTAGE_BASE_URL", BASE_URL),
+            PROVIDER_ID, canonical, base_url=os.environ.get("ALPHAVANTAGE_BASE_URL", BASE_URL),
             config=config, transport=transport, clock=clock, max_cycles=max_cycles,
         )  # fmt: skip
 

@@ -116,7 +116,7 @@ class CcxtProvider(PollingProvider):
         canonical = [sym.normalize(s) for s in symbols]
         for s in canonical:
             sym.to_ccxt(s)  # refuse non-crypto symbols now, with the reason
-        super().__init__(f"ccxt:{exchange_id}", canonical, config, clock)
+        super().__init__(f"ccxt_{exchange_id}", canonical, config, clock)  # the seed's id
         self.exchange_id = exchange_id
         self.mode = mode
         self.trades_enabled = trades

@@ -24,13 +24,15 @@ from schemas.records import RawTick
 
 __all__ = ["FmpProvider", "quote_to_tick"]
 
+#: The provider id in records (the FIML seed's).
+PROVIDER_ID = "fmp"
 BASE_URL = "https://financialmodelingprep.com"
 QUOTE_PATH = "/stable/quote"
 FREE_PLAN_PER_MINUTE = 10
 
 
 def quote_to_tick(
-    body: Any, *, symbol: str, seq: int, ingest_time_ms: int, provider: str = "fmp"
+    body: Any, *, symbol: str, seq: int, ingest_time_ms: int, provider: str = PROVIDER_ID
 ) -> RawTick:
     """The first quote of an FMP ``quote`` response as a ``RawTick``.
 
@@ -83,8 +85,8 @@ class FmpProvider(HttpQuoteProvider):
         config = config or PollingConfig(interval=interval)
         config.limiter = config.limiter or TokenBucket(per_minute, 60.0, burst=2)
         super().__init__(
-            "fmp", canonical, base_url=os.environ.get("FMP_BASE_URL", BASE_URL), config=config,
-            transport=transport, clock=clock, max_cycles=max_cycles,
+            PROVIDER_ID, canonical, base_url=os.environ.get("FMP_BASE_URL", BASE_URL),
+            config=config, transport=transport, clock=clock, max_cycles=max_cycles,
         )  # fmt: skip
 
     async def _fetch(self, symbol: str) -> list[Event]:

@@ -23,6 +23,9 @@ from schemas.records import RawTick
 
 __all__ = ["YFinanceProvider", "info_to_tick"]
 
+#: The provider id in records: the FIML seed's name for Yahoo Finance.
+PROVIDER_ID = "yahoo_finance"
+
 Fetcher = Callable[[str], Mapping[str, Any]]
 
 
@@ -33,7 +36,7 @@ def _positive(value: Any) -> float | None:
 
 def info_to_tick(
     info: Mapping[str, Any], *, symbol: str, seq: int, ingest_time_ms: int,
-    provider: str = "yfinance",
+    provider: str = PROVIDER_ID,
 ) -> RawTick:  # fmt: skip
     """A Yahoo quote (``Ticker.info``) as a ``RawTick`` of canonical ``symbol``.
 
@@ -91,7 +94,7 @@ class YFinanceProvider(PollingProvider):
         self.tickers = {s: sym.to_yfinance(s) for s in canonical}
         config = config or PollingConfig(interval=interval)
         config.limiter = config.limiter or TokenBucket(per_minute, 60.0, burst=len(canonical))
-        super().__init__("yfinance", canonical, config, clock, max_cycles)
+        super().__init__(PROVIDER_ID, canonical, config, clock, max_cycles)
         self.fetcher = fetcher
 
     async def _fetch(self, symbol: str) -> list[Event]:

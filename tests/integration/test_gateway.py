@@ -45,7 +45,7 @@ def price(symbol: str, value: float, t: int, asset: AssetType = AssetType.CRYPTO
     return PriceUpdate(
         symbol=symbol, asset_type=asset, price=value, confidence=0.9,
         band_low=value * 0.999, band_high=value * 1.001, providers_used=["sim-a", "sim-b"],
-        event_time_ms=t, source_ticks=2,
+        event_time_ms=t, source_ticks=2, provider="sim-a", day_open=value,
     )
 
 
@@ -255,12 +255,14 @@ async def test_fiml_tail_prints_the_snapshot_then_live_records(gw: str, feed: Fe
     await wait_cached(gw, "SOL_USDT", 150.0)
     tail = asyncio.create_task(fiml_tail("price", "SOL/USDT", "--gateway", f"http://{gw}",
                                          "--json", "--count", "2", "--interval-ms", "100"))
-    # the live price goes out once the tail has subscribed (and so had the snapshot)
-    async def subscribed() -> bool:
+    # the live price goes out once the tail has had the snapshot (its first data message, one
+    # interval after the ack: a live price before it would take the snapshot's place)
+    async def had_snapshot() -> bool:
         assert not tail.done(), "fiml tail exited before it subscribed"
-        return bool((await http_get(gw, "/ws/connections")).json()["total_subscriptions"])
+        status = (await http_get(gw, "/ws/connections?details=true")).json()
+        return any(s["seq"] >= 1 for c in status["connections"] for s in c["subscriptions"])
 
-    await until(subscribed, "fiml tail to subscribe")
+    await until(had_snapshot, "fiml tail to get the snapshot")
     await feed.send("fiml.prices", price("SOL/USDT", 151.0, T0 + 1))
     code, out, err = await tail
     assert code == 0, err

@@ -100,7 +100,7 @@ async def test_offline_ccxt_reports_down_while_simulator_keeps_producing(
     assert ccxt_provider.state.value == "stopped"
     health = await read_all(kafka_bootstrap, topic_name("fiml.provider.health"), 1)
     states = [decode(ProviderHealth, r.value) for r in health]
-    down = [h for h in states if h.provider == "ccxt:binance" and h.state == "down"]
+    down = [h for h in states if h.provider == "ccxt_binance" and h.state == "down"]
     assert down, states
     reason = down[0].reason or ""
     assert "unreachable" in reason and "BTC/USDT" in reason

@@ -52,7 +52,8 @@ def test_bad_targets_name_the_problem(fields: dict[str, object], code: str, fiel
 def test_route_gives_the_channel_a_subscription_lists() -> None:
     price = encode(PriceUpdate(symbol="BTC/USDT", asset_type=AssetType.CRYPTO, price=100.0,
                                confidence=0.9, band_low=99.0, band_high=101.0,
-                               providers_used=["a"], event_time_ms=1, source_ticks=1))
+                               providers_used=["a"], event_time_ms=1, source_ticks=1,
+                               provider="a", day_open=100.0))
     (channel, record) = route("fiml.prices", price)
     spec = resolve(req(stream_type="price", symbols=["BTC/USDT"]), LIVE)
     assert channel in spec.channels and record["event_time_ms"] == 1

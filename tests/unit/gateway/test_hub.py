@@ -40,6 +40,7 @@ def price(symbol: str, value: float) -> bytes:
     return encode(PriceUpdate(
         symbol=symbol, asset_type=AssetType.CRYPTO, price=value, confidence=0.9,
         band_low=value, band_high=value, providers_used=["a"], event_time_ms=1, source_ticks=1,
+        provider="a", day_open=value,
     ))
 
 

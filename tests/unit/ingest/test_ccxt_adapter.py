@@ -64,7 +64,7 @@ def test_ticker_matches_ccxt_parsed_response(exchange: str) -> None:
         assert parsed[field] == expected[field], field
     symbol = expected["symbol"]
     tick = ticker_to_tick(
-        parsed, provider=f"ccxt:{exchange}", symbol=symbol, seq=7, ingest_time_ms=99
+        parsed, provider=f"ccxt_{exchange}", symbol=symbol, seq=7, ingest_time_ms=99
     )
     assert tick.symbol == symbol and tick.asset_type is AssetType.CRYPTO
     assert (tick.price, tick.bid, tick.ask) == (expected["last"], expected["bid"], expected["ask"])
@@ -200,7 +200,7 @@ async def test_streaming_path_on_a_fake_exchange() -> None:
     ticks = [e for e in events if isinstance(e, RawTick)]
     assert [t.price for t in ticks] == [ticker["last"], ticker["last"] + 1]
     assert [t.event_time_ms for t in ticks] == [ticker["timestamp"], ticker["timestamp"] + 1_000]
-    assert all(t.provider == "ccxt:binance" and t.symbol == "BTC/USDT" for t in ticks)
+    assert all(t.provider == "ccxt_binance" and t.symbol == "BTC/USDT" for t in ticks)
     (trade,) = [e for e in events if isinstance(e, RawTrade)]
     assert (trade.trade_id, trade.price, trade.side) == (
         trades[0]["id"], trades[0]["price"], trades[0]["side"],

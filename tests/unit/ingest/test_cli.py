@@ -29,7 +29,7 @@ def test_sim() -> None:
 def test_ccxt_by_exchange_id() -> None:
     provider = build_provider("ccxt:kraken", ["BTC/USDT"])
     assert isinstance(provider, CcxtProvider)
-    assert (provider.name, provider.exchange_id) == ("ccxt:kraken", "kraken")
+    assert (provider.name, provider.exchange_id) == ("ccxt_kraken", "kraken")
 
 
 def test_yfinance() -> None:

@@ -27,11 +27,12 @@ from schemas.records import (
     RawTrade,
     TradeUpdate,
 )
+from schemas.times import MAX_EPOCH_MS
 
 # Full float range: subnormals and huge values must survive JSON unchanged too.
 prices = st.floats(min_value=0, exclude_min=True, allow_nan=False, allow_infinity=False)
 sizes = st.floats(min_value=0, allow_nan=False, allow_infinity=False)
-times = st.integers(min_value=0, max_value=2**63 - 1)
+times = st.integers(min_value=0, max_value=MAX_EPOCH_MS)
 counts = st.integers(min_value=0, max_value=2**63 - 1)
 names = st.text(min_size=1, max_size=64)
 unit = st.floats(min_value=0, max_value=1)
@@ -51,6 +52,12 @@ def _raw(**extra: Any) -> dict[str, Any]:
         seq=counts,
         **extra,
     )
+
+
+def _plain(cls: Any) -> Any:
+    """``cls`` behind a plain function, so that ``st.builds`` infers no field: the seed's keys
+    (``timestamp``, ``spread``, ``quantity`` ...) are derived by the model."""
+    return lambda **fields: cls(**fields)
 
 
 raw_ticks = st.builds(
@@ -82,6 +89,7 @@ provider_health = st.builds(
 @st.composite
 def price_updates(draw: st.DrawFn) -> PriceUpdate:
     low, mid, high = sorted(draw(st.lists(prices, min_size=3, max_size=3)))
+    used = draw(st.lists(names, min_size=1, max_size=5))
     return PriceUpdate(
         symbol=draw(names),
         asset_type=draw(st.sampled_from(AssetType)),
@@ -89,16 +97,20 @@ def price_updates(draw: st.DrawFn) -> PriceUpdate:
         confidence=draw(unit),
         band_low=low,
         band_high=high,
-        providers_used=draw(name_lists),
+        providers_used=used,
         providers_rejected=draw(name_lists),
         flags=draw(name_lists),
         event_time_ms=draw(times),
         source_ticks=draw(counts),
+        provider=draw(st.sampled_from(used)),
+        # within a factor of two: prices of one symbol in one day are never 1e300 apart
+        day_open=mid if mid < 1e-300 else draw(st.floats(mid / 2, mid)),
+        volume=draw(st.none() | sizes),
     )
 
 
 quote_updates = st.builds(
-    QuoteUpdate,
+    _plain(QuoteUpdate),
     symbol=names,
     bid=prices,
     ask=prices,
@@ -108,7 +120,7 @@ quote_updates = st.builds(
     event_time_ms=times,
 )
 trade_updates = st.builds(
-    TradeUpdate,
+    _plain(TradeUpdate),
     symbol=names,
     trade_id=names,
     price=prices,
@@ -122,7 +134,7 @@ trade_updates = st.builds(
 @st.composite
 def ohlcv_updates(draw: st.DrawFn) -> OHLCVUpdate:
     interval = draw(st.sampled_from(Interval))
-    start = draw(st.integers(0, 2**40)) * interval.ms
+    start = draw(st.integers(0, MAX_EPOCH_MS // interval.ms - 1)) * interval.ms
     o, c, x, y = draw(st.lists(prices, min_size=4, max_size=4))
     return OHLCVUpdate(
         symbol=draw(names),
@@ -156,8 +168,8 @@ stream_types = st.sampled_from(StreamType)
 
 SERVER_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "SubscriptionAck": st.builds(
-        SubscriptionAck,
-        timestamp=times,
+        _plain(SubscriptionAck),
+        timestamp_ms=times,
         subscription_id=names,
         stream_type=stream_types,
         symbols=name_lists,
@@ -166,25 +178,25 @@ SERVER_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         replay=st.booleans(),
         resumed_from=st.none() | counts,
     ),
-    "UnsubscribeAck": st.builds(UnsubscribeAck, timestamp=times, subscription_id=names),
+    "UnsubscribeAck": st.builds(_plain(UnsubscribeAck), timestamp_ms=times, subscription_id=names),
     "DataMessage": st.builds(
-        DataMessage,
-        timestamp=times,
+        _plain(DataMessage),
+        timestamp_ms=times,
         stream_type=stream_types,
         subscription_id=names,
         data=st.lists(derived, max_size=4),
         seq=counts,
     ),
-    "Heartbeat": st.builds(Heartbeat, timestamp=times, active_subscriptions=counts),
+    "Heartbeat": st.builds(_plain(Heartbeat), timestamp_ms=times, active_subscriptions=counts),
     "ErrorMessage": st.builds(
-        ErrorMessage,
-        timestamp=times,
+        _plain(ErrorMessage),
+        timestamp_ms=times,
         error_code=st.sampled_from(ErrorCode),
         message=st.text(),
         field=st.none() | names,
         subscription_id=st.none() | names,
     ),
     "ReplayComplete": st.builds(
-        ReplayComplete, timestamp=times, subscription_id=names, records=counts
+        _plain(ReplayComplete), timestamp_ms=times, subscription_id=names, records=counts
     ),
 }

@@ -13,7 +13,8 @@ from pydantic import BaseModel
 from schemas.codec import RECORD_TYPES, data_frame, decode, encode, encode_many
 from schemas.errors import DecodeError, SchemaError
 from schemas.protocol import DataMessage, StreamType
-from schemas.records import PriceUpdate, RawTick
+from schemas.records import SCHEMA_VERSION, PriceUpdate, RawTick
+from schemas.times import MAX_EPOCH_MS
 from schemas.topics import TOPICS
 from tests.unit.schemas.strategies import RECORD_STRATEGIES, SERVER_STRATEGIES, derived
 
@@ -35,12 +36,13 @@ def test_round_trip(name: str, data: st.DataObject) -> None:
 def test_floats_keep_every_digit() -> None:
     update = PriceUpdate(
         symbol="X", asset_type="crypto", price=0.1 + 0.2, confidence=1.0, band_low=5e-324,
-        band_high=1.7976931348623157e308, providers_used=[], event_time_ms=0, source_ticks=0,
+        band_high=1.7976931348623157e308, providers_used=["a"], event_time_ms=0, source_ticks=0,
+        provider="a", day_open=0.3,
     )  # fmt: skip
     body = orjson.loads(encode(update))
     assert body["price"] == 0.30000000000000004
     assert body["band_low"] == 5e-324 and body["band_high"] == 1.7976931348623157e308
-    assert body["v"] == 1
+    assert body["v"] == SCHEMA_VERSION == 2
 
 
 TICK = (
@@ -103,7 +105,7 @@ def test_record_types_follow_the_topic_registry() -> None:
     items=st.lists(derived, max_size=5),
     stream_type=st.sampled_from(StreamType),
     subscription_id=st.text(min_size=1),
-    timestamp=st.integers(0, 2**63 - 1),
+    timestamp=st.integers(0, MAX_EPOCH_MS),
     seq=st.integers(0, 2**63 - 1),
 )
 def test_data_frame_matches_the_model(
@@ -112,7 +114,7 @@ def test_data_frame_matches_the_model(
     frame = data_frame(stream_type, subscription_id, encode_many(items), timestamp, seq)
     model = DataMessage(
         stream_type=stream_type, subscription_id=subscription_id, data=items,
-        timestamp=timestamp, seq=seq,
+        timestamp_ms=timestamp, seq=seq,
     )  # fmt: skip
     assert decode(DataMessage, frame) == model
     assert frame == encode(model)  # byte-identical: clients cannot tell the paths apart

@@ -158,7 +158,7 @@ def test_resume_and_realtime() -> None:
 
 def test_error_message_from_protocol_error() -> None:
     error = rejected(sub(interval_ms=99))
-    message = ErrorMessage.from_error(error, timestamp=5, subscription_id="s1")
+    message = ErrorMessage.from_error(error, timestamp_ms=5, subscription_id="s1")
     body = orjson.loads(message.model_dump_json())
     assert body["type"] == "error" and body["error_code"] == "SUBSCRIPTION_ERROR"
     assert body["field"] == "interval_ms" and body["subscription_id"] == "s1"
@@ -186,5 +186,5 @@ def test_data_message_admits_raw_ticks_and_trades() -> None:
                      asset_type=AssetType.CRYPTO, trade_id="t1", price=1.5, amount=2.0,
                      event_time_ms=1, ingest_time_ms=2, seq=4)
     raw = DataMessage(stream_type=StreamType.PRICE, subscription_id="s", data=[tick, trade],
-                      timestamp=5, seq=1).model_dump_json()
+                      timestamp_ms=5, seq=1).model_dump_json()
     assert DataMessage.model_validate_json(raw).data == [tick, trade]

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas.records import AssetType, Interval, OHLCVUpdate, PriceUpdate, RawTick, RawTrade
+from schemas.records import (
+    SCHEMA_VERSION,
+    AssetType,
+    Interval,
+    OHLCVUpdate,
+    PriceUpdate,
+    RawTick,
+    RawTrade,
+)
 
 
 def tick(**overrides: Any) -> dict[str, Any]:
@@ -34,7 +42,7 @@ def error_fields(exc: pytest.ExceptionInfo[ValidationError]) -> list[str]:
 
 def test_valid_tick_defaults() -> None:
     record = RawTick(**tick())
-    assert record.v == 1
+    assert record.v == SCHEMA_VERSION == 2
     assert record.asset_type is AssetType.CRYPTO
     assert record.market is None and record.volume is None
 
@@ -113,9 +121,11 @@ def price_update(**overrides: Any) -> dict[str, Any]:
         confidence=0.9,
         band_low=189.5,
         band_high=190.5,
-        providers_used=["yfinance", "fmp"],
+        providers_used=["yahoo_finance", "fmp"],
         event_time_ms=1,
         source_ticks=2,
+        provider="fmp",
+        day_open=188.0,
     )
     fields.update(overrides)
     return fields
@@ -179,4 +189,4 @@ def test_candle_invariants(overrides: dict[str, Any], reason: str) -> None:
 def test_candle_is_final_is_a_real_bool() -> None:
     with pytest.raises(ValidationError) as exc:
         OHLCVUpdate(**candle(is_final="yes"))
-    assert error_fields(exc) == ["is_final"]
+    assert error_fields(exc) == ["is_final", "is_closed"]  # is_closed copies it
