@@ -101,7 +101,10 @@ async def stream_with_full_control(base: str, updates: int) -> None:
         print("\nUnsubscribing from the equity stream...")
         await websocket.send(json.dumps({"type": "unsubscribe", "stream_type": "price",
                                          "symbols": None}))  # every price subscription
+        # Data the server sent before it read the request may still be on its way: skip it.
         unsub_ack = json.loads(await websocket.recv())
+        while unsub_ack["type"] == "data":
+            unsub_ack = json.loads(await websocket.recv())
         print(f"Unsubscribed: {unsub_ack['type']} {unsub_ack['subscription_id']}")
 
 

@@ -34,7 +34,8 @@ __all__ = ["DEFAULT_SYMBOLS", "HealthView", "mount_dashboard"]
 
 STATIC = Path(__file__).parent / "static"
 CHARTS = STATIC / "node_modules" / "lightweight-charts" / "dist"
-DEFAULT_SYMBOLS = "AAPL,MSFT,BTC/USDT,ETH/USDT"
+# The demo's (agents.ingest.simconfig.DEFAULT_SYMBOLS; the gateway imports no agent code).
+DEFAULT_SYMBOLS = "AAPL,GOOGL,MSFT,TSLA,NVDA,BTC/USDT,ETH/USDT"
 
 
 class HealthView:

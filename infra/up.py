@@ -33,7 +33,8 @@ __all__ = ["UpOptions", "child_specs", "register", "run_up"]
 
 T = TypeVar("T")
 
-DEFAULT_SYMBOLS = "AAPL,MSFT,BTC/USDT,ETH/USDT"
+# The demo's (agents.ingest.simconfig.DEFAULT_SYMBOLS), without importing the agents here.
+DEFAULT_SYMBOLS = "AAPL,GOOGL,MSFT,TSLA,NVDA,BTC/USDT,ETH/USDT"
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from agents.ingest import simconfig
+
 if TYPE_CHECKING:
     from agents.ingest.base import Provider
     from agents.ingest.runner import IngestRunner
 
 __all__ = ["PROVIDER_SPECS", "build_provider", "register"]
 
-DEFAULT_SYMBOLS = "AAPL,MSFT,BTC/USDT,ETH/USDT"
+DEFAULT_SYMBOLS = ",".join(simconfig.DEFAULT_SYMBOLS)
 PROVIDER_SPECS = "sim, ccxt:<exchange>, yfinance, alphavantage, fmp or replay:<file>"
 _TAKES_ARGUMENT = {"ccxt": "an exchange id (ccxt:binance)", "replay": "a file (replay:<file>)"}
 _NO_ARGUMENT = {"sim", "yfinance", "alphavantage", "fmp"}

@@ -18,7 +18,8 @@ __all__ = [
     "SimProviderConfig",
 ]
 
-DEFAULT_SYMBOLS = ("AAPL", "MSFT", "BTC/USDT", "ETH/USDT")
+#: The demo's symbols: the ones the FIML seed's example clients ask for.
+DEFAULT_SYMBOLS = ("AAPL", "GOOGL", "MSFT", "TSLA", "NVDA", "BTC/USDT", "ETH/USDT")
 
 # Annualised volatility of the latent price per asset type: crypto > equity > fx, roughly the
 # long-run realised figures (BTC ~60-80 %, large-cap US equity ~25-30 %, major FX ~7-10 %).
@@ -33,7 +34,10 @@ ANNUAL_VOLATILITY: dict[AssetType, float] = {
 # Starting prices of the demo symbols (anything else starts at 100, or 1.1 for fx).
 INITIAL_PRICES = {
     "AAPL": 190.0,
+    "GOOGL": 175.0,
     "MSFT": 420.0,
+    "TSLA": 250.0,
+    "NVDA": 130.0,
     "BTC/USDT": 65_000.0,
     "ETH/USDT": 3_200.0,
     "EUR/USD": 1.08,
