@@ -20,28 +20,31 @@ from infra.records_io import parse_time, write_csv, write_jsonl
 
 __all__ = ["register"]
 
-_PRICE_COLUMNS = ("symbol", "price", "confidence", "band", "used", "rejected", "flags", "time")
+_PRICE_COLUMNS = ("symbol", "price", "change", "confidence", "band", "provider", "used",
+                  "rejected", "flags", "time")  # fmt: skip
 _OHLCV_COLUMNS = ("symbol", "interval", "window", "open", "high", "low", "close", "volume",
-                  "rev", "final")  # fmt: skip
+                  "rev", "closed")  # fmt: skip
 
 
-def _hms(ms: Any) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(int(ms) / 1000)) + f".{int(ms) % 1000:03d}"
+def _hms(iso: str) -> str:
+    """``HH:MM:SS.mmm`` of a record's ISO 8601 ``timestamp`` (UTC)."""
+    return iso[11:23]
 
 
 def _row(stream: str, r: dict[str, Any]) -> tuple[str, ...]:
     if stream == "price":
         return (
-            r["symbol"], f"{r['price']:,.6g}", f"{r['confidence']:.2f}",
-            f"{r['band_low']:,.6g} - {r['band_high']:,.6g}", ",".join(r["providers_used"]),
+            r["symbol"], f"{r['price']:,.6g}", f"{r['change_percent']:+.2f}%",
+            f"{r['confidence']:.2f}", f"{r['band_low']:,.6g} - {r['band_high']:,.6g}",
+            r["provider"], ",".join(r["providers_used"]),
             ",".join(r.get("providers_rejected", [])), ",".join(r.get("flags", [])),
-            _hms(r["event_time_ms"]),
+            _hms(r["timestamp"]),
         )  # fmt: skip
     if stream == "ohlcv":
         return (
-            r["symbol"], r["interval"], _hms(r["window_start_ms"]), f"{r['open']:,.6g}",
+            r["symbol"], r["interval"], _hms(r["timestamp"]), f"{r['open']:,.6g}",
             f"{r['high']:,.6g}", f"{r['low']:,.6g}", f"{r['close']:,.6g}",
-            f"{r['volume']:,.4g}", str(r["rev"]), "yes" if r["is_final"] else "",
+            f"{r['volume']:,.4g}", str(r["rev"]), "yes" if r["is_closed"] else "",
         )  # fmt: skip
     return tuple(str(v) for v in r.values())
 

@@ -348,20 +348,23 @@ class Processor:
             d = abs(st.quotes[p].price - price)
             if d < distance:
                 nearest, distance = p, d
+        iso = iso_ms(now)
         # orjson of a dict in PriceUpdate's field order: a model per tick costs ~20 us
         self.outputs.append(("fiml.prices", key, orjson.dumps({
             "v": SCHEMA_VERSION, "symbol": st.symbol, "asset_type": asset, "price": price,
             "confidence": confidence, "band_low": band_low, "band_high": band_high,
             "providers_used": used, "providers_rejected": rejected, "flags": flags,
             "event_time_ms": now, "source_ticks": len(used) + len(rejected),
-            "timestamp": iso_ms(now), "provider": nearest, "day_open": day_open,
+            "timestamp": iso, "provider": nearest, "day_open": day_open,
             "change": change, "change_percent": change_percent,
             "volume": day.volume if day is not None and day.trades else None,
         }), partition, None))
-        self._quote(st, used, key, partition)
+        self._quote(st, used, key, partition, iso)
         self._health(st, provider, stats, stale_ms, reliability[provider])
 
-    def _quote(self, st: SymbolState, used: tuple[str, ...], key: bytes, partition: int) -> None:
+    def _quote(self, st: SymbolState, used: tuple[str, ...], key: bytes, partition: int,
+               iso: str) -> None:
+        """``iso`` is the price's ``timestamp``: the quote has the same event time."""
         bids: list[float] = []
         asks: list[float] = []
         providers: list[str] = []
@@ -381,7 +384,7 @@ class Processor:
         self.outputs.append(("fiml.quotes", key, orjson.dumps({
             "v": SCHEMA_VERSION, "symbol": st.symbol, "bid": bid, "ask": ask, "bid_size": None,
             "ask_size": None, "providers": providers, "event_time_ms": st.newest_ms,
-            "spread": ask - bid, "timestamp": iso_ms(st.newest_ms)}), partition, None))
+            "spread": ask - bid, "timestamp": iso}), partition, None))
 
     def _health(self, st: SymbolState, provider: str, stats: ProviderStats, stale: int,
                 reliability: float) -> None:

@@ -36,7 +36,7 @@ function priceRow(symbol) {
   if (!tr) {
     tr = document.createElement("tr");
     tr.dataset.symbol = symbol;
-    tr.innerHTML = "<td></td>" + '<td class="num"></td>'.repeat(3) + "<td></td>".repeat(4);
+    tr.innerHTML = "<td></td>" + '<td class="num"></td>'.repeat(4) + "<td></td>".repeat(4);
     tr.cells[0].textContent = symbol;
     const rows = [...state.rows.keys(), symbol].sort();
     const body = $("#prices tbody");
@@ -54,13 +54,18 @@ function onPrice(p) {
   const c = tr.cells;
   c[1].textContent = fmt(p.price, 8);
   c[1].className = "num " + (p.price > before ? "up flash-up" : p.price < before ? "down flash-down" : "");
-  c[2].innerHTML = `<span class="conf"><i style="width:${(p.confidence * 100).toFixed(0)}%"></i></span>`;
-  c[2].append(p.confidence.toFixed(2));
-  c[3].textContent = `${fmt(p.band_low)} – ${fmt(p.band_high)}`;
-  c[4].textContent = p.providers_used.join(", ");
-  c[5].textContent = (p.providers_rejected || []).join(", ");
-  c[6].textContent = (p.flags || []).join(", ");
-  c[7].textContent = hms(p.event_time_ms);
+  // change since the UTC day's open (the 1d candle's open), as the seed's clients show it
+  c[2].textContent = `${p.change_percent >= 0 ? "+" : ""}${p.change_percent.toFixed(2)}%`;
+  c[2].className = "num " + (p.change_percent > 0 ? "up" : p.change_percent < 0 ? "down" : "");
+  c[2].title = `${fmt(p.change)} since the UTC day's open ${fmt(p.day_open, 8)}`;
+  c[3].innerHTML = `<span class="conf"><i style="width:${(p.confidence * 100).toFixed(0)}%"></i></span>`;
+  c[3].append(p.confidence.toFixed(2));
+  c[4].textContent = `${fmt(p.band_low)} – ${fmt(p.band_high)}`;
+  // the provider nearest the consensus first
+  c[5].textContent = [p.provider, ...p.providers_used.filter((x) => x !== p.provider)].join(", ");
+  c[6].textContent = (p.providers_rejected || []).join(", ");
+  c[7].textContent = (p.flags || []).join(", ");
+  c[8].textContent = p.timestamp.slice(11, 23);
   state.prices += 1;
   document.body.dataset.prices = String(state.prices);
 }
