@@ -19,7 +19,6 @@ replay whose start was deleted by retention is refused (REPLAY_ERROR), not short
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from gateway.channels import route
@@ -29,6 +28,7 @@ from gateway.subscription import Subscription
 from schemas.codec import encode
 from schemas.errors import DecodeError, ProtocolError
 from schemas.protocol import ErrorCode, ReplayComplete, SubscribeRequest
+from schemas.times import iso_ms
 
 if TYPE_CHECKING:
     from gateway.session import Session
@@ -133,9 +133,8 @@ def _check_retained(topic: str, late: dict[int, int]) -> None:
     """
     if late:
         since = max(late.values())
-        when = datetime.fromtimestamp(since / 1000, UTC).isoformat(timespec="milliseconds")
         raise RangeReadError(
-            f"history of {topic} before {when.replace('+00:00', 'Z')} ({since}) was deleted "
+            f"history of {topic} before {iso_ms(since)} ({since}) was deleted "
             f"by retention in partition(s) {', '.join(map(str, sorted(late)))}: replay from "
             f"there or later"
         )

@@ -8,9 +8,8 @@ Conventions every record follows (other parts code against them):
   provider's time for the event; ``ingest_time_ms`` is when ingestion received it.
 * The derived records also carry the FIML seed's keys (``timestamp`` as ISO 8601, ``change``,
   ``is_closed``, ``spread``, ``quantity`` ...), so that a seed client reads them unmodified.
-  Each is a function of the record's other fields, defined once here: a model's ``_seed_keys``
-  step fills them when a producer leaves them out (their defaults are placeholders it always
-  replaces), and ``_consistent`` refuses a record whose copy disagrees.
+  Each is a function of the record's other fields, declared once in the model's ``derived``:
+  the model fills a key a producer leaves out and refuses a record whose copy disagrees.
 * Prices are finite floats > 0 and sizes finite floats >= 0, stored exactly as given: nothing
   here rounds, and JSON encoding uses the shortest representation that round-trips.
 * Models are frozen and forbid unknown keys, so a typo in a producer fails loudly.
@@ -19,8 +18,10 @@ Conventions every record follows (other parts code against them):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -124,6 +125,33 @@ class _Record(BaseModel):
 
     v: int = Field(default=SCHEMA_VERSION, strict=True, ge=1, description="schema version")
 
+    #: The seed's keys of this record and how each is derived (docs/WEBSOCKET.md, "Data
+    #: items"). Their field defaults are placeholders: ``_seed_keys`` fills a missing one from
+    #: the other fields, and ``_seed_keys_agree`` refuses a record whose copy disagrees.
+    derived: ClassVar[dict[str, Derive]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_keys(cls, data: object) -> object:
+        if not cls.derived or not isinstance(data, dict):
+            return data
+        missing: dict[str, object] = {}
+        for key, derive in cls.derived.items():
+            if key not in data:
+                # bad inputs are left to their own fields' validation, which names them
+                with contextlib.suppress(KeyError, TypeError, ValueError, ArithmeticError):
+                    missing[key] = derive(data)
+        return {**data, **missing} if missing else data
+
+    @model_validator(mode="after")
+    def _seed_keys_agree(self) -> Self:
+        for key, derive in self.derived.items():
+            expected, value = derive(self.__dict__), getattr(self, key)
+            if value != expected:
+                raise ValueError(f"{key} must be {expected!r} (derived from the other "
+                                 f"fields), got {value!r}")
+        return self
+
 
 def price_change(price: float, day_open: float) -> tuple[float, float]:
     """``(change, change_percent)`` of ``price`` against the day's open: the one definition,
@@ -132,25 +160,16 @@ def price_change(price: float, day_open: float) -> tuple[float, float]:
     return change, change / day_open * 100.0
 
 
-def _fill(data: object, derived: dict[str, object]) -> object:
-    """``data`` with each missing key of ``derived`` added (a model's "before" step)."""
-    if not isinstance(data, dict):
-        return data
-    missing = {k: v for k, v in derived.items() if k not in data}
-    return {**data, **missing} if missing else data
+Derive = Callable[[Mapping[str, Any]], object]
+"""How one of the seed's keys is computed from a record's other fields (a mapping of them)."""
 
 
-def _time_iso(data: object, key: str) -> str | None:
-    t = data.get(key) if isinstance(data, dict) else None
-    if isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_EPOCH_MS:
-        return iso_ms(t)
-    return None  # left out: the field's own validation names the problem
+def _iso_of(key: str) -> Derive:
+    return lambda fields: iso_ms(fields[key])
 
 
-def _check(name: str, value: object, expected: object) -> None:
-    if value != expected:
-        raise ValueError(f"{name} must be {expected!r} (derived from the other fields), "
-                         f"got {value!r}")
+def _copy_of(key: str) -> Derive:
+    return lambda fields: fields[key]
 
 
 class RawTick(_Record):
@@ -227,18 +246,12 @@ class PriceUpdate(_Record):
     volume: Size | None = Field(
         default=None, description="the UTC day's traded volume (its 1d candle); null until a "
         "trade of the day is seen")
+    derived = {
+        "timestamp": _iso_of("event_time_ms"),
+        "change": lambda f: price_change(f["price"], f["day_open"])[0],
+        "change_percent": lambda f: price_change(f["price"], f["day_open"])[1],
+    }
 
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_keys(cls, data: object) -> object:
-        derived: dict[str, object] = {}
-        if (iso := _time_iso(data, "event_time_ms")) is not None:
-            derived["timestamp"] = iso
-        price = data.get("price") if isinstance(data, dict) else None
-        day_open = data.get("day_open") if isinstance(data, dict) else None
-        if isinstance(price, float) and isinstance(day_open, float) and day_open > 0:
-            derived["change"], derived["change_percent"] = price_change(price, day_open)
-        return _fill(data, derived)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -247,10 +260,6 @@ class PriceUpdate(_Record):
             raise ValueError("band_low <= price <= band_high does not hold")
         if self.provider not in self.providers_used:
             raise ValueError("provider must be one of providers_used")
-        _check("timestamp", self.timestamp, iso_ms(self.event_time_ms))
-        change, percent = price_change(self.price, self.day_open)
-        _check("change", self.change, change)
-        _check("change_percent", self.change_percent, percent)
         return self
 
 
@@ -267,24 +276,8 @@ class QuoteUpdate(_Record):
     # The seed's keys.
     spread: Finite = Field(default=0.0, description="ask - bid")
     timestamp: IsoTime = Field(default="", description="event_time_ms as ISO 8601")
+    derived = {"spread": lambda f: f["ask"] - f["bid"], "timestamp": _iso_of("event_time_ms")}
 
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_keys(cls, data: object) -> object:
-        derived: dict[str, object] = {}
-        if (iso := _time_iso(data, "event_time_ms")) is not None:
-            derived["timestamp"] = iso
-        if isinstance(data, dict):
-            bid, ask = data.get("bid"), data.get("ask")
-            if isinstance(bid, float) and isinstance(ask, float):
-                derived["spread"] = ask - bid
-        return _fill(data, derived)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        _check("spread", self.spread, self.ask - self.bid)
-        _check("timestamp", self.timestamp, iso_ms(self.event_time_ms))
-        return self
 
 
 class TradeUpdate(_Record):
@@ -300,22 +293,8 @@ class TradeUpdate(_Record):
     # The seed's keys.
     quantity: Size = Field(default=0.0, description="the same as amount")
     timestamp: IsoTime = Field(default="", description="event_time_ms as ISO 8601")
+    derived = {"quantity": _copy_of("amount"), "timestamp": _iso_of("event_time_ms")}
 
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_keys(cls, data: object) -> object:
-        derived: dict[str, object] = {}
-        if (iso := _time_iso(data, "event_time_ms")) is not None:
-            derived["timestamp"] = iso
-        if isinstance(data, dict) and "amount" in data:
-            derived["quantity"] = data["amount"]
-        return _fill(data, derived)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        _check("quantity", self.quantity, self.amount)
-        _check("timestamp", self.timestamp, iso_ms(self.event_time_ms))
-        return self
 
 
 class OHLCVUpdate(_Record):
@@ -338,21 +317,11 @@ class OHLCVUpdate(_Record):
     timestamp: IsoTime = Field(
         default="", description="window_start_ms as ISO 8601 (the candle's start)")
     is_closed: bool = Field(default=False, strict=True, description="the same as is_final")
+    derived = {"timestamp": _iso_of("window_start_ms"), "is_closed": _copy_of("is_final")}
 
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_keys(cls, data: object) -> object:
-        derived: dict[str, object] = {}
-        if (iso := _time_iso(data, "window_start_ms")) is not None:
-            derived["timestamp"] = iso
-        if isinstance(data, dict) and "is_final" in data:
-            derived["is_closed"] = data["is_final"]
-        return _fill(data, derived)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        _check("timestamp", self.timestamp, iso_ms(self.window_start_ms))
-        _check("is_closed", self.is_closed, self.is_final)
         if self.window_start_ms % self.interval.ms:
             raise ValueError("window_start_ms is not aligned to the interval")
         if self.window_end_ms != self.window_start_ms + self.interval.ms:

@@ -29,6 +29,18 @@ def test_conflated_keeps_latest_per_symbol_and_waits_for_the_interval() -> None:
     assert s.due() == pytest.approx(11.2)  # one message per interval
 
 
+def test_nothing_is_due_before_the_first_interval_after_the_ack() -> None:
+    """The seed's order: a client that sends its next request right after an ack reads that
+    request's ack, not data. Conflated and batched streams wait one interval; real-time not."""
+    for spec, mode, first_due in ((PRICE, "conflated", 11.0), (TRADES, "conflated", 11.0),
+                                  (PRICE, "realtime", 10.2)):
+        s = sub(spec, mode)
+        s.begin(now=10.0)  # the ack went out at 10.0
+        channel = ("fiml.trades", "A", "") if spec is TRADES else A
+        assert s.offer(channel, b"snapshot", now=10.2) is True
+        assert s.due() == pytest.approx(first_due), (spec.topic, mode)
+
+
 def test_realtime_forwards_everything_then_conflates_past_the_bound() -> None:
     s = sub(mode="realtime", max_pending=3)
     for i in range(3):
