@@ -99,7 +99,7 @@ def asyncapi() -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {
             "title": "FIML Stream WebSocket API",
-            "version": "1.0.0",
+            "version": "2.0.0",  # schema v2: ISO timestamps, the seed's keys
             "description": "Confidence-scored prices, quotes, trades and candles over WebSocket; "
             "compatible with the FIML seed protocol. Times are ISO 8601 UTC (`timestamp`) and "
             "UTC epoch milliseconds (`timestamp_ms`, `event_time_ms`).",
