@@ -11,9 +11,10 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from gateway.channels import resolve_symbol
+from gateway.hub import HubState
 from gateway.service import Gateway, WebSocketMiddleware
 from gateway.settings import GatewaySettings
 from schemas import symbols as symbol_forms
@@ -77,15 +78,23 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def index() -> str:
         return _PLACEHOLDER
 
-    @app.get("/health", summary="Liveness and readiness of the hub")
-    async def health() -> dict[str, Any]:
-        ready = gateway.hub.ready.is_set()
-        return {
-            "status": "ok" if ready else "starting",
-            "hub": gateway.hub.state.value,
+    @app.get(
+        "/health",
+        summary="Liveness and readiness of the hub",
+        responses={503: {"description": "the hub is down: no live data is served"}},
+    )
+    async def health() -> Response:
+        hub = gateway.hub
+        body: dict[str, Any] = {
+            "status": "ok" if hub.ready.is_set() else "starting",
+            "hub": hub.state.value,
             "connections": len(gateway.connections),
-            "lag": gateway.hub.lag(),
+            "lag": hub.lag(),
         }
+        if hub.state is HubState.FAILED:
+            body |= {"status": "down", "reason": hub.failure}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     async def metrics() -> PlainTextResponse:

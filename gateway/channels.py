@@ -177,6 +177,6 @@ def route(topic: str, payload: bytes) -> tuple[Channel, dict[str, Any]]:
     if topic != "fiml.ohlcv":
         return (topic, symbol, ""), record
     interval = record.get("interval")
-    if interval not in _INTERVALS:
+    if not isinstance(interval, str) or interval not in _INTERVALS:  # a list is unhashable
         raise DecodeError(f"unknown interval {interval!r}", "interval")
     return (topic, symbol, interval), record

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from gateway.hub import Hub
 
 __all__ = ["register"]
 
@@ -36,10 +44,27 @@ def register(app: typer.Typer) -> None:
         if heartbeat is not None:
             overrides["heartbeat_s"] = heartbeat
         settings = GatewaySettings.from_env(**overrides)
-        uvicorn.run(
-            create_app(settings),
-            host=host,
-            port=port,
-            log_level=log_level,
-            **uvicorn_options(settings, deflate),
+        app = create_app(settings)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, **uvicorn_options(settings, deflate)
         )
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            failed = runner.run(_serve(uvicorn.Server(config), app.state.gateway.hub))
+        if failed:  # a supervisor (fiml up, systemd, compose) restarts us
+            typer.echo("fiml gateway: the Kafka hub died, so no live data was served; "
+                       "exiting (1) to be restarted.", err=True)
+            raise typer.Exit(1)
+
+
+async def _serve(server: uvicorn.Server, hub: Hub) -> bool:
+    """Serve until stopped (a signal) or until the hub fails; True if it failed."""
+    async def stop_when_failed() -> None:
+        await hub.failed.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(stop_when_failed())
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+    return hub.failed.is_set()

@@ -29,7 +29,6 @@ from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.settings import GatewaySettings
 from gateway.subscription import Positions
-from schemas.errors import DecodeError
 from schemas.topics import topic_name
 
 __all__ = ["Hub", "HubState"]
@@ -48,6 +47,7 @@ class HubState(Enum):
     NEW = "new"
     RUNNING = "running"
     STOPPED = "stopped"
+    FAILED = "failed"  # the consume loop ended on its own: the gateway serves nothing live
 
 
 class Hub:
@@ -66,6 +66,10 @@ class Hub:
         self._cache: dict[Channel, bytes] = {}
         self._assigned: set[TopicPartition] = set()
         self.ready = asyncio.Event()
+        #: Set when the consume loop ends by itself (``state`` is then FAILED): ``/health`` says
+        #: so and ``fiml gateway`` exits, so that a supervisor restarts it.
+        self.failed = asyncio.Event()
+        self.failure: str | None = None
 
     @property
     def state(self) -> HubState:
@@ -133,6 +137,16 @@ class Hub:
             self._state = HubState.STOPPED
             raise
         self._task = asyncio.create_task(self._run(), name="fiml-gateway-hub")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if self._state is not HubState.RUNNING:
+            return  # stopped on purpose
+        error = None if task.cancelled() else task.exception()
+        self.failure = repr(error) if error is not None else "the consume loop ended"
+        self._state = HubState.FAILED
+        log.critical("hub: the consume loop died (%s): no live data is served", self.failure)
+        self.failed.set()
 
     async def stop(self) -> None:
         """Stop consuming and close the consumer (safe to call twice)."""
@@ -141,7 +155,8 @@ class Hub:
         self._state = HubState.STOPPED
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # a loop that died (FAILED) was logged then: stopping must not raise it again
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
@@ -217,7 +232,11 @@ class Hub:
                 await asyncio.sleep(1.0)
                 continue
             for tp, messages in batches.items():
-                self._dispatch(tp, messages, loop.time())
+                try:
+                    self._dispatch(tp, messages, loop.time())
+                except Exception:  # a bug, not a record: log it, keep the other partitions live
+                    self._metrics.hub_errors += 1
+                    log.exception("hub: dispatching %s[%d] failed", tp.topic, tp.partition)
 
     def _dispatch(self, tp: TopicPartition, messages: list[object], now: float) -> None:
         logical = self._logical[tp.topic]
@@ -232,10 +251,10 @@ class Hub:
             payload: bytes = msg.value  # type: ignore[attr-defined]
             try:
                 channel, _record = route(logical, payload)
-            except DecodeError as exc:
+            except Exception as exc:  # any fault of one record is that record's
                 self._metrics.decode_errors += 1
                 offset: int = msg.offset  # type: ignore[attr-defined]
-                log.warning("hub: skipping %s[%d]@%d: %s", tp.topic, tp.partition, offset, exc)
+                log.warning("hub: skipping %s[%d]@%d: %r", tp.topic, tp.partition, offset, exc)
                 continue
             group = groups.get(channel)
             if group is None:
@@ -253,5 +272,8 @@ class Hub:
                     if sub.offer_many(channel, payloads, now):
                         owner.wake()
                 except SlowClientError as exc:
+                    owner.fail(exc)
+                except Exception as exc:  # a bug in one subscription ends that connection only
+                    log.exception("hub: subscription %s failed", sub.id)
                     owner.fail(exc)
         self._metrics.records_in[logical] = self._metrics.records_in.get(logical, 0) + len(messages)

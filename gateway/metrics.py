@@ -25,6 +25,7 @@ class Metrics:
     slow_disconnects: int = 0
     client_errors: int = 0
     decode_errors: int = 0
+    hub_errors: int = 0
     records_in: dict[str, int] = field(default_factory=dict)
 
 
@@ -92,7 +93,12 @@ def render(
     lines += _family("fiml_gateway_client_errors_total", "counter",
                      "Error messages sent for bad client input.", [({}, m.client_errors)])
     lines += _family("fiml_gateway_decode_errors_total", "counter",
-                     "Records skipped because they did not decode.", [({}, m.decode_errors)])
+                     "Records skipped because they did not decode or route (any fault of one "
+                     "record; each is logged with topic, partition and offset).",
+                     [({}, m.decode_errors)])
+    lines += _family("fiml_gateway_hub_errors_total", "counter",
+                     "Fetched batches whose dispatch raised (a bug; logged with the traceback).",
+                     [({}, m.hub_errors)])
     lines += _family("fiml_gateway_records_consumed_total", "counter",
                      "Records read from Kafka by the hub, per topic.",
                      [({"topic": k}, v) for k, v in sorted(m.records_in.items())])

@@ -1,12 +1,15 @@
 """Child processes in their own process group, so that stopping one stops all it started.
 
 A terminal's Ctrl-C goes to the foreground process group only; children in their own session
-do not see it, so ``fiml up`` decides the order and the deadline of the shutdown itself.
+do not see it, so ``fiml up`` decides the order and the deadline of the shutdown itself. And
+so that nothing outlives ``fiml up`` even when it cannot shut down (SIGKILL), each child asks
+the kernel for a SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -16,7 +19,25 @@ from pathlib import Path
 
 from infra.supervisor import ChildSpec
 
-__all__ = ["GroupProcess", "fiml_argv", "spawner"]
+__all__ = ["GroupProcess", "die_with_parent", "fiml_argv", "spawner"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child sent SIGTERM when this process dies, however it
+    dies (SIGKILL included); None where the kernel has no such request (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:  # runs in the child, between fork and exec
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request was made
+            os._exit(1)
+
+    return preexec
 
 
 def fiml_argv(*args: str) -> tuple[str, ...]:
@@ -44,6 +65,7 @@ class GroupProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,
+                preexec_fn=die_with_parent(),  # safe: fiml up spawns from one thread
             )
         self.log = log
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from rich.live import Live
 
 from infra.broker import BrokerConfig, LocalBroker, external_bootstrap
 from infra.errors import InfraError
-from infra.procs import fiml_argv, spawner
+from infra.procs import die_with_parent, fiml_argv, spawner
 from infra.supervisor import ChildSpec, Event, Supervisor
 
 __all__ = ["UpOptions", "child_specs", "register", "run_up"]
@@ -82,7 +84,34 @@ def _broker_config(kafka_port: int | None) -> BrokerConfig:
 
 
 class _Stop(Exception):
-    """SIGTERM, turned into an exception like Ctrl-C's KeyboardInterrupt."""
+    """SIGTERM or SIGHUP (the terminal closed), turned into an exception like Ctrl-C's
+    KeyboardInterrupt."""
+
+
+#: The signals that stop ``fiml up`` cleanly, besides Ctrl-C's SIGINT.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _say(console: Console, text: str) -> None:
+    """Print a shutdown line; once the terminal or the pipe we print to is gone (SIGHUP,
+    ``| tee`` ended), print nowhere: a BrokenPipeError there would leave the children running."""
+    try:
+        console.print(text, highlight=False)
+    except (OSError, ValueError):
+        console.file = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the console
+
+
+def _broker_guard(config: BrokerConfig) -> subprocess.Popen[bytes]:
+    """A small process that stops the broker if ``fiml up`` dies without stopping it
+    (SIGKILL): the broker is a daemon and would otherwise outlive it."""
+    code = ("import signal; from infra.broker import BrokerConfig, LocalBroker; "
+            "wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}; "
+            "signal.pthread_sigmask(signal.SIG_BLOCK, wanted); signal.sigwait(wanted); "
+            f"LocalBroker(BrokerConfig(port={config.port}, "
+            f"controller_port={config.controller_port}, data_dir={str(config.data_dir)!r}))"
+            ".stop()")
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                            start_new_session=True, preexec_fn=die_with_parent())
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
@@ -115,8 +144,9 @@ def run_up(opts: UpOptions, console: Console | None = None) -> int:
     console = console or Console()
     t0 = time.monotonic()
     steps = _Steps(console, opts.headless, t0)
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in _STOP_SIGNALS}
     broker: LocalBroker | None = None
+    guard: subprocess.Popen[bytes] | None = None
     supervisor: Supervisor | None = None
     try:
         bootstrap = external_bootstrap()
@@ -129,6 +159,8 @@ def run_up(opts: UpOptions, console: Console | None = None) -> int:
             status = steps.run("Kafka broker (the first run fetches its jars)", broker.start)
             bootstrap = status.address
             broker = broker if ours else None
+            if broker is not None and not opts.keep_broker:
+                guard = _broker_guard(broker.config)
         elif opts.fresh:
             console.print("[yellow]--fresh ignored: KAFKA_BOOTSTRAP_SERVERS is an external "
                           "cluster[/]")  # fmt: skip
@@ -144,24 +176,30 @@ def run_up(opts: UpOptions, console: Console | None = None) -> int:
         return 0
     except (KeyboardInterrupt, _Stop):
         return 0
+    except BrokenPipeError:  # our stdout went away: stop as if asked to
+        return 0
     except InfraError as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False)
         return 1
     finally:
         # A second Ctrl-C must not cut the shutdown short and leave children behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        console.print("stopping ...", highlight=False)
+        for sig in (signal.SIGINT, *_STOP_SIGNALS):
+            signal.signal(sig, signal.SIG_IGN)
+        _say(console, "stopping ...")
         if supervisor is not None:
             killed = supervisor.stop(opts.stop_timeout_s)
             if killed:
-                console.print(f"[yellow]killed after {opts.stop_timeout_s:g} s:[/] "
-                              + ", ".join(killed))  # fmt: skip
+                _say(console, f"[yellow]killed after {opts.stop_timeout_s:g} s:[/] "
+                     + ", ".join(killed))
         if broker is not None and not opts.keep_broker:
             broker.stop()
+        if guard is not None:  # its work is done
+            guard.kill()
+            guard.wait()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, previous)
-        console.print("stopped.", highlight=False)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _say(console, "stopped.")
 
 
 def _report(console: Console, events: list[Event]) -> None:
@@ -190,7 +228,7 @@ async def _watch(
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, *_STOP_SIGNALS):
         loop.add_signal_handler(sig, stop.set)
     url = f"http://{opts.gateway_host}:{opts.gateway_port}"
     deadline = None if opts.duration is None else t0 + opts.duration
@@ -225,7 +263,7 @@ async def _watch(
         finally:
             if live is not None and live.is_started:
                 live.stop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, *_STOP_SIGNALS):
                 loop.remove_signal_handler(sig)
 
 

@@ -18,7 +18,8 @@ import pytest
 from infra.broker import BrokerConfig, LocalBroker
 from infra.topics import ensure_topic
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Recorded market data (real Binance trades and klines, ccxt responses): tests/data/README.md.
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 def free_port() -> int:

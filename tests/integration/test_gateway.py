@@ -452,3 +452,48 @@ async def test_bad_input_gets_errors_and_connection_stays_usable(
         assert error["error_code"] == "TOO_MANY_SUBSCRIPTIONS"
         await feed.send("fiml.prices", price("AAPL", 3.0, T0, AssetType.EQUITY))
         assert (await recv_until(ws, is_type("data")))["data"][0]["price"] == 3.0
+
+
+# --- faults: no record stops the hub; a dead hub says so -----------------------------------
+
+
+async def test_a_record_with_an_interval_list_does_not_stop_live_data(gw: str,
+                                                                      feed: Feed) -> None:
+    """One record whose ``interval`` is a JSON list used to kill the hub: live data stopped for
+    every client while /health said ok."""
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        await subscribe(ws, stream_type="price", symbols=["ETH/USDT"], mode="realtime")
+        poison = [b'{"symbol": "ETH/USDT", "interval": ["1m"]}', b'{"symbol": ["x"]}',
+                  b'{"symbol": "ETH/USDT", "interval": {"a": 1}}', b"\xff\xfe", b"[]"]
+        for bad in poison:
+            for topic in ("fiml.ohlcv", "fiml.prices"):
+                await (await feed.producer.send(topic_name(topic), bad, key=b"ETH/USDT"))
+        await feed.send("fiml.prices", price("ETH/USDT", 2001.0, T0))
+        live = await recv_until(ws, is_type("data"))
+        assert [d["price"] for d in live["data"]] == [2001.0]
+    assert (await http_get(gw, "/health")).json()["status"] == "ok"
+    metrics = (await http_get(gw, "/metrics")).text
+    assert "fiml_gateway_decode_errors_total 10" in metrics, metrics
+
+
+async def test_a_dead_hub_fails_health(settings: GatewaySettings) -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    app = create_app(settings)
+    hub = app.state.gateway.hub
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                           **uvicorn_options(settings)))
+    served = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        await until(lambda: server.started, "uvicorn started")
+        assert (await http_get(address, "/health")).status_code == 200
+        hub._task.cancel()  # the consume loop dies, as a bug would kill it
+        await until(hub.failed.is_set, "the hub to report its death")
+        health = await http_get(address, "/health")
+        assert health.status_code == 503, health.text
+        assert health.json()["status"] == "down" and health.json()["hub"] == "failed"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(served, DEADLINE)
+        listener.close()

@@ -12,14 +12,12 @@ from agents.arbitration.processor import TRADES, Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.codec import encode
 from schemas.records import AssetType, RawTrade
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA
 
-DATA = SHARED_DATA / "binance-xrpeth-2019"
+DATA = TEST_DATA / "binance-xrpeth-2019"
 
 
 def binance_trades() -> list[RawTrade]:
-    if not DATA.is_dir():
-        pytest.skip(f"shared market data not found at {DATA}")
     with gzip.open(DATA / "XRP_ETH-trades.json.gz") as fh:
         raw = json.load(fh)
     return [

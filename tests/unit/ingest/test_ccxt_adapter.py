@@ -21,10 +21,9 @@ from agents.ingest.errors import PayloadError
 from agents.ingest.polling import PollingConfig
 from agents.ingest.resilience import Backoff
 from schemas.records import AssetType, ProviderHealth, RawTick, RawTrade
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA
 
-RESPONSES = SHARED_DATA / "ccxt-responses"
-pytestmark = pytest.mark.skipif(not RESPONSES.exists(), reason=f"shared data missing: {RESPONSES}")
+RESPONSES = TEST_DATA / "ccxt-responses"
 
 MARKETS = {
     "binance": {"id": "BTCUSDT", "symbol": "BTC/USDT", "base": "BTC", "quote": "USDT"},

@@ -8,10 +8,10 @@ from agents.ingest.base import Rejected
 from agents.ingest.errors import ReplayFormatError
 from agents.ingest.replay import ReplayProvider, read_rows
 from schemas.records import ProviderHealth, RawTick, RawTrade
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA
 
 FIXTURES = Path(__file__).parent / "fixtures"
-BINANCE = SHARED_DATA / "binance-xrpeth-2019" / "XRP_ETH-trades.json.gz"
+BINANCE = TEST_DATA / "binance-xrpeth-2019" / "XRP_ETH-trades.json.gz"
 
 
 async def _collect(provider: ReplayProvider) -> list[object]:
@@ -19,7 +19,6 @@ async def _collect(provider: ReplayProvider) -> list[object]:
         return [event async for event in provider]
 
 
-@pytest.mark.skipif(not BINANCE.exists(), reason=f"shared data missing: {BINANCE}")
 async def test_real_binance_trades_replay_with_original_times() -> None:
     events = await _collect(ReplayProvider(BINANCE, clock=lambda: 42))
     trades = [e for e in events if isinstance(e, RawTrade)]
