@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from gateway.channels import resolve, route
@@ -79,3 +80,18 @@ def test_route_rejects_what_cannot_be_routed(topic: str, payload: bytes,
     with pytest.raises(DecodeError) as info:
         route(topic, payload)
     assert info.value.field == field
+
+
+def test_a_record_missing_a_key_of_its_model_is_not_routed() -> None:
+    """A client reads every documented key; a record without one (a v1 record without the
+    seed's keys, a stray producer's object) must not reach it."""
+    full = orjson.loads(encode(PriceUpdate(
+        symbol="BTC/USDT", asset_type=AssetType.CRYPTO, price=100.0, confidence=0.9,
+        band_low=99.0, band_high=101.0, providers_used=["a"], event_time_ms=1, source_ticks=1,
+        provider="a", day_open=100.0)))
+    assert route("fiml.prices", orjson.dumps(full))[0] == ("fiml.prices", "BTC/USDT", "")
+    for key in ("change_percent", "timestamp", "provider", "price"):
+        partial = {k: v for k, v in full.items() if k != key}
+        with pytest.raises(DecodeError) as exc:
+            route("fiml.prices", orjson.dumps(partial))
+        assert exc.value.field == key
