@@ -23,9 +23,20 @@ from dataclasses import dataclass, field
 from schemas.records import SCHEMA_VERSION, Interval
 from schemas.times import iso_ms
 
-__all__ = ["DEFAULT_INTERVALS", "Candle", "CandleRecord", "CandleSeries", "SymbolCandles"]
+__all__ = [
+    "DEFAULT_INTERVALS",
+    "MAX_FLAT_WINDOWS",
+    "Candle",
+    "CandleRecord",
+    "CandleSeries",
+    "SymbolCandles",
+]
 
 DEFAULT_INTERVALS: tuple[Interval, ...] = tuple(Interval)
+#: Most flat candles one gap gets, per interval: the windows just before the next price (or
+#: the watermark). A longer gap is left without candles, so output and memory stay bounded
+#: whatever the event times (docs/ARBITRATION.md, "Candles").
+MAX_FLAT_WINDOWS = 1_000
 _MS = {i: i.ms for i in Interval}  # Interval.ms is a property lookup; this is a dict hit
 
 #: One candle revision: OHLCVUpdate's fields, in its order (encode with orjson).
@@ -74,6 +85,9 @@ class CandleSeries:
     closed_until: int = -1  # start of the first window not yet final; -1: no price yet
     last_close: float = 0.0
     late: int = 0
+    #: Empty windows skipped without a flat candle (gaps longer than ``MAX_FLAT_WINDOWS``);
+    #: not saved (a count for the metrics, like ``late``'s use in logs).
+    gap_windows: int = field(default=0, compare=False)
     # the interval's length, derived (not saved): read for six series on every tick
     ms: int = field(init=False, repr=False, compare=False)
 
@@ -110,15 +124,27 @@ class CandleSeries:
             candle.trades += 1
             candle.dirty = True
 
-    def close(self, symbol: str, watermark_ms: int, grace_ms: int) -> list[CandleRecord]:
+    def close(self, symbol: str, watermark_ms: int, grace_ms: int,
+              max_flat: int = MAX_FLAT_WINDOWS) -> list[CandleRecord]:
         out: list[CandleRecord] = []
         step = self.ms
         if self.closed_until < 0:
             return out
+        # the first window start that the watermark cannot close yet
+        closable_end = (watermark_ms - grace_ms - step) // step * step + step
         while self.closed_until + step + grace_ms <= watermark_ms:
             start = self.closed_until
             candle = self.windows.pop(start, None)
             if candle is None:  # no price in this window: a flat candle, as exchanges do
+                # ... but at most ``max_flat`` of them before the next window with a price
+                # (or the watermark): a symbol quiet for years, or one whose first tick is
+                # years older than its partition's watermark, must not fill every second.
+                end = min((s for s in self.windows if s > start), default=closable_end)
+                empty = (min(end, closable_end) - start) // step
+                if empty > max_flat:
+                    self.gap_windows += empty - max_flat
+                    self.closed_until = start + (empty - max_flat) * step
+                    continue
                 p = self.last_close
                 candle = Candle(start, p, p, p, p, start, start)
             out.append(_record(symbol, self.interval, candle, final=True))
