@@ -44,7 +44,7 @@ test-unit: setup
 	$(BIN)/python -m pytest tests/unit
 
 lint: setup
-	$(BIN)/ruff check agents gateway schemas infra tests
+	$(BIN)/ruff check agents gateway schemas infra tests examples bench
 	$(BIN)/mypy
 
 # Benchmarks on the real local broker; results in bench/results/ (see docs/PERFORMANCE.md).
