@@ -154,8 +154,11 @@ def resolve(request: SubscribeRequest, live_topics: tuple[str, ...]) -> StreamSp
 _INTERVALS = frozenset(i.value for i in Interval)
 #: Every key of each topic's record (writers write every key, nulls included): a record that
 #: lacks one is not forwarded, so a client reading a documented key never meets a KeyError.
+#: Derived topics only: raw ticks (``params.source: "raw"``) are the event log as written, v1
+#: records included.
 _KEYS: dict[str, frozenset[str]] = {
-    topic: frozenset(model.model_fields) for topic, model in RECORD_TYPES.items()
+    topic: frozenset(RECORD_TYPES[topic].model_fields)
+    for topic in ("fiml.prices", "fiml.quotes", "fiml.trades", "fiml.ohlcv")
 }
 
 

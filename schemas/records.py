@@ -172,6 +172,10 @@ def _copy_of(key: str) -> Derive:
     return lambda fields: fields[key]
 
 
+_HISTORY = ("recorded history (a replay, a backfill): exempt from the live age bound, and it "
+            "never moves the live watermark (agents/timebounds.py)")
+
+
 class RawTick(_Record):
     """One quote/last-price observation from one provider (topic ``fiml.raw.ticks``)."""
 
@@ -189,6 +193,7 @@ class RawTick(_Record):
     event_time_ms: EpochMs
     ingest_time_ms: EpochMs
     seq: Count = Field(description="per-provider sequence number, increasing")
+    history: bool = Field(default=False, strict=True, description=_HISTORY)
 
 
 class RawTrade(_Record):
@@ -206,6 +211,7 @@ class RawTrade(_Record):
     event_time_ms: EpochMs
     ingest_time_ms: EpochMs
     seq: Count
+    history: bool = Field(default=False, strict=True, description=_HISTORY)
 
 
 class ProviderHealth(_Record):

@@ -45,6 +45,10 @@ Output = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | N
 MarkLoader = Callable[[int], bytes | None]
 
 
+class OutOfTimeError(ValueError):
+    """A raw record whose event time is outside the bounds (``agents.timebounds``)."""
+
+
 def _parse(kind: str, value: bytes) -> RawTick | RawTrade:
     return decode(RawTick, value) if kind == TICKS else decode(RawTrade, value)
 
@@ -88,6 +92,7 @@ class Processor:
         self.outputs: list[Output] = []
         self.dirty: dict[str, SymbolState] = {}  # changed since their partition's last mark
         self.poison = 0
+        self.out_of_time = 0  # of the poison: event time outside the bounds (timebounds.py)
         self.skipped = 0
         self.fenced = 0  # finals suppressed because the topic already has them
         self._fences: dict[int, dict[tuple[str, str], int]] = {}
@@ -190,12 +195,20 @@ class Processor:
 
     def _decode(self, kind: str, key: bytes | None, value: bytes, partition: int,
                 offset: int) -> RawTick | RawTrade | None:
-        """The record, or None after sending it to the dead letters."""
+        """The record, or None after sending it to the dead letters (it does not decode, or
+        its event time is out of bounds)."""
         try:
-            return _parse(kind, value)
+            record = _parse(kind, value)
         except (DecodeError, ValueError, TypeError) as exc:
             self._dead(kind, key, value, partition, offset, exc)
             return None
+        problem = self.settings.time_bounds.problem(
+            record.event_time_ms, record.ingest_time_ms, record.asset_type.value, record.history)
+        if problem is not None:
+            self.out_of_time += 1
+            self._dead(kind, key, value, partition, offset, OutOfTimeError(problem))
+            return None
+        return record
 
     def release(self, partition: int, caught_up: Callable[[str], bool]) -> None:
         """Apply the partition's queued records in merge order, as far as the merge rule
@@ -250,7 +263,7 @@ class Processor:
     def _apply(self, part: _Partition, st: SymbolState, rec: RawTick | RawTrade,
                partition: int) -> None:
         t = rec.event_time_ms
-        if t > part.watermark:
+        if t > part.watermark and not rec.history:  # history never moves the live watermark
             part.watermark = t
             if 0 <= part.next_close <= t:
                 self._close_partition(part, partition)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from agents.timebounds import TimeBounds
 from schemas.records import AssetType
 
 __all__ = ["DEFAULT_STALE_MS", "ArbitrationSettings"]
@@ -37,6 +38,8 @@ class ArbitrationSettings:
     dedup_ms: int = 10_000  # how long a trade is remembered for de-duplication
     stale_ms: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STALE_MS))
     batch_max: int = 2_000  # most records per consumer fetch, which is one processed batch
+    # event time against the record's own ingest time (agents/timebounds.py)
+    time_bounds: TimeBounds = field(default_factory=TimeBounds)
     # Wall-clock, the one knob that is: how often a partition's state is saved. It changes how
     # much a restarted worker does again (and repeats), never what it outputs.
     checkpoint_ms: int = 1_000
@@ -62,5 +65,6 @@ class ArbitrationSettings:
             dedup_ms=_env_int("FIML_ARB_DEDUP_MS", base.dedup_ms),
             stale_ms=stale,
             batch_max=_env_int("FIML_ARB_BATCH", base.batch_max),
+            time_bounds=TimeBounds.from_env(),
             checkpoint_ms=_env_int("FIML_ARB_CHECKPOINT_MS", base.checkpoint_ms),
         )

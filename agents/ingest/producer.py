@@ -44,6 +44,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from agents.ingest.base import Event
 from agents.ingest.errors import ProducerClosedError
 from agents.ingest.routing import Outgoing, is_deadletter, prepare
+from agents.timebounds import TimeBounds
 
 __all__ = [
     "ClientFactory",
@@ -116,6 +117,8 @@ class IngestProducer:
         retry_backoff_ms: aiokafka's pause between its own retries.
         reconnect_backoff: first and longest pause (s) between attempts to start a new client.
         validate: decode every record before sending (see ``prepare``).
+        bounds: how far event times may be from ingest times (default: from the environment,
+            ``agents.timebounds``); records outside them go to the dead letters.
         max_batch: records handed to aiokafka before waiting for their delivery.
         client_factory: makes the Kafka client (default ``AIOKafkaProducer``).
     """
@@ -131,11 +134,13 @@ class IngestProducer:
         reconnect_backoff: tuple[float, float] = (0.5, 10.0),
         client_id: str = "fiml-ingest",
         validate: bool = True,
+        bounds: TimeBounds | None = None,
         max_batch: int = 1_000,
         client_factory: ClientFactory = AIOKafkaProducer,
     ) -> None:
         self.bootstrap = bootstrap
         self.validate = validate
+        self.bounds = bounds if bounds is not None else TimeBounds.from_env()
         self.max_batch = max_batch
         self.reconnect_backoff = reconnect_backoff
         self.stats = ProducerStats()
@@ -228,7 +233,7 @@ class IngestProducer:
             ProducerClosedError: the producer is not running.
         """
         self._check_open()
-        out = prepare(event, self.validate)
+        out = prepare(event, self.validate, self.bounds)
         if self._queue.full():
             self.stats.buffer_full += 1
             self._log_full("waiting for room (backpressure)", logging.INFO)
@@ -242,7 +247,7 @@ class IngestProducer:
         """
         self._check_open()
         try:
-            self._queue.put_nowait(prepare(event, self.validate))
+            self._queue.put_nowait(prepare(event, self.validate, self.bounds))
         except asyncio.QueueFull:
             self.stats.dropped += 1
             self.stats.buffer_full += 1

@@ -139,6 +139,7 @@ def row_to_events(
                     asset_type=kind, trade_id=str(row.get("id") or row.get("trade_id") or seq),
                     price=price, amount=amount, side=side if side in ("buy", "sell") else None,
                     event_time_ms=event_ms, ingest_time_ms=ingest_time_ms, seq=seq,
+                    history=True,  # recorded: exempt from the live age bound
                 )
             )  # fmt: skip
             seq += 1
@@ -147,7 +148,7 @@ def row_to_events(
                 provider=name, symbol=canonical, provider_symbol=source_symbol, asset_type=kind,
                 price=price, bid=_float(row, "bid"), ask=_float(row, "ask"),
                 volume=_float(row, "volume"), event_time_ms=event_ms,
-                ingest_time_ms=ingest_time_ms, seq=seq,
+                ingest_time_ms=ingest_time_ms, seq=seq, history=True,
             )
         )  # fmt: skip
         return out

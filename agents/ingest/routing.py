@@ -15,6 +15,7 @@ from typing import NamedTuple
 from agents.deadletter import DEADLETTER_TOPIC, deadletter_headers
 from agents.ingest.base import Event, Rejected
 from agents.ingest.simulator import TRUTH_PROVIDER
+from agents.timebounds import TimeBounds
 from schemas import symbols as sym
 from schemas.codec import decode, encode
 from schemas.errors import DecodeError, SymbolError
@@ -22,6 +23,8 @@ from schemas.records import ProviderHealth, RawTick
 from schemas.topics import topic_name
 
 __all__ = ["Outgoing", "is_deadletter", "prepare"]
+
+_BOUNDS = TimeBounds()
 
 
 class Outgoing(NamedTuple):
@@ -46,11 +49,13 @@ def _symbol_problem(symbol: str) -> str | None:
         return str(error)
 
 
-def prepare(event: Event, validate: bool = True) -> Outgoing:
+def prepare(event: Event, validate: bool = True, bounds: TimeBounds = _BOUNDS) -> Outgoing:
     """The Kafka record for ``event`` (dead-letter record if it fails validation).
 
     With ``validate`` the encoded bytes are decoded again: what reaches the topic is exactly
     what any consumer will parse, whatever the producer of the model did (``model_construct``).
+    A raw tick or trade whose event time is outside ``bounds`` (too far ahead of its ingest
+    time, or too old for live data) is dead-lettered with the reason, never written to the log.
     """
     if isinstance(event, Rejected):
         key = event.key.encode() if event.key else None
@@ -68,6 +73,9 @@ def prepare(event: Event, validate: bool = True) -> Outgoing:
     value = encode(event)
     key = key_text.encode()
     problem = None if isinstance(event, ProviderHealth) else _symbol_problem(key_text)
+    if problem is None and not isinstance(event, ProviderHealth):
+        problem = bounds.problem(event.event_time_ms, event.ingest_time_ms,
+                                 event.asset_type.value, event.history)
     if validate and problem is None:
         try:
             decode(type(event), value)

@@ -19,10 +19,11 @@ NOW = 1_796_400_000_000  # 2026-12-04
 YEAR = 365 * 86_400_000
 
 
-def tick(symbol: str, t: int, price: float, seq: int, provider: str = "sim-a") -> bytes:
+def tick(symbol: str, t: int, price: float, seq: int, provider: str = "sim-a",
+         history: bool = False) -> bytes:
     return encode(RawTick(provider=provider, symbol=symbol, provider_symbol=symbol,
                           asset_type=AssetType.CRYPTO, price=price, event_time_ms=t,
-                          ingest_time_ms=NOW, seq=seq))
+                          ingest_time_ms=max(t, NOW), seq=seq, history=history))
 
 
 @settings(deadline=None, max_examples=25)
@@ -38,7 +39,8 @@ def test_an_old_first_tick_beside_live_data_gives_bounded_candles(age_ms: int) -
 
     for i in range(30):  # live BTC, one tick a second
         feed(tick("BTC/USDT", NOW + i * 1000, 65_000.0 + i, i))
-    feed(tick("XRP/ETH", NOW - age_ms, 0.0003, 100, provider="replay"))  # history's first
+    # history's first tick, declared as history (the replay provider does): past the age bound
+    feed(tick("XRP/ETH", NOW - age_ms, 0.0003, 100, provider="replay", history=True))
     for i in range(30, 60):  # live goes on
         feed(tick("BTC/USDT", NOW + i * 1000, 65_000.0 + i, i))
     out = [orjson.loads(v) for topic, _k, v, _p, _h in proc.drain() if topic == "fiml.ohlcv"]
@@ -53,3 +55,24 @@ def test_an_old_first_tick_beside_live_data_gives_bounded_candles(age_ms: int) -
            and c["is_final"]]
     assert [c["window_start_ms"] for c in btc] == [NOW + i * 1000 for i in range(len(btc))]
     assert len(btc) >= 55
+
+
+def test_undeclared_old_and_future_ticks_are_dead_lettered_with_the_reason() -> None:
+    proc = Processor(ArbitrationSettings())
+    proc.process(TICKS, None, tick("BTC/USDT", NOW, 65_000.0, 0), 0, 0)
+    old = encode(RawTick(provider="sim-a", symbol="ETH/USDT", provider_symbol="ETHUSDT",
+                         asset_type=AssetType.CRYPTO, price=3000.0,
+                         event_time_ms=NOW - 2 * 3_600_000, ingest_time_ms=NOW, seq=1))
+    ahead = encode(RawTick(provider="sim-a", symbol="ETH/USDT", provider_symbol="ETHUSDT",
+                           asset_type=AssetType.CRYPTO, price=3000.0,
+                           event_time_ms=NOW + 3_600_000, ingest_time_ms=NOW, seq=2))
+    proc.process(TICKS, None, old, 0, 1)
+    proc.process(TICKS, None, ahead, 0, 2)
+    dead = [(v, dict(h or [])) for topic, _k, v, _p, h in proc.drain()
+            if topic == "fiml.deadletter"]
+    assert [v for v, _ in dead] == [old, ahead]
+    assert b"too old for live data" in dead[0][1]["fiml-error"]
+    assert b"after its ingest time" in dead[1][1]["fiml-error"]
+    assert dead[0][1]["fiml-offset"] == b"1" and proc.out_of_time == 2
+    # neither moved anything: the partition still knows only BTC/USDT
+    assert proc.late_ticks() == 0
