@@ -12,16 +12,37 @@ suppressed final is byte-for-byte the one already on the topic.
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-__all__ = ["MARK_PREFIX", "Fence", "mark_key", "read_fence"]
+__all__ = ["MARK_PREFIX", "Fence", "add_final", "mark_key", "read_fence"]
+
+log = logging.getLogger(__name__)
 
 #: Table keys of partition marks start with a NUL byte, which no symbol does.
 MARK_PREFIX = b"\x00mark:"
 
 #: (symbol, interval) -> window_start_ms of the last final seen on the topic.
 Fence = dict[tuple[str, str], int]
+
+
+def add_final(fence: Fence, value: bytes | None) -> bool:
+    """Fold one ``fiml.ohlcv`` record into ``fence`` if it is a final; False if it is not a
+    candle record at all (any other producer's bytes): skipped, never a reason to stop the
+    worker's assignment (pure)."""
+    if value is None or b'"is_final":true' not in value:
+        return True
+    try:
+        c = orjson.loads(value)
+        key, start = (c["symbol"], c["interval"]), c["window_start_ms"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return False
+    if not (isinstance(key[0], str) and isinstance(key[1], str) and type(start) is int):
+        return False
+    fence[key] = max(fence.get(key, -1), start)
+    return True
 
 
 def mark_key(partition: int) -> bytes:
@@ -53,11 +74,9 @@ async def read_fence(bootstrap: str, topic: str, partition: int, start: int,
             while await consumer.position(tp) < end:
                 for records in (await consumer.getmany(tp, timeout_ms=500)).values():
                     for r in records:
-                        if r.value is None or b'"is_final":true' not in r.value:
-                            continue
-                        c = orjson.loads(r.value)
-                        k = (c["symbol"], c["interval"])
-                        fence[k] = max(fence.get(k, -1), c["window_start_ms"])
+                        if not add_final(fence, r.value):
+                            log.warning("fence: skipping %s[%d]@%d: not a candle record",
+                                        topic, partition, r.offset)
 
         await asyncio.wait_for(drain(), timeout_s)
     finally:

@@ -38,6 +38,7 @@ from schemas.times import iso_ms
 __all__ = ["TICKS", "TRADES", "Output", "Processor", "health_key"]
 
 TICKS, TRADES = "fiml.raw.ticks", "fiml.raw.trades"
+_INF = float("inf")
 
 #: (logical topic, key, value, partition, headers): partition None lets the producer choose.
 Output = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
@@ -93,6 +94,8 @@ class Processor:
         self.dirty: dict[str, SymbolState] = {}  # changed since their partition's last mark
         self.poison = 0
         self.out_of_time = 0  # of the poison: event time outside the bounds (timebounds.py)
+        self.invalid = 0  # derived records that failed their checks (dead-lettered, not written)
+        self._applying: tuple[str, int] = ("", -1)
         self.skipped = 0
         self.fenced = 0  # finals suppressed because the topic already has them
         self._fences: dict[int, dict[tuple[str, str], int]] = {}
@@ -228,6 +231,7 @@ class Processor:
             if st.offsets.get(kind, -1) >= offset:
                 self.skipped += 1  # already in the saved state: a replay after a crash
                 return
+            self._applying = (kind, offset)  # the input named by an invalid output's dead letter
             self._apply(part, st, rec, partition)
             st.offsets[kind] = offset
             self.dirty[st.symbol] = st
@@ -343,6 +347,14 @@ class Processor:
             return
         price, band_low, band_high, confidence, used, rejected, flags, fresh = result
         key = st.symbol.encode()
+        if not (0.0 < band_low <= price <= band_high < _INF and 0.0 <= confidence <= 1.0):
+            # Only extreme inputs get here (prices near the float limit overflow the band or the
+            # dispersion): the record would carry a null or infinite band or a NaN confidence
+            # (JSON null), so it is dead-lettered, not written. NaN fails every comparison.
+            self._invalid(st, partition, "0 < band_low <= price <= band_high < inf and "
+                          "0 <= confidence <= 1", price=price, band_low=band_low,
+                          band_high=band_high, confidence=confidence)
+            return
         if len(used) + len(rejected) >= 2:
             for q in fresh:
                 if q.provider == provider:
@@ -356,6 +368,10 @@ class Processor:
         day = st.candles.day(now) or st.candles.day(rec.event_time_ms)
         day_open = day.open if day is not None else price
         change, change_percent = price_change(price, day_open)
+        if not -_INF < change_percent < _INF:  # a day open 1e300 times smaller than the price
+            self._invalid(st, partition, "change_percent is not finite", price=price,
+                          day_open=day_open)
+            return
         nearest, distance = used[0], float("inf")
         for p in used:  # sorted by provider: ties go to the first name
             d = abs(st.quotes[p].price - price)
@@ -374,6 +390,17 @@ class Processor:
         }), partition, None))
         self._quote(st, used, key, partition, iso)
         self._health(st, provider, stats, stale_ms, reliability[provider])
+
+    def _invalid(self, st: SymbolState, partition: int, rule: str, **values: float) -> None:
+        """A price record that fails its model's ``rule``: dead-lettered with the raw record
+        that produced it (topic, partition, offset), never written."""
+        self.invalid += 1
+        kind, offset = self._applying
+        body = {"symbol": st.symbol, "event_time_ms": st.newest_ms,
+                **{k: v if -_INF < v < _INF else str(v) for k, v in values.items()}}
+        self.outputs.append(("fiml.deadletter", st.symbol.encode(), orjson.dumps(body), None,
+                             deadletter_headers(f"invalid PriceUpdate: {rule} does not hold",
+                                                kind, partition, offset)))
 
     def _quote(self, st: SymbolState, used: tuple[str, ...], key: bytes, partition: int,
                iso: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,30 +136,42 @@ async def _run(
     console = Console(stderr=True)
     started = time.monotonic()
     timeout_ms = int(kafka_timeout * 1000)
+    # SIGTERM (a supervisor, docker stop) and SIGINT (Ctrl-C) stop the providers, then the
+    # buffer is drained into Kafka and the counts printed: a stop loses nothing it can send.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.ensure_future(stop.wait())
     async with IngestProducer(bootstrap, request_timeout_ms=timeout_ms) as producer:
         runner = IngestRunner(producer, providers)
         runner.start()
         waiter = asyncio.ensure_future(runner.wait())
         try:
             with Live(console=console, refresh_per_second=2, transient=quiet) as live:
-                while not waiter.done():
+                while not waiter.done() and not stop.is_set():
                     if duration is not None and time.monotonic() - started >= duration:
                         break
-                    await asyncio.wait({waiter}, timeout=1.0)
+                    await asyncio.wait({waiter, stopper}, timeout=1.0,
+                                       return_when=asyncio.FIRST_COMPLETED)
                     live.update(_status_table(runner, started))  # type: ignore[arg-type]
         finally:
             await runner.stop()
-            waiter.cancel()
-            await asyncio.gather(waiter, return_exceptions=True)
+            for task in (waiter, stopper):
+                task.cancel()
+            await asyncio.gather(waiter, stopper, return_exceptions=True)
             await producer.flush()
         elapsed = time.monotonic() - started
     ticks = sum(p.ticks for p in providers)
     stats = producer.stats
     console.print(
-        f"{ticks:,} ticks and {sum(p.trades for p in providers):,} trades in {elapsed:.1f} s "
+        f"{'stopped: ' if stop.is_set() else ''}{ticks:,} ticks and "
+        f"{sum(p.trades for p in providers):,} trades in {elapsed:.1f} s "
         f"= {ticks / elapsed:,.0f} ticks/s; records sent {stats.sent:,}, dead-lettered "
         f"{stats.deadlettered:,}, dropped {stats.dropped:,}, failed {stats.failed:,}"
     )
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
 import time
 from collections import defaultdict
 
@@ -16,10 +18,12 @@ from agents.ingest.resilience import Backoff
 from agents.ingest.runner import IngestRunner, run_simulation
 from agents.ingest.simconfig import SimConfig
 from agents.ingest.simulator import SimulatorProvider
+from infra.procs import fiml_argv
 from infra.topics import create_topics, describe_topics
 from schemas.codec import decode
 from schemas.records import ProviderHealth, RawTick, RawTrade
 from schemas.topics import topic_name
+from tests.integration.test_gateway import until
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +117,40 @@ async def test_offline_ccxt_reports_down_while_simulator_keeps_producing(
     for h in states:
         counts[h.provider] += 1
     assert counts["sim-alpha"] >= 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+async def test_a_stopped_ingest_drains_its_buffer_and_prints_its_counts(
+    kafka_bootstrap: str, topic_prefix: str, sig: signal.Signals
+) -> None:
+    """SIGTERM used to end ``fiml ingest`` at once, losing what was buffered; now every record
+    the providers made is on the topics when it exits, and it says how many."""
+    await create_topics(kafka_bootstrap)
+    proc = await asyncio.create_subprocess_exec(
+        *fiml_argv("ingest", "-p", "sim", "--symbols", "BTC/USDT,ETH/USDT", "--rate", "20",
+                   "--bootstrap", kafka_bootstrap, "--quiet"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        ticks = topic_name("fiml.raw.ticks")
+
+        async def some_sent() -> bool:
+            return len(await read_all(kafka_bootstrap, ticks, 1, timeout=2)) > 200
+
+        await until(some_sent, "ingest to send 200 ticks", deadline=60)
+        proc.send_signal(sig)
+        _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    summary = err.decode().strip().splitlines()[-1]
+    assert summary.startswith("stopped: "), err.decode()
+    counts = re.search(r"records sent ([\d,]+), dead-lettered ([\d,]+)", summary)
+    assert counts is not None, summary
+    sent, dead = (int(n.replace(",", "")) for n in counts.groups())
+    assert "dropped 0, failed 0" in summary, summary
+    on_topics = sum([len(await read_all(kafka_bootstrap, topic_name(t), 0, timeout=5))
+                     for t in ("fiml.raw.ticks", "fiml.raw.trades", "fiml.sim.truth",
+                               "fiml.provider.health", "fiml.deadletter")])
+    assert on_topics == sent + dead  # every record it counted is there, and nothing else

@@ -1,0 +1,60 @@
+"""Whatever valid raw prices come in (subnormal, near the float limit, wildly apart), every
+record the processor writes is valid against its model; one that would not be (a band that
+overflows to infinity) is dead-lettered naming its input. Pure: the processor, no broker."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.arbitration.processor import TICKS, Processor
+from agents.arbitration.settings import ArbitrationSettings
+from schemas.codec import RECORD_TYPES, decode, encode
+from schemas.records import AssetType, RawTick
+
+NOW = 1_796_400_000_000
+prices = st.floats(min_value=5e-324, max_value=1.7976931348623157e308, allow_nan=False,
+                   allow_infinity=False)
+
+
+@settings(deadline=None, max_examples=200)
+@given(ticks=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), prices,
+                                st.none() | prices), min_size=1, max_size=12))
+def test_every_output_is_valid_whatever_the_prices(
+    ticks: list[tuple[str, float, float | None]],
+) -> None:
+    proc = Processor(ArbitrationSettings())
+    for i, (provider, price, spread) in enumerate(ticks):
+        bid = ask = None
+        if spread is not None and price - spread > 0 and price + spread < 1.7e308:
+            bid, ask = price - spread, price + spread
+        tick = RawTick(provider=provider, symbol="BTC/USDT", provider_symbol="BTCUSDT",
+                       asset_type=AssetType.CRYPTO, price=price, bid=bid, ask=ask,
+                       event_time_ms=NOW + i * 100, ingest_time_ms=NOW + i * 100, seq=i)
+        proc.process(TICKS, None, encode(tick), 0, i)
+    outputs = proc.drain()
+    for topic, _key, value, _p, _h in outputs:
+        if topic in RECORD_TYPES:
+            decode(RECORD_TYPES[topic], value)  # raises if a record is invalid
+    dead = [dict(h or []) for topic, _k, _v, _p, h in outputs if topic == "fiml.deadletter"]
+    # each dead letter names its input: an invalid output, or a raw record whose arithmetic
+    # overflowed (OverflowError: dead-lettered with the reason, the rest goes on)
+    invalid = [d for d in dead if d["fiml-error"].startswith(b"invalid PriceUpdate")]
+    assert len(invalid) == proc.invalid
+    assert all("fiml-offset" in d and "fiml-partition" in d for d in dead)
+
+
+def test_a_band_that_overflows_is_dead_lettered_with_its_input() -> None:
+    proc = Processor(ArbitrationSettings())
+    for i, price in enumerate((1.7e308, 1.0e308, 1.6e308)):
+        tick = RawTick(provider="abc"[i], symbol="BTC/USDT", provider_symbol="BTCUSDT",
+                       asset_type=AssetType.CRYPTO, price=price, event_time_ms=NOW + i,
+                       ingest_time_ms=NOW + i, seq=i)
+        proc.process(TICKS, None, encode(tick), 0, i)
+    outputs = proc.drain()
+    prices_out = [orjson.loads(v) for t, _k, v, _p, _h in outputs if t == "fiml.prices"]
+    assert all(p["band_high"] is not None for p in prices_out)
+    dead = [dict(h or []) for t, _k, _v, _p, h in outputs if t == "fiml.deadletter"]
+    assert proc.invalid >= 1 and len(dead) >= proc.invalid
+    assert {d["fiml-offset"] for d in dead} <= {b"0", b"1", b"2"}
