@@ -168,7 +168,8 @@ async def _run(
         f"{'stopped: ' if stop.is_set() else ''}{ticks:,} ticks and "
         f"{sum(p.trades for p in providers):,} trades in {elapsed:.1f} s "
         f"= {ticks / elapsed:,.0f} ticks/s; records sent {stats.sent:,}, dead-lettered "
-        f"{stats.deadlettered:,}, dropped {stats.dropped:,}, failed {stats.failed:,}"
+        f"{stats.deadlettered:,}, dropped {stats.dropped:,}, failed {stats.failed:,}",
+        soft_wrap=True,  # one line, for logs and scripts
     )
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
