@@ -1,7 +1,8 @@
-"""Counters and gauges of one gateway process, rendered in the Prometheus text format.
+"""Counters and gauges of one gateway process, in the Prometheus text format.
 
-Rendered by hand (the format is a few lines of text) so the gateway needs no extra dependency.
-Counters are plain ints bumped on the hot path; gauges are read when ``/metrics`` is scraped.
+Counters are plain ints bumped on the hot path (a prometheus-client ``Counter`` takes a lock
+per increment); at a scrape they and the gauges (connections, lag) become prometheus-client
+metric families, which it renders.
 """
 
 from __future__ import annotations
@@ -9,7 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Metrics", "render"]
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics", "families", "render"]
 
 
 @dataclass(slots=True)
@@ -37,18 +42,78 @@ _BUFFERED_HELP = {
 }
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, help_text, value=value)
 
 
-def _family(
-    name: str, kind: str, help_text: str, samples: Iterable[tuple[Mapping[str, str], float]]
-) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    for labels, value in samples:
-        label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-        lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
-    return lines
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_text, value=value)
+
+
+def _labelled(family: CounterMetricFamily | GaugeMetricFamily, label_values: Mapping[str, float]
+              ) -> CounterMetricFamily | GaugeMetricFamily:
+    for label, value in sorted(label_values.items()):
+        family.add_metric([label], value)
+    return family
+
+
+def families(
+    metrics: Metrics,
+    connections: int,
+    subscriptions: Mapping[str, int],
+    lag: Mapping[str, int],
+    buffered: Mapping[str, int] | None = None,
+) -> list[Metric]:
+    """Every metric family of the gateway now. ``buffered``: ``pending_updates`` and
+    ``queued_frames`` summed over the connections, and the largest single connection's
+    (``max_pending_updates``, ``max_queued_frames``)."""
+    m = metrics
+    out: list[Metric] = [_gauge("fiml_gateway_connections", "Open WebSocket connections.",
+                                connections)]
+    out += [_gauge(f"fiml_gateway_{key}", _BUFFERED_HELP.get(key, key), value)
+            for key, value in sorted((buffered or {}).items())]
+    out += [
+        _counter("fiml_gateway_connections_accepted", "WebSocket connections accepted.",
+                 m.connections_total),
+        _labelled(GaugeMetricFamily("fiml_gateway_subscriptions",
+                                    "Active subscriptions by stream type.",
+                                    labels=["stream_type"]), subscriptions),
+        _counter("fiml_gateway_messages_sent", "WebSocket messages sent (all types).",
+                 m.messages_sent),
+        _counter("fiml_gateway_updates_sent", "Records delivered inside data messages.",
+                 m.updates_sent),
+        _counter("fiml_gateway_bytes_sent", "Bytes of WebSocket messages sent (before "
+                 "compression).", m.bytes_sent),
+        _counter("fiml_gateway_updates_dropped", "Updates conflated away because a "
+                 "real-time client was behind.", m.updates_dropped),
+        _counter("fiml_gateway_conflations", "Times a real-time subscription overflowed "
+                 "max_pending_updates and fell back to latest-value-per-symbol conflation.",
+                 m.conflations),
+        _counter("fiml_gateway_slow_disconnects", "Clients disconnected for not keeping up "
+                 "(close code 4000).", m.slow_disconnects),
+        _counter("fiml_gateway_client_errors", "Error messages sent for bad client input.",
+                 m.client_errors),
+        _counter("fiml_gateway_decode_errors", "Records skipped because they did not decode "
+                 "or route (any fault of one record; each is logged with topic, partition and "
+                 "offset).", m.decode_errors),
+        _counter("fiml_gateway_hub_errors", "Fetched batches whose dispatch raised (a bug; "
+                 "logged with the traceback).", m.hub_errors),
+        _labelled(CounterMetricFamily("fiml_gateway_records_consumed", "Records read from "
+                                      "Kafka by the hub, per topic.", labels=["topic"]),
+                  m.records_in),
+        _labelled(GaugeMetricFamily("fiml_gateway_consumer_lag", "Records behind the end of "
+                                    "each topic (sum over partitions).", labels=["topic"]),
+                  lag),
+    ]
+    return out
+
+
+class _Families(Collector):
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics
 
 
 def render(
@@ -58,51 +123,7 @@ def render(
     lag: Mapping[str, int],
     buffered: Mapping[str, int] | None = None,
 ) -> str:
-    """The Prometheus exposition text (version 0.0.4) for ``/metrics``.
-
-    ``buffered``: ``pending_updates`` and ``queued_frames`` summed over the connections, and
-    the largest single connection's (``max_pending_updates``, ``max_queued_frames``).
-    """
-    m = metrics
-    lines: list[str] = []
-    lines += _family("fiml_gateway_connections", "gauge", "Open WebSocket connections.",
-                     [({}, connections)])
-    for key, value in sorted((buffered or {}).items()):
-        lines += _family(f"fiml_gateway_{key}", "gauge", _BUFFERED_HELP.get(key, key),
-                         [({}, value)])
-    lines += _family("fiml_gateway_connections_total", "counter",
-                     "WebSocket connections accepted.", [({}, m.connections_total)])
-    lines += _family("fiml_gateway_subscriptions", "gauge", "Active subscriptions by stream type.",
-                     [({"stream_type": k}, v) for k, v in sorted(subscriptions.items())])
-    lines += _family("fiml_gateway_messages_sent_total", "counter",
-                     "WebSocket messages sent (all types).", [({}, m.messages_sent)])
-    lines += _family("fiml_gateway_updates_sent_total", "counter",
-                     "Records delivered inside data messages.", [({}, m.updates_sent)])
-    lines += _family("fiml_gateway_bytes_sent_total", "counter",
-                     "Bytes of WebSocket messages sent (before compression).",
-                     [({}, m.bytes_sent)])
-    lines += _family("fiml_gateway_updates_dropped_total", "counter",
-                     "Updates conflated away because a real-time client was behind.",
-                     [({}, m.updates_dropped)])
-    lines += _family("fiml_gateway_conflations_total", "counter",
-                     "Times a real-time subscription overflowed max_pending_updates and fell "
-                     "back to latest-value-per-symbol conflation.", [({}, m.conflations)])
-    lines += _family("fiml_gateway_slow_disconnects_total", "counter",
-                     "Clients disconnected for not keeping up (close code 4000).",
-                     [({}, m.slow_disconnects)])
-    lines += _family("fiml_gateway_client_errors_total", "counter",
-                     "Error messages sent for bad client input.", [({}, m.client_errors)])
-    lines += _family("fiml_gateway_decode_errors_total", "counter",
-                     "Records skipped because they did not decode or route (any fault of one "
-                     "record; each is logged with topic, partition and offset).",
-                     [({}, m.decode_errors)])
-    lines += _family("fiml_gateway_hub_errors_total", "counter",
-                     "Fetched batches whose dispatch raised (a bug; logged with the traceback).",
-                     [({}, m.hub_errors)])
-    lines += _family("fiml_gateway_records_consumed_total", "counter",
-                     "Records read from Kafka by the hub, per topic.",
-                     [({"topic": k}, v) for k, v in sorted(m.records_in.items())])
-    lines += _family("fiml_gateway_consumer_lag", "gauge",
-                     "Records behind the end of each topic (sum over partitions).",
-                     [({"topic": k}, v) for k, v in sorted(lag.items())])
-    return "\n".join(lines) + "\n"
+    """The Prometheus exposition text (version 0.0.4) for ``/metrics``, by prometheus-client."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families(metrics, connections, subscriptions, lag, buffered)))
+    return generate_latest(registry).decode()

@@ -52,6 +52,7 @@ class UpOptions:
     duration: float | None = None
     stop_timeout_s: float = 10.0
     log_dir: Path | None = None
+    metrics_port: int | None = None  # ingestion's; arbitration's is the next one
 
 
 def child_specs(opts: UpOptions, bootstrap: str) -> list[ChildSpec]:
@@ -60,13 +61,17 @@ def child_specs(opts: UpOptions, bootstrap: str) -> list[ChildSpec]:
     env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PYTHONUNBUFFERED": "1"}
     providers = [p.strip() for p in opts.providers.split(",") if p.strip()]
     ingest = ["ingest", "--bootstrap", bootstrap, "--symbols", opts.symbols, "--quiet"]
+    arbitrate = ["arbitrate"]
+    if opts.metrics_port is not None:
+        ingest += ["--metrics-port", str(opts.metrics_port)]
+        arbitrate += ["--metrics-port", str(opts.metrics_port + 1)]
     for provider in providers:
         ingest += ["--provider", provider]
     gateway = ["gateway", "--host", opts.gateway_host, "--port", str(opts.gateway_port),
                "--bootstrap", bootstrap]  # fmt: skip
     return [
         ChildSpec("ingest", fiml_argv(*ingest), env),
-        ChildSpec("arbitrate", fiml_argv("arbitrate"), env),
+        ChildSpec("arbitrate", fiml_argv(*arbitrate), env),
         # The dashboard shows the symbols being ingested.
         ChildSpec("gateway", fiml_argv(*gateway), {**env, "FIML_DASHBOARD_SYMBOLS": opts.symbols}),
     ]
@@ -291,11 +296,15 @@ def register(app: typer.Typer) -> None:
         log_dir: Path | None = typer.Option(  # noqa: B008 - typer's declaration style
             None, help="Where the children's logs go (default .fiml/logs)."
         ),
+        metrics_port: int | None = typer.Option(
+            None, help="Serve ingestion's Prometheus metrics on this port and arbitration's on "
+            "the next (the gateway's are at /metrics)."),
     ) -> None:
         """Start broker, topics, ingestion, arbitration and gateway; Ctrl-C stops them all."""
         opts = UpOptions(
             symbols=symbols, providers=providers, gateway_port=gateway_port,
             kafka_port=kafka_port, fresh=not keep_data, keep_broker=keep_broker,
             headless=headless or not sys.stdout.isatty(), duration=duration, log_dir=log_dir,
+            metrics_port=metrics_port,
         )  # fmt: skip
         raise typer.Exit(run_up(opts))

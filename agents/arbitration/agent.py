@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,8 +27,10 @@ from faust.types import TP, Message
 
 from agents.arbitration.batches import consume_in_batches
 from agents.arbitration.fence import mark_key, read_fence
+from agents.arbitration.metrics import WorkerCounters, readings
 from agents.arbitration.processor import TICKS, TRADES, Output, Processor
 from agents.arbitration.settings import ArbitrationSettings
+from agents.metrics import serve
 from schemas.topics import TOPICS, topic_name
 
 __all__ = ["STATE_TABLE", "attach", "source_name"]
@@ -151,6 +154,24 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
 
     producers: list[AIOKafkaProducer] = []  # one, made on the worker's loop at the first batch
 
+    counters = WorkerCounters()
+
+    def lag() -> dict[int, int]:
+        out: dict[int, int] = {}
+        for (topic, partition), last in list(seen.items()):
+            high = app.consumer.highwater(TP(topic, partition))
+            if high is not None:
+                out[partition] = out.get(partition, 0) + max(0, high - last - 1)
+        return out
+
+    def checkpoint_age_s() -> dict[int, float]:
+        now = time.monotonic()
+        return {p: now - at for p, at in list(saved_at.items())}
+
+    port = os.environ.get("FIML_ARB_METRICS_PORT")
+    if port:
+        serve(int(port), lambda: readings(processor, counters, lag, checkpoint_age_s))
+
     async def arbitrate(messages: list[Message]) -> None:
         idle.clear()
         if not producers:
@@ -162,14 +183,19 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
         producer = producers[0]
         partitions = {m.partition for m in messages}
         await fence(partitions)
+        counters.batches += 1
         for m in messages:
             # a tombstone (no value) is malformed here: it goes to the dead letters
-            processor.admit(kinds[m.topic], m.key, m.value or b"", m.partition, m.offset)
+            kind = kinds[m.topic]
+            counters.records_in[kind] = counters.records_in.get(kind, 0) + 1
+            processor.admit(kind, m.key, m.value or b"", m.partition, m.offset)
             seen[m.topic, m.partition] = m.offset
             unacked.setdefault(m.partition, []).append(m)
         for p in sorted(partitions):
             processor.release(p, caught_up_in(p))
         outputs = processor.drain()
+        for out in outputs:
+            counters.records_out[out[0]] = counters.records_out.get(out[0], 0) + 1
         # Delivered before the checkpoint acks the records: an error here stops the worker and
         # they are consumed again after a restart (at least once).
         for partition, end in (await send_all(producer, outputs, out_names, ohlcv)).items():
@@ -178,6 +204,7 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
         idle.set()
         if processor.poison:
             log.warning("%d poison record(s) sent to the dead-letter topic", processor.poison)
+            counters.dead_letters += processor.poison
             processor.poison = 0
 
     @app.on_before_shutdown.connect

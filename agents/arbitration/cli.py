@@ -12,9 +12,17 @@ def register(app: typer.Typer) -> None:
     """Add the arbitration commands to the ``fiml`` CLI."""
 
     @app.command("arbitrate")
-    def arbitrate(loglevel: str = typer.Option("warning", "--loglevel", "-l")) -> None:
+    def arbitrate(
+        loglevel: str = typer.Option("warning", "--loglevel", "-l"),
+        metrics_port: int | None = typer.Option(
+            None, help="Serve Prometheus metrics on this port (FIML_ARB_METRICS_PORT)."),
+    ) -> None:
         """Run an arbitration worker (the same as ``faust -A agents.arbitration.app worker``)."""
         import asyncio
+        import os
+
+        if metrics_port is not None:  # read when the app module is imported, just below
+            os.environ["FIML_ARB_METRICS_PORT"] = str(metrics_port)
 
         import uvloop
         from faust.worker import Worker

@@ -124,6 +124,7 @@ async def _run(
     duration: float | None,
     quiet: bool,
     kafka_timeout: float = 300.0,
+    metrics_port: int | None = None,
 ) -> None:
     from rich.console import Console
     from rich.live import Live
@@ -145,6 +146,10 @@ async def _run(
     stopper = asyncio.ensure_future(stop.wait())
     async with IngestProducer(bootstrap, request_timeout_ms=timeout_ms) as producer:
         runner = IngestRunner(producer, providers)
+        if metrics_port is not None:
+            from agents.metrics import serve
+
+            serve(metrics_port, runner.readings)
         runner.start()
         waiter = asyncio.ensure_future(runner.wait())
         try:
@@ -154,6 +159,7 @@ async def _run(
                         break
                     await asyncio.wait({waiter, stopper}, timeout=1.0,
                                        return_when=asyncio.FIRST_COMPLETED)
+                    runner.report_losses()
                     live.update(_status_table(runner, started))  # type: ignore[arg-type]
         finally:
             await runner.stop()
@@ -200,6 +206,10 @@ def register(app: typer.Typer) -> None:
             help="Seconds aiokafka keeps retrying a record (a broker outage shorter than this "
             "loses nothing) before it is counted as failed.",
         ),
+        metrics_port: int | None = typer.Option(
+            None, envvar="FIML_INGEST_METRICS_PORT",
+            help="Serve Prometheus metrics on this port (http://127.0.0.1:PORT/metrics).",
+        ),
     ) -> None:
         """Run providers into fiml.raw.ticks / fiml.raw.trades / fiml.provider.health."""
         from infra.broker import BrokerConfig, bootstrap_servers
@@ -216,7 +226,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         address = bootstrap or bootstrap_servers(BrokerConfig().bootstrap)
         try:
-            asyncio.run(_run(providers, address, duration, quiet, kafka_timeout))
+            asyncio.run(_run(providers, address, duration, quiet, kafka_timeout, metrics_port))
         except KeyboardInterrupt:
             pass
         except OSError as error:

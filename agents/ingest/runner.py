@@ -10,10 +10,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agents.ingest.base import Provider, wall_clock_ms
+from agents.ingest.base import Provider, ProviderState, wall_clock_ms
 from agents.ingest.producer import IngestProducer, ProducerStats
 from agents.ingest.simconfig import DEFAULT_SYMBOLS, SimConfig
 from agents.ingest.simulator import SimulatorProvider
+from agents.metrics import Reading
 from schemas.records import ProviderHealth
 
 __all__ = ["IngestRunner", "ProviderStatus", "run_providers", "run_simulation"]
@@ -39,6 +40,10 @@ class _Meter:
     last_time: float = field(default_factory=time.monotonic)
 
 
+#: The ``provider`` of the health records that report ingestion's own losses.
+LOSS_REPORTER = "ingest"
+
+
 class IngestRunner:
     """Pumps every provider's events into one ``IngestProducer``.
 
@@ -52,6 +57,46 @@ class IngestRunner:
         self.providers = list(providers)
         self._tasks: list[asyncio.Task[None]] = []
         self._meters = {p.name: _Meter() for p in self.providers}
+        self._drops_reported = 0
+
+    def report_losses(self) -> None:
+        """Publish live records dropped since the last report (the buffer was full: a broker
+        outage longer than it holds) on ``fiml.provider.health`` as provider ``ingest``,
+        ``degraded``, so the loss is seen where provider health is; call it now and then.
+        Retried at the next call if the report itself finds the buffer full."""
+        dropped = self.producer.stats.dropped
+        if dropped <= self._drops_reported:
+            return
+        report = ProviderHealth(
+            provider=LOSS_REPORTER, state="degraded", event_time_ms=wall_clock_ms(),
+            reason=f"{dropped - self._drops_reported:,} live records dropped since the last "
+            f"report ({dropped:,} in all): the buffer toward Kafka was full", errors=dropped)
+        if self.producer.offer(report):
+            self._drops_reported = dropped
+
+    def readings(self) -> list[Reading]:
+        """Prometheus metrics (``agents.metrics``): read at scrape time."""
+        stats = self.producer.stats
+        events: dict[tuple[str, ...], float] = {
+            (p.name, kind): float(n) for p in self.providers
+                  for kind, n in (("tick", p.ticks), ("trade", p.trades), ("rejected", p.errors))}
+        states: dict[tuple[str, ...], float] = {
+            (p.name, s.value): float(p.state is s) for p in self.providers
+                  for s in ProviderState}
+        return [
+            Reading("fiml_ingest_events", "Events each provider produced, by kind.", "counter",
+                    events, ("provider", "kind")),
+            Reading("fiml_ingest_records", "Records by outcome: sent to their topic, sent to "
+                    "the dead letters, dropped (buffer full), failed (Kafka gave up).", "counter",
+                    {("sent",): stats.sent, ("deadlettered",): stats.deadlettered,
+                     ("dropped",): stats.dropped, ("failed",): stats.failed}, ("outcome",)),
+            Reading("fiml_ingest_reconnects", "Kafka clients replaced after aiokafka gave up.",
+                    "counter", {(): stats.reconnects}),
+            Reading("fiml_ingest_queued", "Records held in memory ahead of Kafka.", "gauge",
+                    {(): self.producer.queued}),
+            Reading("fiml_ingest_provider_state", "1 for each provider's current state.",
+                    "gauge", states, ("provider", "state")),
+        ]
 
     async def _pump(self, provider: Provider) -> None:
         try:

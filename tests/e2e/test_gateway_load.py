@@ -123,7 +123,7 @@ async def test_a_client_that_stops_reading_is_cut_off_without_hurting_others(
             # gateway never held more for any connection than its bounds.
             assert status["active_connections"] == 1
             metrics = (await http.get("/metrics")).text
-            assert "fiml_gateway_slow_disconnects_total 1\n" in metrics
+            assert "fiml_gateway_slow_disconnects_total 1.0\n" in metrics
             assert peak["pending_updates"] <= tuned.max_pending_updates, peak
             assert peak["queued_frames"] <= tuned.max_queued_frames, peak
             # The reading client got data while the slow one's send was blocked, and gets the

@@ -174,3 +174,39 @@ def assigned(log: str) -> list[set[int]]:
     return [{int(p) for p in line.split(marker)[1].split(", ") if p.strip().isdigit()}
             for line in log.splitlines() if marker in line]
 
+
+
+async def test_the_worker_serves_its_metrics(kafka_bootstrap: str, topic_prefix: str,
+                                              tmp_path: Path) -> None:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.conftest import free_port
+
+    await create_topics(kafka_bootstrap)
+    port = free_port()
+    w = WorkerProcess(kafka_bootstrap, f"arb-{uuid.uuid4().hex[:8]}", tmp_path / "faust",
+                      tmp_path / "worker.log", FIML_ARB_METRICS_PORT=str(port))
+    ticks, _ = synthetic_ticks(SYMBOLS[:1], PROVIDERS[:2], START, 10_000)
+    w.start()
+    try:
+        await produce(kafka_bootstrap, TICKS, [(b"BTC/USD", b"{not json")])
+        await produce(kafka_bootstrap, TICKS, tick_values(ticks))
+
+        async def scraped() -> dict[str, float]:
+            try:
+                async with httpx.AsyncClient(timeout=2) as client:
+                    text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            except httpx.HTTPError:
+                return {}
+            got = {s.name + str(sorted(s.labels.values())): s.value
+                   for f in text_string_to_metric_families(text) for s in f.samples}
+            done = got.get(f"fiml_arbitration_records_in_total['{TICKS}']", 0) >= len(ticks) + 1
+            return got if done else {}
+
+        got = await until(scraped, "the worker's metrics to count every tick", deadline=90)
+        assert got["fiml_arbitration_dead_letters_total[]"] == 1
+        assert got["fiml_arbitration_records_out_total['fiml.prices']"] == len(ticks)
+    finally:
+        out = w.stop()
+    assert "Traceback" not in out, out[-3000:]

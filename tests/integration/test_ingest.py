@@ -8,6 +8,7 @@ import signal
 import time
 from collections import defaultdict
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -23,6 +24,7 @@ from infra.topics import create_topics, describe_topics
 from schemas.codec import decode
 from schemas.records import ProviderHealth, RawTick, RawTrade
 from schemas.topics import topic_name
+from tests.conftest import free_port
 from tests.integration.test_gateway import until
 
 pytestmark = pytest.mark.integration
@@ -126,9 +128,10 @@ async def test_a_stopped_ingest_drains_its_buffer_and_prints_its_counts(
     """SIGTERM used to end ``fiml ingest`` at once, losing what was buffered; now every record
     the providers made is on the topics when it exits, and it says how many."""
     await create_topics(kafka_bootstrap)
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         *fiml_argv("ingest", "-p", "sim", "--symbols", "BTC/USDT,ETH/USDT", "--rate", "20",
-                   "--bootstrap", kafka_bootstrap, "--quiet"),
+                   "--bootstrap", kafka_bootstrap, "--quiet", "--metrics-port", str(port)),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         ticks = topic_name("fiml.raw.ticks")
@@ -137,6 +140,10 @@ async def test_a_stopped_ingest_drains_its_buffer_and_prints_its_counts(
             return len(await read_all(kafka_bootstrap, ticks, 1, timeout=2)) > 200
 
         await until(some_sent, "ingest to send 200 ticks", deadline=60)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        sent_line = next(line for line in metrics.splitlines()
+                         if line.startswith('fiml_ingest_records_total{outcome="sent"}'))
+        assert float(sent_line.split()[-1]) > 0
         proc.send_signal(sig)
         _out, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
