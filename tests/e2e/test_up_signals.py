@@ -4,7 +4,9 @@ terminal closed), a broken stdout pipe (``make demo | tee log`` and Ctrl-C), or 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import signal
 import subprocess
 import time
@@ -14,7 +16,7 @@ import pytest
 
 from infra.procs import fiml_argv
 from tests.conftest import free_port
-from tests.e2e.up_stack import alive, descendants, fiml_up
+from tests.e2e.up_stack import UpProcess, alive, descendants, fiml_up
 
 pytestmark = pytest.mark.e2e
 
@@ -75,3 +77,39 @@ def test_a_broken_stdout_pipe_does_not_leave_children_running(
             if alive(pid):
                 os.killpg(pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def test_each_child_killed_is_restarted_and_nothing_is_left_after(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    with fiml_up(kafka_bootstrap, free_port(), tmp_path, "--symbols", "BTC/USDT") as up:
+        up.wait_for_line("first price after", timeout=120)
+        for name in ("ingest", "arbitrate", "gateway"):
+            children = up.descendants()
+            up.known |= children
+            pid = next(p for p in children
+                       if f"fiml {name}".encode() in Path(f"/proc/{p}/cmdline").read_bytes()
+                       .replace(b"\x00", b" "))
+            started = count(up, f"{name} started")
+            os.kill(pid, signal.SIGKILL)
+            up.wait_for_line(f"{name} exited", timeout=30)
+            wait_for_count(up, f"{name} started", started + 1, timeout=60)
+        up.known |= up.descendants()
+        everything = set(up.known)
+        os.kill(up.popen.pid, signal.SIGTERM)
+        up.popen.wait(timeout=40)
+        wait_all_gone(everything)
+    assert up.popen.returncode == 0, "\n".join(up.seen)
+
+
+def count(up: UpProcess, needle: str) -> int:
+    return sum(needle in line for line in up.seen)
+
+
+def wait_for_count(up: UpProcess, needle: str, n: int, timeout: float) -> None:
+    """Until ``needle`` has been printed ``n`` times (reading fiml up's output as it comes)."""
+    deadline = time.monotonic() + timeout
+    while count(up, needle) < n:
+        assert time.monotonic() < deadline, f"{needle!r} not {n} times:\n" + "\n".join(up.seen)
+        with contextlib.suppress(queue.Empty):
+            up.seen.append(up.lines.get(timeout=0.2))
