@@ -10,7 +10,7 @@ JARS   := .fiml/kafka-4.1.1/lib/.complete
 # The dashboard's chart library, from npm (gateway/static/package.json); no build step.
 CHARTS := gateway/static/node_modules/lightweight-charts/package.json
 
-.PHONY: setup broker chromium test test-unit lint demo bench bench-full stop clean
+.PHONY: setup broker chromium test test-unit lint demo bench bench-full soak stop clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -53,6 +53,10 @@ bench: setup broker
 
 bench-full: setup broker
 	$(BIN)/python -m bench.run --full
+
+# Ten minutes of the pipeline under load with 1,000 clients: RSS growth and p99 over time.
+soak: setup broker
+	$(BIN)/python -m bench.soak --duration 600 --clients 1000
 
 demo: setup broker
 	$(BIN)/fiml up

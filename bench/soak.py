@@ -38,7 +38,7 @@ SYMBOLS = "AAPL,GOOGL,MSFT,TSLA,NVDA,BTC/USDT,ETH/USDT"
 
 
 def rss_kib(pid: int) -> int:
-    """Resident memory of ``pid`` and its descendants (a Faust worker is one process)."""
+    """Resident memory of ``pid`` (each piece is one process)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
