@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from agents.ingest.base import Clock, Event, wall_clock_ms
-from agents.ingest.errors import PayloadError, ProviderError
+from agents.ingest.errors import MALFORMED, PayloadError, ProviderError
 from agents.ingest.http import HttpQuoteProvider
 from agents.ingest.polling import PollingConfig, rejected
 from agents.ingest.resilience import TokenBucket
@@ -59,18 +59,18 @@ def global_quote_to_tick(
         PayloadError: no ``Global Quote`` object (Alpha Vantage's answer for an unknown
             symbol is an empty one), or invalid fields.
     """
-    quote = body.get("Global Quote")
-    if not isinstance(quote, Mapping) or "05. price" not in quote:
-        raise PayloadError(f"no Global Quote for {symbol} (unknown symbol?)")
     try:
+        quote = body.get("Global Quote")
+        if not isinstance(quote, Mapping) or "05. price" not in quote:
+            raise PayloadError(f"no Global Quote for {symbol} (unknown symbol?)")
         return RawTick(
             provider=provider, symbol=symbol, provider_symbol=str(quote.get("01. symbol", symbol)),
             asset_type=sym.classify(symbol), price=float(quote["05. price"]),
             volume=float(quote["06. volume"]) if quote.get("06. volume") else None,
             event_time_ms=ingest_time_ms, ingest_time_ms=ingest_time_ms, seq=seq,
         )  # fmt: skip
-    except ValueError as error:
-        raise PayloadError(str(error)) from None
+    except MALFORMED as error:
+        raise PayloadError(f"{type(error).__name__}: {error}") from None
 
 
 def exchange_rate_to_tick(
@@ -83,10 +83,10 @@ def exchange_rate_to_tick(
     Raises:
         PayloadError: missing object or invalid fields.
     """
-    rate = body.get("Realtime Currency Exchange Rate")
-    if not isinstance(rate, Mapping) or "5. Exchange Rate" not in rate:
-        raise PayloadError(f"no exchange rate for {symbol}")
     try:
+        rate = body.get("Realtime Currency Exchange Rate")
+        if not isinstance(rate, Mapping) or "5. Exchange Rate" not in rate:
+            raise PayloadError(f"no exchange rate for {symbol}")
         refreshed = datetime.fromisoformat(str(rate["6. Last Refreshed"]) + "+00:00")
         bid, ask = rate.get("8. Bid Price"), rate.get("9. Ask Price")
         source = f"{rate.get('1. From_Currency Code')}/{rate.get('3. To_Currency Code')}"
@@ -98,7 +98,7 @@ def exchange_rate_to_tick(
             event_time_ms=int(refreshed.timestamp() * 1000), ingest_time_ms=ingest_time_ms,
             seq=seq,
         )  # fmt: skip
-    except (ValueError, KeyError) as error:
+    except MALFORMED as error:
         raise PayloadError(f"{type(error).__name__}: {error}") from None
 
 

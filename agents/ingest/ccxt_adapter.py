@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 from agents.ingest.base import Clock, Event, ProviderState, wall_clock_ms
-from agents.ingest.errors import PayloadError, ProviderError
+from agents.ingest.errors import MALFORMED, PayloadError, ProviderError
 from agents.ingest.polling import PollingConfig, PollingProvider, rejected
 from schemas import symbols as sym
 from schemas.records import RawTick, RawTrade
@@ -39,13 +39,13 @@ def ticker_to_tick(
     Raises:
         PayloadError: no usable price, or a field the schema refuses.
     """
-    bid, ask = _num(ticker.get("bid")), _num(ticker.get("ask"))
-    price = _num(ticker.get("last")) or _num(ticker.get("close"))
-    if price is None and bid and ask:
-        price = (bid + ask) / 2
-    if not price:
-        raise PayloadError(f"ticker for {symbol} has no last, close or bid/ask")
     try:
+        bid, ask = _num(ticker.get("bid")), _num(ticker.get("ask"))
+        price = _num(ticker.get("last")) or _num(ticker.get("close"))
+        if price is None and bid and ask:
+            price = (bid + ask) / 2
+        if not price:
+            raise PayloadError(f"ticker for {symbol} has no last, close or bid/ask")
         return RawTick(
             provider=provider, symbol=symbol, provider_symbol=str(ticker.get("symbol") or symbol),
             asset_type=sym.classify(symbol), price=price, bid=bid or None, ask=ask or None,
@@ -54,8 +54,8 @@ def ticker_to_tick(
             event_time_ms=int(ticker.get("timestamp") or ingest_time_ms),
             ingest_time_ms=ingest_time_ms, seq=seq,
         )  # fmt: skip
-    except ValueError as error:  # pydantic's ValidationError is a ValueError
-        raise PayloadError(str(error)) from None
+    except MALFORMED as error:  # pydantic's ValidationError is a ValueError
+        raise PayloadError(f"{type(error).__name__}: {error}") from None
 
 
 def trade_to_raw(
@@ -66,10 +66,11 @@ def trade_to_raw(
     Raises:
         PayloadError: missing price, amount or timestamp, or a field the schema refuses.
     """
-    if trade.get("price") is None or trade.get("amount") is None or not trade.get("timestamp"):
-        raise PayloadError(f"trade for {symbol} lacks price, amount or timestamp")
-    side = trade.get("side")
     try:
+        if trade.get("price") is None or trade.get("amount") is None or not trade.get(
+                "timestamp"):
+            raise PayloadError(f"trade for {symbol} lacks price, amount or timestamp")
+        side = trade.get("side")
         return RawTrade(
             provider=provider, symbol=symbol, provider_symbol=str(trade.get("symbol") or symbol),
             asset_type=sym.classify(symbol), trade_id=str(trade.get("id") or seq),
@@ -77,8 +78,8 @@ def trade_to_raw(
             side=side if side in ("buy", "sell") else None,
             event_time_ms=int(trade["timestamp"]), ingest_time_ms=ingest_time_ms, seq=seq,
         )  # fmt: skip
-    except ValueError as error:
-        raise PayloadError(str(error)) from None
+    except MALFORMED as error:
+        raise PayloadError(f"{type(error).__name__}: {error}") from None
 
 
 def classify_ccxt_error(error: Exception) -> ProviderError:

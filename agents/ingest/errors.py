@@ -14,6 +14,7 @@ The hierarchy::
 from __future__ import annotations
 
 __all__ = [
+    "MALFORMED",
     "CircuitOpenError",
     "IllegalTransition",
     "IngestError",
@@ -60,6 +61,14 @@ class CircuitOpenError(ProviderError):
 
 class PayloadError(IngestError):
     """A provider payload that cannot be turned into a record (missing or invalid fields)."""
+
+
+#: What converting a malformed payload raises (a string where a number was, a list where an
+#: object was, a number too large for an int): each adapter turns these into ``PayloadError``,
+#: so that the payload is dead-lettered and the provider stays up.
+MALFORMED: tuple[type[Exception], ...] = (
+    TypeError, ValueError, KeyError, AttributeError, ArithmeticError,
+)
 
 
 class ReplayFormatError(IngestError):

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from agents.ingest.base import Clock, Event, wall_clock_ms
-from agents.ingest.errors import PayloadError, ProviderError
+from agents.ingest.errors import MALFORMED, PayloadError, ProviderError
 from agents.ingest.http import HttpQuoteProvider
 from agents.ingest.polling import PollingConfig, rejected
 from agents.ingest.resilience import TokenBucket
@@ -53,7 +53,7 @@ def quote_to_tick(
             event_time_ms=int(stamp) * 1000 if stamp else ingest_time_ms,
             ingest_time_ms=ingest_time_ms, seq=seq,
         )  # fmt: skip
-    except (KeyError, TypeError, ValueError) as error:
+    except MALFORMED as error:
         raise PayloadError(f"{type(error).__name__}: {error}") from None
 
 

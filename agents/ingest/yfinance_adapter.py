@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agents.ingest.base import Clock, Event, wall_clock_ms
-from agents.ingest.errors import PayloadError, ProviderError
+from agents.ingest.errors import MALFORMED, PayloadError, ProviderError
 from agents.ingest.polling import PollingConfig, PollingProvider, rejected
 from agents.ingest.resilience import TokenBucket
 from schemas import symbols as sym
@@ -43,11 +43,11 @@ def info_to_tick(
     Raises:
         PayloadError: no price, or fields the schema refuses.
     """
-    price = _positive(info.get("regularMarketPrice")) or _positive(info.get("currentPrice"))
-    if price is None:
-        raise PayloadError(f"Yahoo quote for {symbol} has no regularMarketPrice")
-    stamp = info.get("regularMarketTime")
     try:
+        price = _positive(info.get("regularMarketPrice")) or _positive(info.get("currentPrice"))
+        if price is None:
+            raise PayloadError(f"Yahoo quote for {symbol} has no regularMarketPrice")
+        stamp = info.get("regularMarketTime")
         return RawTick(
             provider=provider, symbol=symbol, provider_symbol=str(info.get("symbol", symbol)),
             asset_type=sym.classify(symbol), market=info.get("exchange"), price=price,
@@ -58,7 +58,7 @@ def info_to_tick(
             event_time_ms=int(stamp) * 1000 if stamp else ingest_time_ms,
             ingest_time_ms=ingest_time_ms, seq=seq,
         )  # fmt: skip
-    except (TypeError, ValueError) as error:
+    except MALFORMED as error:
         raise PayloadError(f"{type(error).__name__}: {error}") from None
 
 
