@@ -106,6 +106,11 @@ class CandleSeries:
                     self.late += 1
                     return None
                 price = self.last_close
+                if price <= 0.0 and self.windows:  # nothing closed yet: the newest open close
+                    price = self.windows[max(self.windows)].close
+                if price <= 0.0:  # no price known at all: the volume has no candle to go to
+                    self.late += 1
+                    return None
             candle = Candle(start, price, price, price, price, time_ms, time_ms)
             self.windows[start] = candle
             if self.closed_until < 0:

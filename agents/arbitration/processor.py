@@ -267,6 +267,12 @@ class Processor:
     def _apply(self, part: _Partition, st: SymbolState, rec: RawTick | RawTrade,
                partition: int) -> None:
         t = rec.event_time_ms
+        if isinstance(rec, RawTrade):
+            # Checked before anything changes: a volume of infinity is null on the wire. The
+            # day's candle holds the largest volume of every window that contains the trade.
+            day = st.candles.day(t)
+            if not rec.amount + (day.volume if day is not None else 0.0) < _INF:
+                raise OverflowError(f"amount {rec.amount!r} overflows the day's volume")
         if t > part.watermark and not rec.history:  # history never moves the live watermark
             part.watermark = t
             if 0 <= part.next_close <= t:

@@ -8,10 +8,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.arbitration.processor import TICKS, Processor
+from agents.arbitration.processor import TICKS, TRADES, Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.codec import RECORD_TYPES, decode, encode
-from schemas.records import AssetType, RawTick
+from schemas.records import AssetType, RawTick, RawTrade
 
 NOW = 1_796_400_000_000
 prices = st.floats(min_value=5e-324, max_value=1.7976931348623157e308, allow_nan=False,
@@ -58,3 +58,25 @@ def test_a_band_that_overflows_is_dead_lettered_with_its_input() -> None:
     dead = [dict(h or []) for t, _k, _v, _p, h in outputs if t == "fiml.deadletter"]
     assert proc.invalid >= 1 and len(dead) >= proc.invalid
     assert {d["fiml-offset"] for d in dead} <= {b"0", b"1", b"2"}
+
+
+@settings(deadline=None, max_examples=150)
+@given(trades=st.lists(st.tuples(st.sampled_from(["a", "b"]), prices, prices), min_size=1,
+                       max_size=10))
+def test_every_output_is_valid_whatever_the_trades(trades: list[tuple[str, float, float]]) -> None:
+    """Trade amounts near the float limit add up to infinity in a candle's volume."""
+    proc = Processor(ArbitrationSettings())
+    for i, (provider, price, amount) in enumerate(trades):
+        trade = RawTrade(provider=provider, symbol="BTC/USDT", provider_symbol="BTCUSDT",
+                         asset_type=AssetType.CRYPTO, trade_id=str(i), price=price,
+                         amount=amount, event_time_ms=NOW + i * 400, ingest_time_ms=NOW + i * 400,
+                         seq=i)
+        proc.process(TRADES, None, encode(trade), 0, i)
+    # close every window: a tick far enough ahead in the same partition
+    late = RawTick(provider="a", symbol="ETH/USDT", provider_symbol="ETHUSDT",
+                   asset_type=AssetType.CRYPTO, price=1.0, event_time_ms=NOW + 90_000_000,
+                   ingest_time_ms=NOW + 90_000_000, seq=99)
+    proc.process(TICKS, None, encode(late), 0, len(trades))
+    for topic, _key, value, _p, _h in proc.drain():
+        if topic in RECORD_TYPES:
+            decode(RECORD_TYPES[topic], value)  # raises if a record is invalid
