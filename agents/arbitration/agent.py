@@ -33,11 +33,16 @@ from agents.arbitration.settings import ArbitrationSettings
 from agents.metrics import serve
 from schemas.topics import TOPICS, topic_name
 
-__all__ = ["STATE_TABLE", "attach", "source_name"]
+__all__ = ["MARK_MAX_BYTES", "STATE_TABLE", "attach", "source_name"]
 
 STATE_TABLE = "arbitration-state"
 log = logging.getLogger("fiml.arbitration")
 _BATCH_BYTES = 512 * 1024  # per topic-partition batch; under the broker's 1 MB default
+#: The largest partition mark (one changelog record: every symbol state and the merge queues)
+#: the worker can save. A mark once passed Kafka's 1 MB default when a catch-up held thousands
+#: of ticks ahead of a lagging trades topic, and the worker stopped; the changelog topic and
+#: Faust's producer allow this much instead (app.py).
+MARK_MAX_BYTES = 16 * 1024 * 1024
 
 
 def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
@@ -51,7 +56,8 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
     # the types, and falls back to JSON otherwise, which fails on these raw bytes and then
     # waits forever ("Error in recovery", found with a SIGKILL + restart).
     table = app.Table(STATE_TABLE, key_type=bytes, value_type=bytes,
-                      partitions=app.conf.topic_partitions)
+                      partitions=app.conf.topic_partitions,
+                      extra_topic_configs={"max.message.bytes": str(MARK_MAX_BYTES)})
     source = app.topic(*kinds, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw")
 

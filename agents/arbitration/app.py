@@ -15,7 +15,7 @@ from pathlib import Path
 
 import faust
 
-from agents.arbitration.agent import attach
+from agents.arbitration.agent import MARK_MAX_BYTES, attach
 from agents.arbitration.settings import ArbitrationSettings
 from infra.broker import fiml_home
 from schemas.topics import TOPICS
@@ -55,6 +55,7 @@ def create_app(
         producer_linger_ms=5,
         broker_max_poll_records=settings.batch_max,
         producer_acks=-1,
+        producer_max_request_size=MARK_MAX_BYTES,  # a mark is one record (agent.py)
         # A SIGKILLed member holds its partitions until its session expires: a shorter session
         # (FIML_ARB_SESSION_TIMEOUT_S) makes a restarted worker take over sooner.
         broker_session_timeout=session,

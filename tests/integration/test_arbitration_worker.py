@@ -210,3 +210,57 @@ async def test_the_worker_serves_its_metrics(kafka_bootstrap: str, topic_prefix:
     finally:
         out = w.stop()
     assert "Traceback" not in out, out[-3000:]
+
+
+async def test_a_mark_over_one_megabyte_is_saved(kafka_bootstrap: str, topic_prefix: str,
+                                                 tmp_path: Path) -> None:
+    """A partition's mark is one changelog record holding every symbol state: with thousands of
+    symbols (or merge queues holding thousands of ticks) it passes Kafka's 1 MB default, which
+    once stopped a worker (MessageSizeTooLargeError)."""
+    from agents.arbitration.agent import MARK_MAX_BYTES, STATE_TABLE
+    from infra.topics import describe_topics
+    from schemas.records import AssetType, RawTick
+
+    await create_topics(kafka_bootstrap)
+    app_id = f"arb-{uuid.uuid4().hex[:8]}"
+    w = WorkerProcess(kafka_bootstrap, app_id, tmp_path / "faust", tmp_path / "worker.log")
+    symbols = [f"S{i:04d}/USD" for i in range(6_000)]  # ~1,500 a partition, ~1 KiB of state each
+    ticks = [RawTick(provider=p, symbol=s, provider_symbol=s, asset_type=AssetType.CRYPTO,
+                     price=100.0 + k, event_time_ms=START + k, ingest_time_ms=START + k,
+                     seq=k) for k, (s, p) in enumerate((s, p) for s in symbols for p in "ab")]
+    w.start()
+    try:
+        await produce(kafka_bootstrap, TICKS, tick_values(ticks))
+        prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(ticks),
+                            alive=w.alive, deadline_s=120)
+        assert len(prices) == len(ticks)
+        changelog = f"{app_id}-{STATE_TABLE}-changelog"
+        sizes = await changelog_sizes(kafka_bootstrap, changelog)
+        assert max(sizes) > 1_000_000, sizes  # the case this test is about
+        configs = (await describe_topics(kafka_bootstrap, [changelog]))[changelog].configs
+        assert configs["max.message.bytes"] == str(MARK_MAX_BYTES)
+        assert w.alive()
+    finally:
+        out = w.stop()
+    assert "Traceback" not in out and "MessageSizeTooLarge" not in out, out[-3000:]
+
+
+async def changelog_sizes(bootstrap: str, topic: str) -> list[int]:
+    """The value sizes of every record on ``topic`` (4 partitions) now."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=32 * 1024 * 1024)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(4)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        sizes: list[int] = []
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                sizes.extend(len(r.value or b"") for r in records)
+        return sizes
+    finally:
+        await consumer.stop()
