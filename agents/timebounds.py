@@ -64,4 +64,5 @@ class TimeBounds:
         """Raises: ValueError: a variable is set but is not a whole number."""
         ages = {asset: int(os.environ.get(f"FIML_MAX_AGE_MS_{asset.upper()}", str(ms)))
                 for asset, ms in DEFAULT_MAX_AGE_MS.items()}
-        return cls(int(os.environ.get("FIML_MAX_AHEAD_MS", "300000")), ages)
+        ahead = os.environ.get("FIML_MAX_AHEAD_MS")
+        return cls(cls().max_ahead_ms if ahead is None else int(ahead), ages)
