@@ -162,7 +162,7 @@ async def fetch_all(bootstrap: str, src: str, n: int) -> list[tuple[bytes | None
 def compute_alone(records: list[tuple[bytes | None, bytes, int, int]], passes: int = 3) -> float:
     """Seconds for a fresh ``Processor`` to take ``records`` (drained every 2,000 records, as
     the worker does per fetch, its state saved at the end), the best of ``passes``."""
-    from agents.arbitration.processor import TICKS, Processor
+    from agents.arbitration.processor import Processor
     from agents.arbitration.settings import ArbitrationSettings
 
     best = float("inf")
@@ -170,7 +170,7 @@ def compute_alone(records: list[tuple[bytes | None, bytes, int, int]], passes: i
         processor = Processor(ArbitrationSettings())
         started = time.perf_counter()
         for i, (key, value, partition, offset) in enumerate(records):
-            processor.process(TICKS, key, value, partition, offset)
+            processor.process(key, value, partition, offset)
             if i % 2000 == 1999:
                 processor.drain()
         processor.drain()
@@ -208,7 +208,7 @@ async def main() -> None:
     from schemas.topics import topic_name
 
     await create_topics(bootstrap)
-    src = topic_name("fiml.raw.ticks")
+    src = topic_name("fiml.raw")
     plain_out, naive_out = prefix + "bench.plain", prefix + "bench.naive"
     forward_out = prefix + "bench.forward"
     for name in (plain_out, naive_out, forward_out):

@@ -2,7 +2,7 @@
 
     python bench/latency.py --rates 1000,5000 --symbols 50 --clients 100 --duration 15
 
-The real path: producer -> fiml.raw.ticks -> arbitration worker -> fiml.prices -> gateway ->
+The real path: producer -> fiml.raw -> arbitration worker -> fiml.prices -> gateway ->
 clients in the gateway's realtime mode (no conflation). Each client subscribes to one symbol
 (so 50 symbols x 100 clients is two clients a symbol). The producer stamps each tick with the
 wall clock as it sends it; clients subtract that from the arrival time. Event times are whole
@@ -118,7 +118,7 @@ def measure(
         )
     try:
         time.sleep(2.0)  # let the clients subscribe before load starts (not a sync point)
-        sent = asyncio.run(produce(bootstrap, topic_name("fiml.raw.ticks"), symbols, rate, end))
+        sent = asyncio.run(produce(bootstrap, topic_name("fiml.raw"), symbols, rate, end))
         for proc in procs:
             proc.wait(timeout=duration + 60)
     finally:

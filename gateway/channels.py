@@ -39,7 +39,7 @@ _TOPIC_OF: dict[StreamType, str] = {
     # asset_type check is skipped.
     StreamType.MULTI_ASSET: "fiml.prices",
 }
-_RAW_TOPIC = "fiml.raw.ticks"
+_RAW_TOPIC = "fiml.raw"
 DEFAULT_CANDLE_INTERVAL = Interval.M1
 
 
@@ -190,6 +190,10 @@ def route(topic: str, payload: bytes) -> tuple[Channel, dict[str, Any]]:
         if not isinstance(interval, str) or interval not in _INTERVALS:  # a list: unhashable
             raise DecodeError(f"unknown interval {interval!r}", "interval")
         variant = interval
+    elif topic == _RAW_TOPIC and "trade_id" in record:
+        # The event log holds trades beside ticks; the raw source streams ticks, so a trade
+        # goes to a channel no subscription has (not an error, not forwarded).
+        variant = "trade"
     keys = _KEYS.get(topic)
     if keys is not None and not keys <= record.keys():
         missing = sorted(keys - record.keys())

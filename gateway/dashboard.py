@@ -57,6 +57,7 @@ class HealthView:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
             client_id="fiml-dashboard-health", auto_offset_reset="earliest",
+            isolation_level="read_committed",
         )  # fmt: skip
         await consumer.start()
         name = topic_name("fiml.provider.health")

@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = ["GatewaySettings"]
 
-_DERIVED = ("fiml.prices", "fiml.quotes", "fiml.trades", "fiml.ohlcv", "fiml.raw.ticks")
+_DERIVED = ("fiml.prices", "fiml.quotes", "fiml.trades", "fiml.ohlcv", "fiml.raw")
 
 
 def _bootstrap_default() -> str:

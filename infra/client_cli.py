@@ -116,7 +116,8 @@ async def _replay(bootstrap: str, topic: str, start: int, end: int | None,
         raise typer.BadParameter(f"topic {topic} does not exist on {bootstrap}")
     parts = [TopicPartition(topic, p) for p in range(info[topic].partitions)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, client_id="fiml-replay")  # fmt: skip
+                                enable_auto_commit=False, client_id="fiml-replay",
+                                isolation_level="read_committed")  # fmt: skip
     await consumer.start()
     rows: list[tuple[int, int, int, dict[str, Any]]] = []
     try:

@@ -63,6 +63,7 @@ class Monitor:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
             client_id="fiml-up-monitor", auto_offset_reset="earliest",
+            isolation_level="read_committed",
         )  # fmt: skip
         self._http = httpx.AsyncClient(timeout=2.0)
         self._parts: dict[str, list[TopicPartition]] = {}
@@ -119,7 +120,7 @@ class Monitor:
         snap = Snapshot(self.bootstrap, topics=len(self._parts))
         now = time.monotonic()
         try:
-            snap.ticks_total = await self._total("fiml.raw.ticks")
+            snap.ticks_total = await self._total("fiml.raw")
             snap.prices_total = await self._total("fiml.prices")
             await self._read_health()
             snap.broker_up = True

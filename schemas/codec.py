@@ -29,6 +29,7 @@ __all__ = [
     "RECORD_TYPES",
     "data_frame",
     "decode",
+    "decode_raw",
     "encode",
     "encode_many",
 ]
@@ -68,6 +69,29 @@ def decode(model_cls: type[M], data: bytes | bytearray | memoryview | str) -> M:
         return model_cls.model_validate_json(data)
     except ValidationError as exc:
         raise DecodeError.from_validation_error(exc) from None
+
+
+def decode_raw(data: bytes) -> records.RawTick | records.RawTrade:
+    """A record of the event log (``fiml.raw``, ticks and trades in one topic): a RawTrade if
+    it has a ``trade_id`` key, else a RawTick.
+
+    The key is looked for in the bytes (a JSON parse to look costs as much as the decode); a
+    tick whose string value happens to be ``"trade_id"`` fails as a trade and is read as the
+    tick it is.
+
+    Raises:
+        DecodeError: the bytes are neither a valid RawTrade nor a valid RawTick (the error is
+            the one of the model the bytes look like).
+    """
+    if b'"trade_id"' not in data:
+        return decode(records.RawTick, data)
+    try:
+        return decode(records.RawTrade, data)
+    except DecodeError as as_trade:
+        try:
+            return decode(records.RawTick, data)
+        except DecodeError:
+            raise as_trade from None
 
 
 def data_frame(

@@ -177,7 +177,7 @@ _HISTORY = ("recorded history (a replay, a backfill): exempt from the live age b
 
 
 class RawTick(_Record):
-    """One quote/last-price observation from one provider (topic ``fiml.raw.ticks``)."""
+    """One quote/last-price observation from one provider (topic ``fiml.raw``)."""
 
     provider: Name
     symbol: Name = Field(description="canonical symbol, see schemas.symbols")
@@ -197,7 +197,8 @@ class RawTick(_Record):
 
 
 class RawTrade(_Record):
-    """One trade reported by one provider (topic ``fiml.raw.trades``)."""
+    """One trade reported by one provider (topic ``fiml.raw``; its ``trade_id`` tells it from a
+    tick)."""
 
     provider: Name
     symbol: Name

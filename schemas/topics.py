@@ -55,8 +55,12 @@ DERIVED_RETENTION_MS = int(os.environ.get("FIML_DERIVED_RETENTION_MS", str(7 * D
 TOPICS: dict[str, TopicSpec] = {
     spec.name: spec
     for spec in (
-        TopicSpec("fiml.raw.ticks", "canonical symbol", "RawTick", PARTITIONS, RAW_RETENTION_MS),
-        TopicSpec("fiml.raw.trades", "canonical symbol", "RawTrade", PARTITIONS, RAW_RETENTION_MS),
+        # The event log: ticks and trades in one topic, so that a partition's order is the
+        # order the arbitration applies them in, for a live run, a rebuild and a restart alike
+        # (docs/RELIABILITY.md, "One order"). A record with a ``trade_id`` is a RawTrade.
+        TopicSpec(
+            "fiml.raw", "canonical symbol", "RawTick or RawTrade", PARTITIONS, RAW_RETENTION_MS
+        ),
         TopicSpec(
             "fiml.provider.health",
             "provider id, or provider|symbol for arbitration's per-symbol measures",

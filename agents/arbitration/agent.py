@@ -1,13 +1,17 @@
-"""The arbitration step of the worker: Faust for partitions, the state table and recovery;
-whole fetched batches for speed.
+"""The arbitration step of the worker: Faust for group membership and partitions; whole fetched
+batches for speed; Kafka transactions for exactly once.
 
-Per batch (one consumer fetch, ``batches.py``): every record goes through the ``Processor``;
-the outputs go out through a plain aiokafka producer (``send_batch``, a coroutine per
-topic-partition rather than per record) and their delivery is awaited. About once a second
-each changed partition's mark (its symbol states, merge queues and the ``fiml.ohlcv`` offset the
-fence of a restarted worker starts from, ``fence.py``) is written to the table, and only then
-are that partition's records acked: an offset is never committed ahead of the outputs and the
-state it produced. A restarted worker resumes from its marks (``batches.py``).
+Per batch (one consumer fetch, ``batches.py``): every record goes through the ``Processor`` in
+its partition's order; each partition's outputs go into that partition's open transaction
+(``transactions.py``). About every ``commit_ms`` each changed partition's mark (its symbol
+states, watermark and the offset it ends at) and its consumer offset join the transaction and
+it is committed. Readers on ``read_committed`` see a partition's outputs when its state and
+position are saved with them, never before and never twice. When a partition is assigned, its
+writer takes the transactional id over (aborting and fencing any previous owner) and its mark
+is read back; the worker resumes after it.
+
+Faust never commits the raw topics' offsets here (no record is acked to it); the transactions
+do.
 """
 
 from __future__ import annotations
@@ -17,157 +21,130 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import faust
-import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import TopicPartition
 from faust.types import TP, Message
 
 from agents.arbitration.batches import consume_in_batches
-from agents.arbitration.fence import mark_key, read_fence
 from agents.arbitration.metrics import WorkerCounters, readings
-from agents.arbitration.processor import TICKS, TRADES, Output, Processor
+from agents.arbitration.processor import RAW, Processor
 from agents.arbitration.settings import ArbitrationSettings
+from agents.arbitration.transactions import PartitionWriter, marks_topic_configs, read_mark
 from agents.metrics import serve
+from infra.topics import ensure_topic
 from schemas.topics import TOPICS, topic_name
 
-__all__ = ["MARK_MAX_BYTES", "STATE_TABLE", "attach", "source_name"]
+__all__ = ["attach", "marks_topic", "source_name"]
 
-STATE_TABLE = "arbitration-state"
 log = logging.getLogger("fiml.arbitration")
-_BATCH_BYTES = 512 * 1024  # per topic-partition batch; under the broker's 1 MB default
-#: The largest partition mark (one changelog record: every symbol state and the merge queues)
-#: the worker can save. A mark once passed Kafka's 1 MB default when a catch-up held thousands
-#: of ticks ahead of a lagging trades topic, and the worker stopped; the changelog topic and
-#: Faust's producer allow this much instead (app.py).
-MARK_MAX_BYTES = 16 * 1024 * 1024
+
+
+def marks_topic(app_id: str) -> str:
+    """The compacted topic of a worker group's partition marks (one per app id)."""
+    return f"{app_id}-marks"
 
 
 def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
            source_prefix: str | None = None) -> None:
-    """Declare the state table and the agent on ``app``. The raw topics are read under
-    ``source_prefix`` when given (``fiml rebuild``), else under ``FIML_TOPIC_PREFIX``."""
-    kinds = {source_name(TICKS, source_prefix): TICKS, source_name(TRADES, source_prefix): TRADES}
-    names = {kind: name for name, kind in kinds.items()}
-    out_names: dict[str, str] = {}
-    # key_type/value_type bytes (not a Schema): recovery picks its changelog serializers from
-    # the types, and falls back to JSON otherwise, which fails on these raw bytes and then
-    # waits forever ("Error in recovery", found with a SIGKILL + restart).
-    table = app.Table(STATE_TABLE, key_type=bytes, value_type=bytes,
-                      partitions=app.conf.topic_partitions,
-                      extra_topic_configs={"max.message.bytes": str(MARK_MAX_BYTES)})
-    source = app.topic(*kinds, key_type=bytes, value_type=bytes, key_serializer="raw",
+    """Declare the agent on ``app``. The raw topic is read under ``source_prefix`` when given
+    (``fiml rebuild``), else under ``FIML_TOPIC_PREFIX``."""
+    raw = source_name(RAW, source_prefix)
+    app_id = str(app.conf.id)
+    marks = marks_topic(app_id)
+    source = app.topic(raw, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw")
+    processor = Processor(settings)
+    writers: dict[int, PartitionWriter] = {}  # owned partition -> its transactional writer
+    seen: dict[int, int] = {}  # partition -> last offset taken
+    saved_at: dict[int, float] = {}  # partition -> time.monotonic() of its last commit
+    # One batch or commit at a time: a commit must not run while a batch sends into the same
+    # transaction, nor a rebalance take partitions away in the middle of either.
+    busy = asyncio.Lock()
+    torn: set[int] = set()  # partitions whose last batch was cut short: never commit them
+    counters = WorkerCounters()
+    marks_ready: list[bool] = []
 
-    def load_mark(partition: int) -> bytes | None:
-        value: bytes | None = table.data.get(mark_key(partition))
-        return value
+    async def own(partition: int) -> None:
+        """Take ``partition`` over: its writer first (which aborts and fences a previous
+        owner's open transaction), then its last committed mark."""
+        if partition in writers:
+            return
+        if not marks_ready:
+            await ensure_topic(bootstrap, marks, TOPICS[RAW].partitions, marks_topic_configs())
+            marks_ready.append(True)
+        writer = PartitionWriter(bootstrap, app_id, partition,
+                                 transaction_timeout_ms=settings.transaction_timeout_ms)
+        await writer.start()
+        try:
+            processor.restore(partition, await read_mark(bootstrap, marks, partition))
+        except BaseException:
+            await writer.stop()
+            raise
+        writers[partition] = writer
+        torn.discard(partition)
+        log.info("partition %d: resumed at offset %s", partition,
+                 processor.resume_offset(partition) or 0)
 
-    processor = Processor(settings, load_mark)
-    seen: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
+    async def let_go(partitions: Iterable[int]) -> None:
+        for p in sorted(partitions):
+            writer = writers.pop(p, None)
+            if writer is not None:
+                await writer.stop()
+            saved_at.pop(p, None)
+            seen.pop(p, None)
+        processor.forget(partitions)
 
-    def caught_up_in(partition: int) -> Callable[[str], bool]:
-        # Asked once per released record; nothing changes during one (synchronous) release,
-        # so each answer is computed once per kind.
-        known: dict[str, bool] = {}
+    def due(now: float) -> set[int]:
+        """Owned partitions with uncommitted work whose last commit is ``commit_ms`` old."""
+        every = settings.commit_ms / 1000
+        return {p for p, w in writers.items()
+                if (p in processor.marks or w.in_transaction)
+                and now - saved_at.get(p, -math.inf) >= every}
 
-        def caught_up(kind: str) -> bool:
-            answer = known.get(kind)
-            if answer is None:
-                topic = names[kind]
-                high = app.consumer.highwater(TP(topic, partition))
-                answer = known[kind] = (
-                    high is not None and seen.get((topic, partition), -1) + 1 >= high)
-            return answer
-        return caught_up
-
-    fenced: set[int] = set()
-    ohlcv = topic_name("fiml.ohlcv")
-
-    # Checkpoints. A partition's mark is one record holding its symbol states, merge queues and
-    # fiml.ohlcv offset (so a crash never leaves some symbols of a batch saved and others not),
-    # written through the table's public store and changelog with the source partition given,
-    # so the table stays co-partitioned with the raw topics. It is written at most every
-    # ``checkpoint_ms`` per partition, not per batch: per batch, at 1,000 ticks/s in batches of
-    # ten, the marks were 27 times the raw input. A record is acked when its partition's mark
-    # is written, and Faust flushes the changelog before it commits, so a committed offset
-    # never runs ahead of the saved state (Faust seeks to committed offsets on its own, and
-    # would skip records otherwise). A restart repeats the outputs since the last mark, except
-    # the final candles the fence (``fence.py``) finds already written.
-    saved_at: dict[int, float] = {}  # partition -> time.monotonic() of its last saved mark
-    ohlcv_after: dict[int, int] = {}  # partition -> fiml.ohlcv offset after the last batch
-    unacked: dict[int, list[Message]] = {}  # partition -> records taken since its last mark
-    idle = asyncio.Event()  # no batch between its first record and its delivery
-    idle.set()
-
-    def unsaved() -> set[int]:
-        """Partitions with a changed mark or records not yet acked."""
-        return processor.marks | unacked.keys()
-
-    def due() -> set[int]:
-        """Unsaved partitions whose last mark is ``checkpoint_ms`` old."""
-        now, every = time.monotonic(), settings.checkpoint_ms / 1000
-        return {p for p in unsaved() if now - saved_at.get(p, -math.inf) >= every}
-
-    def checkpoint(partitions: Iterable[int]) -> None:
+    async def commit(partitions: Iterable[int]) -> None:
         now = time.monotonic()
-        for partition in sorted(partitions):
-            if partition in processor.marks:
-                key = mark_key(partition)
-                data = processor.mark(partition, ohlcv_after.pop(partition, None))
-                table.data[key] = data
-                table.send_changelog(partition, key, data)
-            for message in unacked.pop(partition, ()):
-                app.consumer.ack(message)
-            saved_at[partition] = now
+        for p in sorted(partitions):
+            writer = writers.get(p)
+            if writer is None or p in torn:
+                continue
+            mark = processor.mark(p) if p in processor.marks else None
+            resume = processor.resume_offset(p)
+            offsets = {TopicPartition(raw, p): resume} if resume is not None else {}
+            await writer.commit(marks, mark, offsets, app_id)
+            saved_at[p] = now
 
-    async def _checkpoint_when_quiet() -> None:
-        # after the last batch of a burst, nothing else would save it (nor ack its records)
-        if idle.is_set():
-            checkpoint(due())
+    async def _commit_when_quiet() -> None:
+        # after the last batch of a burst, nothing else would commit it
+        if not busy.locked():
+            async with busy:
+                await commit(due(time.monotonic()))
 
-    app.timer(interval=settings.checkpoint_ms / 1000)(_checkpoint_when_quiet)
+    app.timer(interval=settings.commit_ms / 1000)(_commit_when_quiet)
 
     @app.on_partitions_revoked.connect
-    async def _forget(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-        revoked = {tp.partition for tp in args[0]}
-        await idle.wait()  # the running batch finishes first, so its states are whole
-        checkpoint(revoked & unsaved())
-        await app.producer.flush()  # the next owner's recovery reads these marks
-        await app.consumer.commit()
-        processor.forget(revoked)
-        fenced.difference_update(revoked)
-        for p in revoked:
-            saved_at.pop(p, None)
-            ohlcv_after.pop(p, None)
+    async def _revoked(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        revoked = {tp.partition for tp in args[0] if tp.topic == raw}
+        async with busy:  # the running batch finishes first, so its states are whole
+            await commit(revoked)
+            await let_go(revoked)
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-        mine = sorted({tp.partition for tp in args[0] if tp.topic in kinds})
+        mine = sorted({tp.partition for tp in args[0] if tp.topic == raw})
         log.info("raw partitions assigned: %s", ", ".join(map(str, mine)) or "none")
-
-    async def fence(partitions: set[int]) -> None:
-        for p in sorted(partitions - fenced):
-            mark = table.data.get(mark_key(p))
-            start = int(orjson.loads(mark)[1]) if mark else 0
-            found = await read_fence(bootstrap, ohlcv, p, start)
-            processor.set_fence(p, found)
-            fenced.add(p)
-            log.info("partition %d: fence from %s offset %d: %d series", p, ohlcv, start,
-                     len(found))
-
-    producers: list[AIOKafkaProducer] = []  # one, made on the worker's loop at the first batch
-
-    counters = WorkerCounters()
+        async with busy:
+            for p in mine:
+                await own(p)
 
     def lag() -> dict[int, int]:
         out: dict[int, int] = {}
-        for (topic, partition), last in list(seen.items()):
-            high = app.consumer.highwater(TP(topic, partition))
+        for partition, last in list(seen.items()):
+            high = app.consumer.highwater(TP(raw, partition))
             if high is not None:
-                out[partition] = out.get(partition, 0) + max(0, high - last - 1)
+                out[partition] = max(0, high - last - 1)
         return out
 
     def checkpoint_age_s() -> dict[int, float]:
@@ -179,103 +156,53 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
         serve(int(port), lambda: readings(processor, counters, lag, checkpoint_age_s))
 
     async def arbitrate(messages: list[Message]) -> None:
-        idle.clear()
-        if not producers:
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                        enable_idempotence=True, linger_ms=5,
-                                        max_batch_size=_BATCH_BYTES)
-            await producer.start()
-            producers.append(producer)
-        producer = producers[0]
-        partitions = {m.partition for m in messages}
-        await fence(partitions)
-        counters.batches += 1
-        for m in messages:
-            # a tombstone (no value) is malformed here: it goes to the dead letters
-            kind = kinds[m.topic]
-            counters.records_in[kind] = counters.records_in.get(kind, 0) + 1
-            processor.admit(kind, m.key, m.value or b"", m.partition, m.offset)
-            seen[m.topic, m.partition] = m.offset
-            unacked.setdefault(m.partition, []).append(m)
-        for p in sorted(partitions):
-            processor.release(p, caught_up_in(p))
-        outputs = processor.drain()
-        for out in outputs:
-            counters.records_out[out[0]] = counters.records_out.get(out[0], 0) + 1
-        # Delivered before the checkpoint acks the records: an error here stops the worker and
-        # they are consumed again after a restart (at least once).
-        for partition, end in (await send_all(producer, outputs, out_names, ohlcv)).items():
-            ohlcv_after[partition] = end
-        checkpoint(due())
-        idle.set()
-        if processor.poison:
-            log.warning("%d poison record(s) sent to the dead-letter topic", processor.poison)
-            counters.dead_letters += processor.poison
-            processor.poison = 0
+        async with busy:
+            by_partition: dict[int, list[Message]] = {}
+            for m in messages:
+                by_partition.setdefault(m.partition, []).append(m)
+            for p, records in sorted(by_partition.items()):
+                await own(p)
+                expected = processor.resume_offset(p)
+                if expected is not None and records[0].offset > expected:
+                    # fetched past the saved state (a fetch that raced the assignment): go back
+                    log.info("%s[%d]: fetched from offset %d, the state ends before %d: "
+                             "going back there", raw, p, records[0].offset, expected)
+                    await app.consumer.seek(TP(raw, p), expected)
+                    del by_partition[p]
+            counters.batches += 1
+            torn.update(by_partition)  # until every output of the batch is in its transaction
+            for p, records in by_partition.items():
+                counters.records_in[RAW] = counters.records_in.get(RAW, 0) + len(records)
+                for m in records:
+                    # a tombstone (no value) is malformed here: it goes to the dead letters
+                    processor.process(m.key, m.value or b"", p, m.offset)
+                seen[p] = records[-1].offset
+            for p, outputs in sorted(processor.drain_partitions().items()):
+                for out in outputs:
+                    counters.records_out[out[0]] = counters.records_out.get(out[0], 0) + 1
+                # An error here (a fenced producer, a broker gone past the retries) stops the
+                # worker: the transaction is never committed and the next owner aborts it.
+                await writers[p].send(outputs)
+            torn.difference_update(by_partition)
+            await commit(due(time.monotonic()))
+            if processor.poison:
+                log.warning("%d poison record(s) sent to the dead-letter topic", processor.poison)
+                counters.dead_letters += processor.poison
+                processor.poison = 0
 
     @app.on_before_shutdown.connect
-    async def _stop_producer(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-        # Faust flushes its producer after this signal. A batch cut short by the stop has
-        # states ahead of its delivered outputs: not saved, its records come again.
-        if idle.is_set():
-            checkpoint(unsaved())
-        for producer in producers:
-            await producer.stop()
+    async def _stop_writers(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        # A batch cut short by the stop (``torn``) has states ahead of its outputs: its
+        # transaction is not committed, and its records come again.
+        if not busy.locked():
+            async with busy:
+                await commit(set(writers))
+        await let_go(set(writers))
 
     def resume_at(topic: str, partition: int) -> int | None:
-        return processor.resume_offset(kinds[topic], partition)
+        return processor.resume_offset(partition) if partition in writers else None
 
     consume_in_batches(app, source, arbitrate, resume_at)
-
-
-async def send_all(producer: AIOKafkaProducer, outputs: list[Output],
-                   out_names: dict[str, str], ohlcv: str) -> dict[int, int]:
-    """Send ``outputs`` and wait for all of them to be delivered; returns, per partition of
-    ``ohlcv``, the offset after the last record written there.
-
-    Records with a partition go into one ``BatchBuilder`` per topic-partition (in output order,
-    so each partition keeps the order of the outputs) submitted with ``send_batch``: a coroutine
-    per batch instead of one per record. Records without a partition (dead letters, rare) go
-    through ``send`` and the partitioner. Nothing is awaited per record; all deliveries are
-    awaited once at the end, so the caller acks the batch only after every output is written.
-    """
-    builders: dict[tuple[str, int], Any] = {}
-    full: list[tuple[str, int, Any, int]] = []  # (topic, partition, builder, records)
-    counts: dict[tuple[str, int], int] = {}
-    pending: list[Any] = []
-    for logical, key, value, partition, headers in outputs:
-        name = out_names.get(logical) or out_names.setdefault(logical, topic_name(logical))
-        if partition is None:
-            pending.append(await producer.send(name, value, key=key, headers=headers))
-            continue
-        tp = (name, partition)
-        builder = builders.get(tp)
-        if builder is None:
-            builder = builders[tp] = producer.create_batch()
-            counts[tp] = 0
-        if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-            full.append((name, partition, builder, counts[tp]))  # full: start another
-            builder = builders[tp] = producer.create_batch()
-            counts[tp] = 0
-            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                raise ValueError(f"record too large for a batch ({len(value)} bytes)")
-        counts[tp] += 1
-    full.extend((name, p, b, counts[name, p]) for (name, p), b in builders.items())
-    sent: list[tuple[str, int, int]] = []
-    for name, p, builder, n in full:
-        builder.close()
-        pending.append(await producer.send_batch(builder, name, partition=p))
-        sent.append((name, p, n))
-    delivered = await asyncio.gather(*pending)
-    marks: dict[int, int] = {}
-    # batch futures come after the per-record ones; a batch's metadata holds its base offset
-    for (name, p, n), md in zip(sent, delivered[len(delivered) - len(sent):], strict=True):
-        if name == ohlcv:
-            marks[p] = max(marks.get(p, 0), md.offset + n)
-    for md in delivered[:len(delivered) - len(sent)]:
-        if md.topic == ohlcv:
-            marks[md.partition] = max(marks.get(md.partition, 0), md.offset + 1)
-    return marks
 
 
 def source_name(logical: str, prefix: str | None) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import faust
 
-from agents.arbitration.agent import MARK_MAX_BYTES, attach
+from agents.arbitration.agent import attach
 from agents.arbitration.settings import ArbitrationSettings
 from infra.broker import fiml_home
 from schemas.topics import TOPICS
@@ -47,15 +47,14 @@ def create_app(
         app_id or os.environ.get("FIML_ARB_APP_ID", f"{prefix}fiml-arbitration"),
         broker=",".join(f"kafka://{b}" for b in bootstrap.split(",")),
         datadir=datadir,
-        store="memory://",  # the changelog is the durable copy; recovery replays it
+        store="memory://",  # no Faust table: the state is in the marks topic (agent.py)
         web_enabled=False,
-        topic_partitions=TOPICS["fiml.raw.ticks"].partitions,
+        topic_partitions=TOPICS["fiml.raw"].partitions,
         topic_replication_factor=int(os.environ.get("FIML_REPLICATION", "1")),
         consumer_auto_offset_reset="earliest",  # a new group starts from the event log's start
         producer_linger_ms=5,
         broker_max_poll_records=settings.batch_max,
         producer_acks=-1,
-        producer_max_request_size=MARK_MAX_BYTES,  # a mark is one record (agent.py)
         # A SIGKILLed member holds its partitions until its session expires: a shorter session
         # (FIML_ARB_SESSION_TIMEOUT_S) makes a restarted worker take over sooner.
         broker_session_timeout=session,

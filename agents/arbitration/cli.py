@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
             None, "--from", help="prefix of the raw topics (default FIML_TOPIC_PREFIX)"),
         timeout: float = typer.Option(3600.0, help="seconds to wait for the catch-up"),
     ) -> None:
-        """Replay fiml.raw.* from offset 0 into fresh derived topics under a new prefix."""
+        """Replay fiml.raw from offset 0 into fresh derived topics under a new prefix."""
         import asyncio
         import os
 

@@ -18,7 +18,7 @@ __all__ = ["WorkerCounters", "readings"]
 
 @dataclass
 class WorkerCounters:
-    records_in: dict[str, int] = field(default_factory=dict)  # raw topic kind -> records
+    records_in: dict[str, int] = field(default_factory=dict)  # raw topic -> records
     records_out: dict[str, int] = field(default_factory=dict)  # logical topic -> records
     dead_letters: int = 0  # raw records the processor refused (it resets its own count)
     batches: int = 0
@@ -50,13 +50,11 @@ def readings(processor: Processor, counters: WorkerCounters,
                 {(): processor.late_ticks()}),
         Reading("fiml_arbitration_skipped", "Raw records already in the saved state (a replay "
                 "after a crash) or duplicates.", "counter", {(): processor.skipped}),
-        Reading("fiml_arbitration_fenced_finals", "Final candles not written again after a "
-                "restart because the topic has them.", "counter", {(): processor.fenced}),
         Reading("fiml_arbitration_batches", "Fetched batches processed.", "counter",
                 {(): counters.batches}),
         Reading("fiml_arbitration_lag", "Raw records behind the end, per raw partition.",
                 "gauge", by(lag()), ("partition",)),
         Reading("fiml_arbitration_checkpoint_age_seconds", "Seconds since each owned "
-                "partition's state was last saved (what a crash would redo).", "gauge",
+                "partition's transaction was last committed (what a crash would redo).", "gauge",
                 by(checkpoint_age_s()), ("partition",)),
     ]

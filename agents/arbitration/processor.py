@@ -1,29 +1,31 @@
 """The arbitration step, without Kafka: raw records in, encoded derived records out.
 
-``Processor`` is what the Faust agent (and the tests, and ``rebuild``) drive. It is pure in the
-sense that matters for event sourcing: its outputs are a function of the raw records it is fed
-and of the state it loads, never of a clock or of how the records were batched.
+``Processor`` is what the worker (and the tests, and ``rebuild``) drive. It is pure in the
+sense that matters for event sourcing: its outputs are a function of the raw records it is fed,
+in the order of their partition of ``fiml.raw``, and of the state it restores, never of a clock
+or of how the records were batched. Ticks and trades share one topic, so a partition's order is
+the processing order: a live run, a rebuild and a run restarted from any mark apply the same
+records in the same order (docs/RELIABILITY.md, "One order").
 
-Per partition it tracks the watermark (the largest event time seen in the partition); when the
-watermark passes a window's end plus the grace period, every symbol of the partition closes that
-window, so a quiet symbol's candles close too.
+Per partition it tracks the watermark (the largest live event time seen in the partition); when
+the watermark passes a window's end plus the grace period, every symbol of the partition closes
+that window, so a quiet symbol's candles close too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
 
 from agents.arbitration.candles import CandleRecord
 from agents.arbitration.consensus import ConsensusParams, Quote, consensus, quote_error_bps
-from agents.arbitration.merge import MergeQueues
 from agents.arbitration.reliability import ProviderStats
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.state import SymbolState
 from agents.deadletter import deadletter_headers
-from schemas.codec import decode, encode
+from schemas.codec import decode_raw, encode
 from schemas.errors import DecodeError
 from schemas.records import (
     SCHEMA_VERSION,
@@ -35,23 +37,19 @@ from schemas.records import (
 )
 from schemas.times import iso_ms
 
-__all__ = ["TICKS", "TRADES", "Output", "Processor", "health_key"]
+__all__ = ["MARK_VERSION", "RAW", "Output", "Processor", "health_key"]
 
-TICKS, TRADES = "fiml.raw.ticks", "fiml.raw.trades"
+RAW = "fiml.raw"  # the logical topic the processor reads (ticks and trades)
 _INF = float("inf")
+#: The first element of a mark; a mark of another version is refused (``restore``).
+MARK_VERSION = 2
 
 #: (logical topic, key, value, partition, headers): partition None lets the producer choose.
 Output = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
 
-MarkLoader = Callable[[int], bytes | None]
-
 
 class OutOfTimeError(ValueError):
     """A raw record whose event time is outside the bounds (``agents.timebounds``)."""
-
-
-def _parse(kind: str, value: bytes) -> RawTick | RawTrade:
-    return decode(RawTick, value) if kind == TICKS else decode(RawTrade, value)
 
 
 def health_key(provider: str, symbol: str) -> bytes:
@@ -60,75 +58,86 @@ def health_key(provider: str, symbol: str) -> bytes:
     return f"{provider}|{symbol}".encode()
 
 
-def _always(kind: str) -> bool:
-    return True
-
-
 @dataclass(slots=True)
 class _Partition:
+    applied: int = -1  # the offset of the last raw record applied (or dead-lettered)
     watermark: int = -1
     next_close: int = -1
     symbols: dict[str, SymbolState] = field(default_factory=dict)
-    fence: dict[tuple[str, str], int] = field(default_factory=dict)
-    merge: MergeQueues = field(default_factory=MergeQueues)
-    ohlcv_mark: int = 0
 
 
 class Processor:
     """Turns raw ticks and trades into prices, quotes, trades, candles and provider health.
 
-    ``load_mark(partition)`` returns the partition's saved mark (or None), read once when a
-    partition is first seen: it holds every symbol state of the partition, so that the
-    watermark and the quiet symbols are known after a restart.
+    A partition starts empty, or from its mark (``restore``): every symbol state of the
+    partition, its watermark and the offset of the last record applied, saved as one record
+    (``mark``). Outputs are kept per source partition (``drain_partitions``), because each
+    partition's outputs and mark are written in one Kafka transaction (``agent.py``).
     """
 
-    def __init__(self, settings: ArbitrationSettings,
-                 load_mark: MarkLoader = lambda p: None) -> None:
+    def __init__(self, settings: ArbitrationSettings) -> None:
         self.settings = settings
-        self._load_mark = load_mark
         self.marks: set[int] = set()  # partitions whose mark changed since it was last saved
         self._saved: dict[int, dict[str, bytes]] = {}  # partition -> symbol -> last state
         self._partitions: dict[int, _Partition] = {}
         self._params = {a: ConsensusParams(stale_ms=ms) for a, ms in settings.stale_ms.items()}
-        self.outputs: list[Output] = []
+        self._outputs: dict[int, list[Output]] = {}  # source partition -> outputs
         self.dirty: dict[str, SymbolState] = {}  # changed since their partition's last mark
         self.poison = 0
         self.out_of_time = 0  # of the poison: event time outside the bounds (timebounds.py)
         self.invalid = 0  # derived records that failed their checks (dead-lettered, not written)
-        self._applying: tuple[str, int] = ("", -1)
+        self._applying: tuple[int, int] = (-1, -1)  # (partition, offset) of the record applied
         self.skipped = 0
-        self.fenced = 0  # finals suppressed because the topic already has them
-        self._fences: dict[int, dict[tuple[str, str], int]] = {}
 
     # -- life cycle -------------------------------------------------------------------------
 
+    def restore(self, partition: int, mark: bytes | None) -> None:
+        """Start ``partition`` from its saved mark (None: from nothing), dropping whatever this
+        processor held of it.
+
+        Raises:
+            ValueError: ``mark`` is not a mark of this version (orjson's JSONDecodeError is a
+                ValueError).
+        """
+        self.forget((partition,))
+        part = self._partitions[partition] = _Partition()
+        if mark:
+            version, applied, watermark, states = orjson.loads(mark)
+            if version != MARK_VERSION:
+                raise ValueError(f"a mark of version {version!r}, expected {MARK_VERSION}")
+            part.applied, part.watermark = int(applied), int(watermark)
+            for saved in states:
+                st = SymbolState.from_bytes(orjson.dumps(saved))
+                part.symbols[st.symbol] = st
+        self._refresh_next_close(part)
+
     def forget(self, partitions: Iterable[int]) -> None:
-        """Drop cached state of partitions this worker no longer owns (after a rebalance)."""
+        """Drop cached state and unsent outputs of partitions this worker no longer owns (after
+        a rebalance) or must restore again."""
         gone = set(partitions)
         for p in gone:
             self._partitions.pop(p, None)
             self._saved.pop(p, None)
+            self._outputs.pop(p, None)
+            self.marks.discard(p)
         self.dirty = {s: st for s, st in self.dirty.items() if st.partition not in gone}
 
-    def set_fence(self, partition: int, fence: dict[tuple[str, str], int]) -> None:
-        """Finals up to ``fence[(symbol, interval)]`` (a window start) are already on the
-        topic: recompute them but do not emit them again (see ``fence.py``). Call before the
-        partition's first record."""
-        self._fences[partition] = fence
-        part = self._partitions.get(partition)
-        if part is not None:
-            part.fence = fence
-
-    def drain(self) -> list[Output]:
-        """The outputs since the last call. Changed states wait for ``mark``."""
-        outputs, self.outputs = self.outputs, []
+    def drain_partitions(self) -> dict[int, list[Output]]:
+        """The outputs since the last call, per source partition. Changed states wait for
+        ``mark``."""
+        outputs, self._outputs = self._outputs, {}
         return outputs
 
-    def resume_offset(self, kind: str, partition: int) -> int | None:
-        """The first offset of ``kind``'s topic-partition not yet in the saved state (None: the
-        state has none of it), so a consumer can resume exactly where the state ends."""
-        last = self._partition(partition).merge.admitted.get(kind)
-        return None if last is None else last + 1
+    def drain(self) -> list[Output]:
+        """The outputs since the last call, in source partition order."""
+        by_partition = self.drain_partitions()
+        return [out for p in sorted(by_partition) for out in by_partition[p]]
+
+    def resume_offset(self, partition: int) -> int | None:
+        """The first offset of ``fiml.raw``'s partition not yet in the state (None: the state
+        has none of it), so a consumer can resume exactly where the state ends."""
+        part = self._partitions.get(partition)
+        return None if part is None or part.applied < 0 else part.applied + 1
 
     def late_ticks(self) -> int:
         """Prices that arrived after their window was final (counted, never merged)."""
@@ -137,20 +146,8 @@ class Processor:
 
     def _partition(self, partition: int) -> _Partition:
         part = self._partitions.get(partition)
-        if part is None:
-            part = self._partitions[partition] = _Partition(
-                fence=self._fences.pop(partition, {}))
-            mark = self._load_mark(partition)
-            if mark:
-                # the mark holds every symbol state of the partition: one record, so a crash
-                # never leaves some symbols of a batch saved and others not
-                _v, part.ohlcv_mark, queues, states = orjson.loads(mark)
-                part.merge = MergeQueues.from_list(queues)
-                for saved in states:
-                    st = SymbolState.from_bytes(orjson.dumps(saved))
-                    part.symbols[st.symbol] = st
-                    part.watermark = max(part.watermark, st.newest_ms)
-            self._refresh_next_close(part)
+        if part is None:  # never restored: a caller without saved state (tests, bench)
+            part = self._partitions[partition] = _Partition()
         return part
 
     def _state(self, part: _Partition, partition: int, rec: RawTick | RawTrade) -> SymbolState:
@@ -160,92 +157,49 @@ class Processor:
             st = part.symbols[symbol] = SymbolState(symbol, rec.asset_type.value, partition)
         return st
 
+    def _emit(self, partition: int, output: Output) -> None:
+        outputs = self._outputs.get(partition)
+        if outputs is None:
+            outputs = self._outputs[partition] = []
+        outputs.append(output)
+
     # -- records ----------------------------------------------------------------------------
 
-    def process(self, kind: str, key: bytes | None, value: bytes, partition: int,
-                offset: int) -> None:
-        """Admit one raw record and apply it at once (every source counts as caught up): for
-        callers that feed records one by one in their final order."""
-        part = self._partitions.get(partition)
-        if part is None or part.merge.ticks or part.merge.trades:
-            self.admit(kind, key, value, partition, offset)
-            self.release(partition, _always)
+    def process(self, key: bytes | None, value: bytes, partition: int, offset: int) -> None:
+        """Apply one record of ``fiml.raw``; records of a partition must come in offset order.
+        Never raises for bad input: a record that cannot be decoded, is out of its time bounds
+        or breaks the arithmetic goes to the dead-letter output. A record at or before the
+        last one applied is skipped (a replay after a restart)."""
+        part = self._partition(partition)
+        if offset <= part.applied:
+            self.skipped += 1
             return
-        # Nothing is held, so the merge would hand this record straight back: skip its queue
-        # and generator (~2 us a record), with the same effects as admit + release.
-        record = self._decode(kind, key, value, partition, offset)
-        if record is None:
-            return
-        if part.merge.take(kind, offset):
-            self.marks.add(partition)
-            self._release_one(part, partition, kind, offset, value, record)
-        else:
-            self.skipped += 1  # already queued or applied: a replay after a crash
-
-    def admit(self, kind: str, key: bytes | None, value: bytes, partition: int,
-              offset: int) -> None:
-        """Queue one raw record (``kind`` is TICKS or TRADES) for the merge (``merge.py``).
-        Never raises for bad input: a record that cannot be decoded goes to the dead-letter
-        output at once."""
-        record = self._decode(kind, key, value, partition, offset)
-        if record is None:
-            return
-        if self._partition(partition).merge.admit(
-                kind, record.event_time_ms, offset, value, record):
-            self.marks.add(partition)
-        else:
-            self.skipped += 1  # already queued or applied: a replay after a crash
-
-    def _decode(self, kind: str, key: bytes | None, value: bytes, partition: int,
-                offset: int) -> RawTick | RawTrade | None:
-        """The record, or None after sending it to the dead letters (it does not decode, or
-        its event time is out of bounds)."""
+        part.applied = offset
+        self.marks.add(partition)
+        self._applying = (partition, offset)  # the input named by an invalid output's dead letter
         try:
-            record = _parse(kind, value)
+            record = decode_raw(value)
         except (DecodeError, ValueError, TypeError) as exc:
-            self._dead(kind, key, value, partition, offset, exc)
-            return None
+            self._dead(key, value, partition, offset, exc)
+            return
         problem = self.settings.time_bounds.problem(
             record.event_time_ms, record.ingest_time_ms, record.asset_type.value, record.history)
         if problem is not None:
             self.out_of_time += 1
-            self._dead(kind, key, value, partition, offset, OutOfTimeError(problem))
-            return None
-        return record
-
-    def release(self, partition: int, caught_up: Callable[[str], bool]) -> None:
-        """Apply the partition's queued records in merge order, as far as the merge rule
-        allows; ``caught_up(kind)`` says whether that topic-partition has nothing more on the
-        broker right now."""
-        part = self._partition(partition)
-        for kind, offset, value, record in part.merge.release(caught_up):
-            self._release_one(part, partition, kind, offset, value, record)
-
-    def _release_one(self, part: _Partition, partition: int, kind: str, offset: int,
-                     value: bytes, record: object) -> None:
-        """Apply one record the merge released (``record`` is None after a restart)."""
+            self._dead(key, value, partition, offset, OutOfTimeError(problem))
+            return
         try:
-            rec = record if record is not None else _parse(kind, value)
-            assert isinstance(rec, RawTick | RawTrade)
-            st = self._state(part, partition, rec)
-            if st.offsets.get(kind, -1) >= offset:
-                self.skipped += 1  # already in the saved state: a replay after a crash
-                return
-            self._applying = (kind, offset)  # the input named by an invalid output's dead letter
-            self._apply(part, st, rec, partition)
-            st.offsets[kind] = offset
+            st = self._state(part, partition, record)
+            self._apply(part, st, record, partition)
             self.dirty[st.symbol] = st
-            self.marks.add(partition)
         except (DecodeError, ValueError, KeyError, TypeError, ArithmeticError) as exc:
-            self._dead(kind, None, value, partition, offset, exc)
+            self._dead(key, value, partition, offset, exc)
 
-    def mark(self, partition: int, ohlcv_offset: int | None) -> bytes:
-        """The partition's mark: every symbol state, the merge queues and the ``fiml.ohlcv``
-        offset after the last delivered batch (``fence.py``), as one record. Only the states
-        changed since the previous mark are serialised again."""
+    def mark(self, partition: int) -> bytes:
+        """The partition's mark: the offset of the last record applied, the watermark and
+        every symbol state, as one record. Only the states changed since the previous mark are
+        serialised again."""
         part = self._partition(partition)
-        if ohlcv_offset is not None:
-            part.ohlcv_mark = ohlcv_offset
         states = self._saved.setdefault(partition, {})
         dirty = self.dirty
         for symbol, st in part.symbols.items():
@@ -253,16 +207,15 @@ class Processor:
             if changed or symbol not in states:  # or restored and never changed since
                 states[symbol] = st.to_bytes()
         self.marks.discard(partition)
-        return orjson.dumps([1, part.ohlcv_mark, part.merge.to_list(),
+        return orjson.dumps([MARK_VERSION, part.applied, part.watermark,
                              [orjson.Fragment(states[k]) for k in sorted(states)]])
 
-    def _dead(self, kind: str, key: bytes | None, value: bytes, partition: int, offset: int,
+    def _dead(self, key: bytes | None, value: bytes, partition: int, offset: int,
               exc: Exception) -> None:
         self.poison += 1
         reason = f"{type(exc).__name__}: {exc}"
-        self.outputs.append(("fiml.deadletter", key, value, None,
-                             deadletter_headers(reason, kind, partition, offset)))
-        self.marks.add(partition)
+        self._emit(partition, ("fiml.deadletter", key, value, None,
+                               deadletter_headers(reason, RAW, partition, offset)))
 
     def _apply(self, part: _Partition, st: SymbolState, rec: RawTick | RawTrade,
                partition: int) -> None:
@@ -291,7 +244,7 @@ class Processor:
         self._price(st, rec, partition)
         if isinstance(rec, RawTrade) and self._counted(st, rec):
             st.candles.on_trade(t, rec.amount)
-            self.outputs.append(("fiml.trades", st.symbol.encode(), encode(TradeUpdate(
+            self._emit(partition, ("fiml.trades", st.symbol.encode(), encode(TradeUpdate(
                 symbol=st.symbol, trade_id=f"{rec.provider}:{rec.trade_id}", price=rec.price,
                 amount=rec.amount, side=rec.side, providers=[rec.provider],
                 event_time_ms=t)), partition, None))
@@ -385,7 +338,7 @@ class Processor:
                 nearest, distance = p, d
         iso = iso_ms(now)
         # orjson of a dict in PriceUpdate's field order: a model per tick costs ~20 us
-        self.outputs.append(("fiml.prices", key, orjson.dumps({
+        self._emit(partition, ("fiml.prices", key, orjson.dumps({
             "v": SCHEMA_VERSION, "symbol": st.symbol, "asset_type": asset, "price": price,
             "confidence": confidence, "band_low": band_low, "band_high": band_high,
             "providers_used": used, "providers_rejected": rejected, "flags": flags,
@@ -401,12 +354,12 @@ class Processor:
         """A price record that fails its model's ``rule``: dead-lettered with the raw record
         that produced it (topic, partition, offset), never written."""
         self.invalid += 1
-        kind, offset = self._applying
+        _partition, offset = self._applying
         body = {"symbol": st.symbol, "event_time_ms": st.newest_ms,
                 **{k: v if -_INF < v < _INF else str(v) for k, v in values.items()}}
-        self.outputs.append(("fiml.deadletter", st.symbol.encode(), orjson.dumps(body), None,
-                             deadletter_headers(f"invalid PriceUpdate: {rule} does not hold",
-                                                kind, partition, offset)))
+        self._emit(partition, ("fiml.deadletter", st.symbol.encode(), orjson.dumps(body), None,
+                               deadletter_headers(f"invalid PriceUpdate: {rule} does not hold",
+                                                  RAW, partition, offset)))
 
     def _quote(self, st: SymbolState, used: tuple[str, ...], key: bytes, partition: int,
                iso: str) -> None:
@@ -427,7 +380,7 @@ class Processor:
             bids.sort()
             asks.sort()
         bid, ask = bids[(len(bids) - 1) // 2], asks[(len(asks) - 1) // 2]
-        self.outputs.append(("fiml.quotes", key, orjson.dumps({
+        self._emit(partition, ("fiml.quotes", key, orjson.dumps({
             "v": SCHEMA_VERSION, "symbol": st.symbol, "bid": bid, "ask": ask, "bid_size": None,
             "ask_size": None, "providers": providers, "event_time_ms": st.newest_ms,
             "spread": ask - bid, "timestamp": iso}), partition, None))
@@ -447,18 +400,13 @@ class Processor:
             ticks=stats.ticks, errors=stats.rejections)
         # keyed per (provider, symbol): the topic is compacted, and under the provider alone
         # only the last symbol's measure would survive
-        self.outputs.append(("fiml.provider.health", health_key(provider, st.symbol),
-                             encode(record), 0, None))
+        self._emit(st.partition, ("fiml.provider.health", health_key(provider, st.symbol),
+                                  encode(record), 0, None))
 
     def _candles(self, records: list[CandleRecord], st: SymbolState, partition: int) -> None:
         key = st.symbol.encode()
-        fence = self._partitions[partition].fence
         for r in records:
-            if fence and r["is_final"] and fence.get(
-                    (st.symbol, str(r["interval"])), -1) >= int(r["window_start_ms"]):  # type: ignore[call-overload]
-                self.fenced += 1
-                continue
-            self.outputs.append(("fiml.ohlcv", key, orjson.dumps(r), partition, None))
+            self._emit(partition, ("fiml.ohlcv", key, orjson.dumps(r), partition, None))
 
     def _close_partition(self, part: _Partition, partition: int) -> None:
         grace = self.settings.grace_ms

@@ -1,12 +1,12 @@
-"""``fiml rebuild``: replay ``fiml.raw.*`` from offset 0 into fresh derived topics.
+"""``fiml rebuild``: replay ``fiml.raw`` from offset 0 into fresh derived topics.
 
 The arbitration is a function of the raw records (docs/ARBITRATION.md, "Determinism"), so a
 worker with a fresh app id (an empty state table, a new consumer group starting at offset 0)
-that reads the raw topics under the source prefix and writes the derived topics under a new
-prefix rebuilds them record for record. This module captures the raw topics' end offsets,
+that reads the raw topic under the source prefix and writes the derived topics under a new
+prefix rebuilds them record for record. This module captures the raw topic's end offsets,
 creates the target topics, runs one worker process, waits until the group's committed offsets
-reach the captured ends (the worker commits only after the outputs are delivered), stops the
-worker and reports what was written.
+reach the captured ends (the worker commits its offsets in the transactions that write the
+outputs), stops the worker and reports what was written.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.arbitration.processor import TICKS, TRADES
+from agents.arbitration.processor import RAW
 from infra.topics import ensure_topic
 from schemas.topics import TOPICS
 
-__all__ = ["DERIVED", "RebuildReport", "committed", "end_offsets", "rebuild", "wait_caught_up"]
+__all__ = ["DERIVED", "RebuildReport", "committed", "committed_records", "end_offsets", "rebuild",
+           "wait_caught_up"]
 
 #: The topics the arbitration writes (logical names).
 DERIVED = ("fiml.prices", "fiml.quotes", "fiml.trades", "fiml.ohlcv", "fiml.provider.health",
@@ -42,7 +43,7 @@ class RebuildReport:
     target_prefix: str
     app_id: str
     raw: dict[str, int] = field(default_factory=dict)  # raw topic -> records replayed
-    derived: dict[str, int] = field(default_factory=dict)  # derived topic -> records written
+    derived: dict[str, int] = field(default_factory=dict)  # derived topic -> records committed
     seconds: float = 0.0
 
 
@@ -56,6 +57,30 @@ async def end_offsets(bootstrap: str, prefix: str, logicals: tuple[str, ...],
                for p in range(TOPICS[k].partitions)]
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         return ends
+    finally:
+        await consumer.stop()
+
+
+async def committed_records(bootstrap: str, prefix: str, logicals: tuple[str, ...],
+                            ) -> dict[str, int]:
+    """How many committed records each ``prefix + logical`` topic holds: counted by reading
+    with ``read_committed``, because the arbitration writes in transactions and each commit
+    takes an offset of its own (a marker, not a record)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(prefix + TOPICS[k].name, p) for k in logicals
+               for p in range(TOPICS[k].partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)  # before end_offsets, or position says the end
+        ends = await consumer.end_offsets(tps)
+        counts = {tp.topic: 0 for tp in tps}
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                counts[tp.topic] += len(batch.get(tp, []))
+        return counts
     finally:
         await consumer.stop()
 
@@ -132,7 +157,7 @@ async def rebuild(bootstrap: str, source_prefix: str, target_prefix: str, *,
     report = RebuildReport(source_prefix, target_prefix, app_id)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    ends = await end_offsets(bootstrap, source_prefix, (TICKS, TRADES))  # fixed now
+    ends = await end_offsets(bootstrap, source_prefix, (RAW,))  # fixed now
     for logical in DERIVED:
         spec = TOPICS[logical]
         await ensure_topic(bootstrap, target_prefix + spec.name, spec.partitions,
@@ -149,7 +174,6 @@ async def rebuild(bootstrap: str, source_prefix: str, target_prefix: str, *,
             _stop(proc)
     for tp, end in ends.items():
         report.raw[tp.topic] = report.raw.get(tp.topic, 0) + end
-    for tp, end in (await end_offsets(bootstrap, target_prefix, DERIVED)).items():
-        report.derived[tp.topic] = report.derived.get(tp.topic, 0) + end
+    report.derived = await committed_records(bootstrap, target_prefix, DERIVED)
     report.seconds = loop.time() - t0
     return report

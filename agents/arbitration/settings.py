@@ -1,7 +1,8 @@
 """Arbitration settings: one frozen object, read from the environment once.
 
 Every knob that shapes the outputs is an event-time quantity or a batch size; none of them reads
-a clock. The one wall-clock knob, ``checkpoint_ms``, only says how often state is saved.
+a clock. The wall-clock knobs, ``commit_ms`` and ``transaction_timeout_ms``, only say when state and
+outputs are committed.
 """
 
 from __future__ import annotations
@@ -40,9 +41,13 @@ class ArbitrationSettings:
     batch_max: int = 2_000  # most records per consumer fetch, which is one processed batch
     # event time against the record's own ingest time (agents/timebounds.py)
     time_bounds: TimeBounds = field(default_factory=TimeBounds)
-    # Wall-clock, the one knob that is: how often a partition's state is saved. It changes how
-    # much a restarted worker does again (and repeats), never what it outputs.
-    checkpoint_ms: int = 1_000
+    # Wall-clock, the knobs that are: how often a partition's transaction (its outputs, state
+    # and offset) is committed, which is how long its outputs wait before readers on
+    # read_committed see them; and how long an open transaction may live before the broker
+    # aborts it. They change when outputs appear and how much a restart redoes, never what
+    # the outputs are.
+    commit_ms: int = 100
+    transaction_timeout_ms: int = 60_000
 
     def stale_for(self, asset_type: str) -> int:
         return self.stale_ms.get(asset_type, 60_000)
@@ -66,5 +71,7 @@ class ArbitrationSettings:
             stale_ms=stale,
             batch_max=_env_int("FIML_ARB_BATCH", base.batch_max),
             time_bounds=TimeBounds.from_env(),
-            checkpoint_ms=_env_int("FIML_ARB_CHECKPOINT_MS", base.checkpoint_ms),
+            commit_ms=_env_int("FIML_ARB_COMMIT_MS", base.commit_ms),
+            transaction_timeout_ms=_env_int("FIML_ARB_TRANSACTION_TIMEOUT_MS",
+                                            base.transaction_timeout_ms),
         )

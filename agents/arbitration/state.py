@@ -33,7 +33,6 @@ class SymbolState:
     # trade key -> provider -> how many trades with that key the provider reported
     trade_keys: dict[TradeKey, dict[str, int]] = field(default_factory=dict)
     trade_ids: dict[str, int] = field(default_factory=dict)  # "provider\x00id" -> event time
-    offsets: dict[str, int] = field(default_factory=dict)  # raw topic kind -> last offset
     duplicates: int = 0
     # derived caches, not saved: each provider's reliability and learned error
     reliability: dict[str, float] = field(default_factory=dict)
@@ -41,7 +40,7 @@ class SymbolState:
 
     def to_bytes(self) -> bytes:
         return orjson.dumps([
-            1,
+            2,
             self.symbol,
             self.asset_type,
             self.partition,
@@ -51,14 +50,13 @@ class SymbolState:
             self.newest_ms,
             [[k[0], k[1], k[2], v] for k, v in self.trade_keys.items()],
             self.trade_ids,
-            self.offsets,
             self.duplicates,
         ])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SymbolState:
         """Raises: ValueError (or orjson.JSONDecodeError) if ``data`` is not a saved state."""
-        (_v, symbol, asset, partition, candles, quotes, stats, newest, keys, ids, offsets,
+        (_v, symbol, asset, partition, candles, quotes, stats, newest, keys, ids,
          dups) = orjson.loads(data)
         return cls(
             symbol=symbol,
@@ -70,7 +68,6 @@ class SymbolState:
             newest_ms=newest,
             trade_keys={(k[0], k[1], k[2]): k[3] for k in keys},
             trade_ids=ids,
-            offsets=offsets,
             duplicates=dups,
         )
 

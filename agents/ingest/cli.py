@@ -211,7 +211,7 @@ def register(app: typer.Typer) -> None:
             help="Serve Prometheus metrics on this port (http://127.0.0.1:PORT/metrics).",
         ),
     ) -> None:
-        """Run providers into fiml.raw.ticks / fiml.raw.trades / fiml.provider.health."""
+        """Run providers into fiml.raw / fiml.provider.health."""
         from infra.broker import BrokerConfig, bootstrap_servers
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

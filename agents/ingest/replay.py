@@ -13,7 +13,7 @@ understood: ``symbol``, ``price``, ``timestamp`` (ms) or ``event_time_ms`` or ``
 
 Each trade gives a ``RawTrade`` **and** a ``RawTick`` at the trade price (same event time): the
 arbitrated price is computed from ticks, so a trade-only recording would otherwise give the
-arbitration nothing to work on; the trade itself still feeds volume through ``fiml.raw.trades``.
+arbitration nothing to work on; the trade itself still feeds volume through ``fiml.raw``.
 A row that cannot be read becomes a ``Rejected`` event (dead letter), never a silent skip.
 """
 

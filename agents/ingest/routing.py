@@ -66,10 +66,10 @@ def prepare(event: Event, validate: bool = True, bounds: TimeBounds = _BOUNDS) -
     if isinstance(event, ProviderHealth):
         logical, key_text = "fiml.provider.health", event.provider
     elif isinstance(event, RawTick):
-        logical = "fiml.sim.truth" if event.provider == TRUTH_PROVIDER else "fiml.raw.ticks"
+        logical = "fiml.sim.truth" if event.provider == TRUTH_PROVIDER else "fiml.raw"
         key_text = event.symbol
     else:
-        logical, key_text = "fiml.raw.trades", event.symbol
+        logical, key_text = "fiml.raw", event.symbol
     value = encode(event)
     key = key_text.encode()
     problem = None if isinstance(event, ProviderHealth) else _symbol_problem(key_text)

@@ -98,7 +98,9 @@ async def read(bootstrap: str, logical: str, done: Callable[[list[Any]], bool],
     deadline (or ``alive()`` turns false). Records are decoded JSON, or ``(key, value,
     headers, partition)`` when ``raw``."""
     name = topic_name(logical) if prefix is None else prefix + TOPICS[logical].name
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # read_committed, as every FIML reader: records of aborted transactions are not there
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed")
     await consumer.start()
     out: list[Any] = []
     try:
@@ -118,29 +120,43 @@ async def read(bootstrap: str, logical: str, done: Callable[[list[Any]], bool],
     return out
 
 
-def reference(records: Iterable[tuple[str, Produced]],
+def reference(records: Iterable[Produced],
               settings: ArbitrationSettings | None = None) -> dict[str, list[bytes]]:
-    """The records through one pure processor, all admitted, then merged per partition: what a
-    worker must produce, per logical output topic (in each partition's order)."""
+    """The records of ``fiml.raw`` through one pure processor in (partition, offset) order:
+    what a worker must produce, per logical output topic (in each partition's order)."""
     proc = Processor(settings or ArbitrationSettings())
     out: dict[str, list[bytes]] = {}
-    partitions = set()
-    for kind, (partition, offset, value) in sorted(records, key=lambda r: (r[0], r[1][:2])):
-        proc.admit(kind, None, value, partition, offset)
-        partitions.add(partition)
-    for p in sorted(partitions):
-        proc.release(p, lambda kind: True)
+    for partition, offset, value in sorted(records, key=lambda r: r[:2]):
+        proc.process(None, value, partition, offset)
     for logical, _k, value, _p, _h in proc.drain():
         out.setdefault(logical, []).append(value)
     return out
 
 
-async def read_all(bootstrap: str, logical: str, deadline_s: float = 60) -> list[Any]:
-    """Every record of ``logical`` now on the broker (read up to its end offsets)."""
-    from agents.arbitration.rebuild import end_offsets
+async def read_all(bootstrap: str, logical: str, deadline_s: float = 60,
+                   prefix: str | None = None, raw: bool = False) -> list[Any]:
+    """Every committed record of ``logical`` now on the broker: read with ``read_committed``
+    up to each partition's last stable offset (the offsets of transaction markers hold no
+    record, so counting records against end offsets would not do)."""
+    name = topic_name(logical) if prefix is None else prefix + TOPICS[logical].name
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest")
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        tps = [TopicPartition(name, p) for p in range(TOPICS[logical].partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)  # before end_offsets (transactions.read_mark)
+        ends = await consumer.end_offsets(tps)
 
-    prefix = os.environ.get("FIML_TOPIC_PREFIX", "")
-    n = sum((await end_offsets(bootstrap, prefix, (logical,))).values())
-    records = await read(bootstrap, logical, lambda r: len(r) >= n, deadline_s=deadline_s)
-    assert len(records) == n, (logical, len(records), n)
-    return records
+        async def drain() -> None:
+            for tp in tps:
+                while await consumer.position(tp) < ends[tp]:
+                    for r in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                        out.append((r.key, r.value, dict(r.headers), r.partition) if raw
+                                   else orjson.loads(r.value))
+
+        await asyncio.wait_for(drain(), deadline_s)
+    finally:
+        await consumer.stop()
+    return out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.arbitration.processor import TICKS, TRADES
+from agents.arbitration.processor import RAW
 from agents.arbitration.rebuild import end_offsets, wait_caught_up
 from agents.ingest import run_simulation
 from infra.topics import create_topics
@@ -37,14 +37,14 @@ async def test_consensus_beats_the_best_single_provider(
     worker.start()  # before the data, as in production
     try:
         await run_simulation(kafka_bootstrap, 12_000, seed=5, symbols=SYMBOLS, speed=0.0)
-        ends = await end_offsets(kafka_bootstrap, topic_prefix, (TICKS, TRADES))
+        ends = await end_offsets(kafka_bootstrap, topic_prefix, (RAW,))
         await wait_caught_up(kafka_bootstrap, app_id, ends, 240, worker.alive)
     finally:
         out = worker.stop()
     assert "Traceback" not in out, out[-3000:]
     prices = await read_all(kafka_bootstrap, "fiml.prices")
     truth = await read_all(kafka_bootstrap, "fiml.sim.truth")
-    raw = await read_all(kafka_bootstrap, "fiml.raw.ticks")
+    raw = await read_all(kafka_bootstrap, "fiml.raw")
     assert prices and truth and raw
 
     def series(records: list[dict]) -> dict[tuple[str, str], tuple[list[int], list[float]]]:

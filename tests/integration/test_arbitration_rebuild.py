@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from agents.arbitration.processor import TICKS, TRADES
+from agents.arbitration.processor import RAW
 from agents.arbitration.rebuild import DERIVED, end_offsets, rebuild, wait_caught_up
 from agents.arbitration.synthetic import synthetic_ticks
 from infra.topics import create_topics
 from schemas.codec import encode
 from schemas.records import RawTrade
 from schemas.topics import TOPICS
-from tests.integration.arbitration_support import WorkerProcess, produce, read, tick_values
+from tests.integration.arbitration_support import WorkerProcess, produce, read_all, tick_values
 from tests.integration.test_arbitration_worker import PROVIDERS, START, SYMBOLS
 
 pytestmark = pytest.mark.integration
@@ -39,22 +39,22 @@ async def test_rebuild_reproduces_the_derived_topics(
     depends on fetch timing, so those two topics are compared as sorted lists per partition."""
     await create_topics(kafka_bootstrap)
     ticks, _ = synthetic_ticks(SYMBOLS, PROVIDERS, START, 120_000)
-    await produce(kafka_bootstrap, TICKS, [(b"ETH/USD", b"{not json")])
-    await produce(kafka_bootstrap, TICKS, tick_values(ticks))
-    await produce(kafka_bootstrap, TICKS, [(b"SOL/USD", b'{"v":1}')])
-    # alpha's ticks are also trades (volume, fiml.trades), on the other raw topic: the merge
-    # rule makes the outputs independent of how the two topics interleave when fetched
+    await produce(kafka_bootstrap, RAW, [(b"ETH/USD", b"{not json")])
+    await produce(kafka_bootstrap, RAW, tick_values(ticks))
+    await produce(kafka_bootstrap, RAW, [(b"SOL/USD", b'{"v":1}')])
+    # alpha's ticks are also trades (volume, fiml.trades), after the ticks in the log: the
+    # partition's order is the processing order, for the live worker and the rebuild alike
     trades = [RawTrade(provider="alpha", symbol=t.symbol, provider_symbol=t.provider_symbol,
                        asset_type=t.asset_type, trade_id=str(t.seq), price=t.price,
                        amount=0.5 + t.seq % 7, side="buy", event_time_ms=t.event_time_ms,
                        ingest_time_ms=t.ingest_time_ms, seq=t.seq)
               for t in ticks if t.provider == "alpha"]
-    await produce(kafka_bootstrap, TRADES, [(t.symbol.encode(), encode(t)) for t in trades])
+    await produce(kafka_bootstrap, RAW, [(t.symbol.encode(), encode(t)) for t in trades])
     app_id = f"arb-{uuid.uuid4().hex[:8]}"
     worker = WorkerProcess(kafka_bootstrap, app_id, tmp_path / "faust", tmp_path / "w.log")
     worker.start()
     try:
-        ends = await end_offsets(kafka_bootstrap, topic_prefix, (TICKS, TRADES))
+        ends = await end_offsets(kafka_bootstrap, topic_prefix, (RAW,))
         await wait_caught_up(kafka_bootstrap, app_id, ends, 180, worker.alive)
     finally:
         out = worker.stop()
@@ -63,14 +63,12 @@ async def test_rebuild_reproduces_the_derived_topics(
     target = f"r{uuid.uuid4().hex[:8]}."
     report = await rebuild(kafka_bootstrap, topic_prefix, target, timeout_s=180,
                            log_path=tmp_path / "rebuild.log")
-    assert report.raw[topic_prefix + "fiml.raw.ticks"] == len(ticks) + 2
+    assert report.raw[topic_prefix + "fiml.raw"] == len(ticks) + 2 + len(trades)
     for logical in DERIVED:
         n = report.derived[target + TOPICS[logical].name]
         single = TOPICS[logical].partitions == 1
-        original = await read(kafka_bootstrap, logical, lambda r, n=n: len(r) >= n, raw=True,
-                              deadline_s=30)
-        rebuilt = await read(kafka_bootstrap, logical, lambda r, n=n: len(r) >= n, raw=True,
-                             prefix=target, deadline_s=30)
+        original = await read_all(kafka_bootstrap, logical, raw=True)
+        rebuilt = await read_all(kafka_bootstrap, logical, raw=True, prefix=target)
         assert len(original) == len(rebuilt) == n, logical
         assert by_partition(original, single) == by_partition(rebuilt, single), logical
     assert report.derived[target + "fiml.prices"] == len(ticks) + len(trades)

@@ -1,5 +1,6 @@
 """The arbitration worker against a real broker: raw ticks in, prices and candles out; poison
-to the dead-letter topic; SIGKILL and restart without a missing or duplicate final candle."""
+to the dead-letter topic; SIGKILL and restart, and a second worker joining, without a missing,
+duplicated or different record on any derived topic (read_committed)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.arbitration.processor import TICKS
+from agents.arbitration.processor import RAW
 from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
 from infra.topics import create_topics
 from schemas.records import OHLCVUpdate, PriceUpdate
@@ -19,6 +20,7 @@ from tests.integration.arbitration_support import (
     WorkerProcess,
     produce,
     read,
+    read_all,
     reference,
     tick_values,
 )
@@ -62,9 +64,9 @@ async def test_ticks_become_prices_and_candles_and_poison_is_dead_lettered(
     await create_topics(kafka_bootstrap)
     ticks, _ = synthetic_ticks(SYMBOLS, PROVIDERS, START, 120_000)
     worker.start()  # before any data, as in production
-    poison = await produce(kafka_bootstrap, TICKS, [(b"BTC/USD", b"{not json"),
+    poison = await produce(kafka_bootstrap, RAW, [(b"BTC/USD", b"{not json"),
                                                     (b"BTC/USD", b'{"v":1}')])
-    sent = await produce(kafka_bootstrap, TICKS, tick_values(ticks))
+    sent = await produce(kafka_bootstrap, RAW, tick_values(ticks))
     prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(ticks),
                         alive=worker.alive)
     assert worker.alive(), worker.output()[-3000:]
@@ -83,7 +85,7 @@ async def test_ticks_become_prices_and_candles_and_poison_is_dead_lettered(
     assert all(d[2]["fiml-error"] and d[2]["fiml-offset"] for d in dead)
     assert [int(d[2]["fiml-offset"]) for d in dead] == [o for _p, o, _v in poison]
 
-    want = [orjson.loads(v) for v in reference([(TICKS, s) for s in sent])["fiml.ohlcv"]]
+    want = [orjson.loads(v) for v in reference(sent)["fiml.ohlcv"]]
     got = await read(kafka_bootstrap, "fiml.ohlcv",
                      lambda r: len(finals(r)) >= len(finals(want)), alive=worker.alive)
     for c in got[:50]:
@@ -92,30 +94,30 @@ async def test_ticks_become_prices_and_candles_and_poison_is_dead_lettered(
     assert {c["interval"] for c in finals(got)} >= {"1s", "1m"}
 
 
-@pytest.mark.parametrize("checkpoint_ms", ["1000", "600000"])
-async def test_sigkill_and_restart_loses_and_duplicates_no_final_candle(
-    kafka_bootstrap: str, worker: WorkerProcess, checkpoint_ms: str
+@pytest.mark.parametrize("commit_ms", ["100", "5000"])
+async def test_sigkill_and_restart_loses_and_duplicates_nothing(
+    kafka_bootstrap: str, worker: WorkerProcess, commit_ms: str
 ) -> None:
-    """With the default checkpoint interval, and with one so long that only each partition's
-    first batch is saved: the restarted worker then redoes everything since, and the fence
-    keeps the finals it had already written from coming out twice."""
-    worker.env["FIML_ARB_CHECKPOINT_MS"] = checkpoint_ms
+    """With the default commit interval, and with one so long that the kill throws away
+    seconds of work: the restarted worker redoes it, and the aborted transaction's records are
+    never seen by a read_committed reader."""
+    worker.env["FIML_ARB_COMMIT_MS"] = commit_ms
     await create_topics(kafka_bootstrap)
     ticks, _ = synthetic_ticks(SYMBOLS, PROVIDERS, START, 600_000)
     cut = len(ticks) * 2 // 3
     worker.start()
     # kill while the first part is being consumed: as soon as some prices are out
-    first = asyncio.create_task(produce(kafka_bootstrap, TICKS, tick_values(ticks[:cut])))
+    first = asyncio.create_task(produce(kafka_bootstrap, RAW, tick_values(ticks[:cut])))
     seen = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= 200,
                       alive=worker.alive)
     assert len(seen) >= 200, worker.output()[-3000:]
     worker.kill()
     sent = await first
     worker.start()
-    sent += await produce(kafka_bootstrap, TICKS, tick_values(ticks[cut:]))
+    sent += await produce(kafka_bootstrap, RAW, tick_values(ticks[cut:]))
 
     want = finals([orjson.loads(v)
-                   for v in reference([(TICKS, s) for s in sent])["fiml.ohlcv"]])
+                   for v in reference(sent)["fiml.ohlcv"]])
     got = finals(await read(kafka_bootstrap, "fiml.ohlcv",
                             lambda r: len(finals(r)) >= len(want), deadline_s=180,
                             alive=worker.alive))
@@ -127,8 +129,9 @@ async def test_sigkill_and_restart_loses_and_duplicates_no_final_candle(
     # Values too: a restart once showed finals off by under 1 bp here; the cause was records
     # lost across the rebalance (agents/arbitration/batches.py), not the restored state.
     assert got == want
-    prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(ticks))
-    assert len(prices) >= len(ticks)  # at least once; the duplicates are the replayed batch
+    want_prices = [orjson.loads(v) for v in reference(sent)["fiml.prices"]]
+    prices = await read_all(kafka_bootstrap, "fiml.prices")
+    assert by_symbol(prices) == by_symbol(want_prices)  # exactly once, every price
 
 
 async def test_two_workers_share_the_partitions(
@@ -142,21 +145,23 @@ async def test_two_workers_share_the_partitions(
                               tmp_path / f"worker{i}.log") for i in (1, 2))
     try:
         one.start()
-        sent = await produce(kafka_bootstrap, TICKS, tick_values(ticks[:cut]))
+        sent = await produce(kafka_bootstrap, RAW, tick_values(ticks[:cut]))
         await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= 200, alive=one.alive)
         two.start()  # joins mid-stream: a rebalance hands it some of one's partitions
         await until(lambda: len(assigned(two.output())) == 1,
                     "the second worker's first assignment", deadline=60)
-        sent += await produce(kafka_bootstrap, TICKS, tick_values(ticks[cut:]))
+        sent += await produce(kafka_bootstrap, RAW, tick_values(ticks[cut:]))
         want = finals([orjson.loads(v)
-                       for v in reference([(TICKS, s) for s in sent])["fiml.ohlcv"]])
+                       for v in reference(sent)["fiml.ohlcv"]])
         got = finals(await read(kafka_bootstrap, "fiml.ohlcv",
                                 lambda r: len(finals(r)) >= len(want), deadline_s=180,
                                 alive=lambda: one.alive() and two.alive()))
         assert [_key(c) for c in got] == [_key(c) for c in want]  # none missing, none twice
         assert got == want  # the hand-over loses no record, so the values match too
-        prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(ticks))
-        assert len(prices) >= len(ticks)  # at least once: a rebalance may replay a batch
+        want_prices = [orjson.loads(v) for v in reference(sent)["fiml.prices"]]
+        prices = await read(kafka_bootstrap, "fiml.prices",
+                            lambda r: len(r) >= len(want_prices))
+        assert by_symbol(prices) == by_symbol(want_prices)  # and the rebalance repeats none
     finally:
         logs = [one.stop(), two.stop()]
     for log in logs:
@@ -166,6 +171,15 @@ async def test_two_workers_share_the_partitions(
     shares = [assigned(logs[0])[-1], assigned(logs[1])[0]]
     assert shares[0] and shares[1] and not shares[0] & shares[1], shares
     assert shares[0] | shares[1] == {0, 1, 2, 3}
+
+
+def by_symbol(records: list[dict]) -> dict[str, list[dict]]:
+    """Records per symbol in topic order: the order a partition gives, whatever the order the
+    partitions were read in."""
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        out.setdefault(r["symbol"], []).append(r)
+    return out
 
 
 def assigned(log: str) -> list[set[int]]:
@@ -190,8 +204,8 @@ async def test_the_worker_serves_its_metrics(kafka_bootstrap: str, topic_prefix:
     ticks, _ = synthetic_ticks(SYMBOLS[:1], PROVIDERS[:2], START, 10_000)
     w.start()
     try:
-        await produce(kafka_bootstrap, TICKS, [(b"BTC/USD", b"{not json")])
-        await produce(kafka_bootstrap, TICKS, tick_values(ticks))
+        await produce(kafka_bootstrap, RAW, [(b"BTC/USD", b"{not json")])
+        await produce(kafka_bootstrap, RAW, tick_values(ticks))
 
         async def scraped() -> dict[str, float]:
             try:
@@ -201,7 +215,7 @@ async def test_the_worker_serves_its_metrics(kafka_bootstrap: str, topic_prefix:
                 return {}
             got = {s.name + str(sorted(s.labels.values())): s.value
                    for f in text_string_to_metric_families(text) for s in f.samples}
-            done = got.get(f"fiml_arbitration_records_in_total['{TICKS}']", 0) >= len(ticks) + 1
+            done = got.get(f"fiml_arbitration_records_in_total['{RAW}']", 0) >= len(ticks) + 1
             return got if done else {}
 
         got = await until(scraped, "the worker's metrics to count every tick", deadline=90)
@@ -214,10 +228,10 @@ async def test_the_worker_serves_its_metrics(kafka_bootstrap: str, topic_prefix:
 
 async def test_a_mark_over_one_megabyte_is_saved(kafka_bootstrap: str, topic_prefix: str,
                                                  tmp_path: Path) -> None:
-    """A partition's mark is one changelog record holding every symbol state: with thousands of
-    symbols (or merge queues holding thousands of ticks) it passes Kafka's 1 MB default, which
-    once stopped a worker (MessageSizeTooLargeError)."""
-    from agents.arbitration.agent import MARK_MAX_BYTES, STATE_TABLE
+    """A partition's mark is one record holding every symbol state: with thousands of symbols
+    it passes Kafka's 1 MB default, which once stopped a worker (MessageSizeTooLargeError)."""
+    from agents.arbitration.agent import marks_topic
+    from agents.arbitration.transactions import MARK_MAX_BYTES
     from infra.topics import describe_topics
     from schemas.records import AssetType, RawTick
 
@@ -230,11 +244,11 @@ async def test_a_mark_over_one_megabyte_is_saved(kafka_bootstrap: str, topic_pre
                      seq=k) for k, (s, p) in enumerate((s, p) for s in symbols for p in "ab")]
     w.start()
     try:
-        await produce(kafka_bootstrap, TICKS, tick_values(ticks))
+        await produce(kafka_bootstrap, RAW, tick_values(ticks))
         prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(ticks),
                             alive=w.alive, deadline_s=120)
         assert len(prices) == len(ticks)
-        changelog = f"{app_id}-{STATE_TABLE}-changelog"
+        changelog = marks_topic(app_id)
         sizes = await changelog_sizes(kafka_bootstrap, changelog)
         assert max(sizes) > 1_000_000, sizes  # the case this test is about
         configs = (await describe_topics(kafka_bootstrap, [changelog]))[changelog].configs

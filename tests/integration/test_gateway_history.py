@@ -176,7 +176,7 @@ async def test_candles_over_deleted_history_say_from_when_they_are_whole(
 async def test_replay_then_live_for_candles_and_raw_ticks(gw: str, feed: Feed) -> None:
     candles = [candle("LINK/USDT", T0 + i * 60_000, 5.0 + i) for i in range(3)]
     await feed.send("fiml.ohlcv", *candles)
-    await feed.send("fiml.raw.ticks", *[tick("LINK/USDT", 7.0 + i, T0 + i, i) for i in range(4)])
+    await feed.send("fiml.raw", *[tick("LINK/USDT", 7.0 + i, T0 + i, i) for i in range(4)])
     async with connect(f"ws://{gw}/ws/stream") as ws:
         await subscribe(ws, stream_type="ohlcv", symbols=["LINK/USDT"], replay_from=T0,
                         subscription_id="candles")

@@ -64,7 +64,7 @@ async def test_n_simulated_ticks_give_exactly_n_records(
     n = 3_000
     stats = await run_simulation(kafka_bootstrap, n, seed=11)
     assert (stats.dropped, stats.failed, stats.deadlettered) == (0, 0, 0)
-    records = await read_all(kafka_bootstrap, topic_name("fiml.raw.ticks"), n)
+    records = await read_all(kafka_bootstrap, topic_name("fiml.raw"), n)
     assert len(records) == n
     last_seq: dict[tuple[str, str], int] = {}
     partition_of: dict[str, int] = {}
@@ -77,7 +77,7 @@ async def test_n_simulated_ticks_give_exactly_n_records(
         last_seq[key] = tick.seq
     assert {p for p, _ in last_seq} == {"sim-alpha", "sim-beta", "sim-gamma", "sim-delta"}
     # the same seed produces the same records: compare with the pure model
-    expected_trades = await read_all(kafka_bootstrap, topic_name("fiml.raw.trades"), 1)
+    expected_trades = await read_all(kafka_bootstrap, topic_name("fiml.raw"), 1)
     assert all(decode(RawTrade, r.value).symbol.encode() == r.key for r in expected_trades)
     truth = await read_all(kafka_bootstrap, topic_name("fiml.sim.truth"), 1)
     assert truth and all(decode(RawTick, r.value).provider == "truth" for r in truth)
@@ -110,7 +110,7 @@ async def test_offline_ccxt_reports_down_while_simulator_keeps_producing(
     assert down, states
     reason = down[0].reason or ""
     assert "unreachable" in reason and "BTC/USDT" in reason
-    ticks = await read_all(kafka_bootstrap, topic_name("fiml.raw.ticks"), 200)
+    ticks = await read_all(kafka_bootstrap, topic_name("fiml.raw"), 200)
     assert len(ticks) >= 200
     assert {decode(RawTick, r.value).provider for r in ticks} <= {
         "sim-alpha", "sim-beta", "sim-gamma", "sim-delta",
@@ -134,7 +134,7 @@ async def test_a_stopped_ingest_drains_its_buffer_and_prints_its_counts(
                    "--bootstrap", kafka_bootstrap, "--quiet", "--metrics-port", str(port)),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        ticks = topic_name("fiml.raw.ticks")
+        ticks = topic_name("fiml.raw")
 
         async def some_sent() -> bool:
             return len(await read_all(kafka_bootstrap, ticks, 1, timeout=2)) > 200
@@ -158,6 +158,6 @@ async def test_a_stopped_ingest_drains_its_buffer_and_prints_its_counts(
     sent, dead = (int(n.replace(",", "")) for n in counts.groups())
     assert "dropped 0, failed 0" in summary, summary
     on_topics = sum([len(await read_all(kafka_bootstrap, topic_name(t), 0, timeout=5))
-                     for t in ("fiml.raw.ticks", "fiml.raw.trades", "fiml.sim.truth",
+                     for t in ("fiml.raw", "fiml.raw", "fiml.sim.truth",
                                "fiml.provider.health", "fiml.deadletter")])
     assert on_topics == sent + dead  # every record it counted is there, and nothing else

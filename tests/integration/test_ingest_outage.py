@@ -96,8 +96,8 @@ async def test_broker_restart_loses_nothing_and_duplicates_nothing(
         stats = producer.stats
         assert sent_at_stop < stats.sent
         assert (stats.failed, stats.dropped, stats.deadlettered, stats.reconnects) == (0, 0, 0, 0)
-        ticks_topic = await read_all(config.bootstrap, topic_name("fiml.raw.ticks"), n)
-        trades_topic = await read_all(config.bootstrap, topic_name("fiml.raw.trades"), 1)
+        ticks_topic = await read_all(config.bootstrap, topic_name("fiml.raw"), n)
+        trades_topic = await read_all(config.bootstrap, topic_name("fiml.raw"), 1)
         truth_topic = await read_all(config.bootstrap, topic_name("fiml.sim.truth"), 1)
         health_topic = await read_all(config.bootstrap, topic_name("fiml.provider.health"), 1)
         ticks = [decode(RawTick, r.value) for r in ticks_topic]

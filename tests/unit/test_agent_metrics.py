@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.arbitration.metrics import WorkerCounters, readings
-from agents.arbitration.processor import TICKS, Processor
+from agents.arbitration.processor import RAW, Processor
 from agents.arbitration.settings import ArbitrationSettings
 from agents.ingest.runner import LOSS_REPORTER, IngestRunner
 from agents.ingest.simulator import SimulatorProvider
@@ -28,18 +28,18 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_arbitration_counts_what_it_read_wrote_and_refused() -> None:
     proc = Processor(ArbitrationSettings())
-    counters = WorkerCounters(records_in={TICKS: 3})
+    counters = WorkerCounters(records_in={RAW: 3})
     good = RawTick(provider="a", symbol="BTC/USDT", provider_symbol="BTCUSDT",
                    asset_type=AssetType.CRYPTO, price=1.0, event_time_ms=NOW,
                    ingest_time_ms=NOW, seq=1)
-    proc.process(TICKS, None, encode(good), 0, 0)
-    proc.process(TICKS, None, b"{not json", 0, 1)
+    proc.process(None, encode(good), 0, 0)
+    proc.process(None, b"{not json", 0, 1)
     old = good.model_copy(update={"event_time_ms": NOW - 86_400_000, "seq": 2})
-    proc.process(TICKS, None, encode(old), 0, 2)
+    proc.process(None, encode(old), 0, 2)
     text = generate_latest(registry_for(lambda: readings(
         proc, counters, lambda: {0: 5}, lambda: {0: 1.5}))).decode()
     got = samples(text)
-    assert got[("fiml_arbitration_records_in_total", (("topic", TICKS),))] == 3
+    assert got[("fiml_arbitration_records_in_total", (("topic", RAW),))] == 3
     assert got[("fiml_arbitration_dead_letters_total", ())] == 2
     assert got[("fiml_arbitration_out_of_time_total", ())] == 1
     assert got[("fiml_arbitration_lag", (("partition", "0"),))] == 5

@@ -8,7 +8,7 @@ import json
 import orjson
 import pytest
 
-from agents.arbitration.processor import TRADES, Processor
+from agents.arbitration.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.codec import encode
 from schemas.records import AssetType, RawTrade
@@ -47,13 +47,13 @@ def test_one_minute_candles_equal_binance_klines() -> None:
     proc = Processor(ArbitrationSettings())
     outputs = []
     for offset, trade in enumerate(trades):
-        proc.process(TRADES, b"XRP/ETH", encode(trade), 0, offset)
+        proc.process(b"XRP/ETH", encode(trade), 0, offset)
         if offset % 500 == 0:  # like the worker: drain (and save the state) once per batch
             outputs.extend(proc.drain())
     # flush: a watermark far past the end closes every window
     last = trades[-1].model_copy(update={"event_time_ms": trades[-1].event_time_ms + 120_000,
                                          "trade_id": "flush", "amount": 0.0})
-    proc.process(TRADES, b"XRP/ETH", encode(last), 0, len(trades))
+    proc.process(b"XRP/ETH", encode(last), 0, len(trades))
     outputs.extend(proc.drain())
     finals = finals_1m(outputs)
     klines = json.loads((DATA / "XRP_ETH-1m.json").read_text())

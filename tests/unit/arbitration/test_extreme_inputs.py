@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.arbitration.processor import TICKS, TRADES, Processor
+from agents.arbitration.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.codec import RECORD_TYPES, decode, encode
 from schemas.records import AssetType, RawTick, RawTrade
@@ -32,7 +32,7 @@ def test_every_output_is_valid_whatever_the_prices(
         tick = RawTick(provider=provider, symbol="BTC/USDT", provider_symbol="BTCUSDT",
                        asset_type=AssetType.CRYPTO, price=price, bid=bid, ask=ask,
                        event_time_ms=NOW + i * 100, ingest_time_ms=NOW + i * 100, seq=i)
-        proc.process(TICKS, None, encode(tick), 0, i)
+        proc.process(None, encode(tick), 0, i)
     outputs = proc.drain()
     for topic, _key, value, _p, _h in outputs:
         if topic in RECORD_TYPES:
@@ -51,7 +51,7 @@ def test_a_band_that_overflows_is_dead_lettered_with_its_input() -> None:
         tick = RawTick(provider="abc"[i], symbol="BTC/USDT", provider_symbol="BTCUSDT",
                        asset_type=AssetType.CRYPTO, price=price, event_time_ms=NOW + i,
                        ingest_time_ms=NOW + i, seq=i)
-        proc.process(TICKS, None, encode(tick), 0, i)
+        proc.process(None, encode(tick), 0, i)
     outputs = proc.drain()
     prices_out = [orjson.loads(v) for t, _k, v, _p, _h in outputs if t == "fiml.prices"]
     assert all(p["band_high"] is not None for p in prices_out)
@@ -71,12 +71,12 @@ def test_every_output_is_valid_whatever_the_trades(trades: list[tuple[str, float
                          asset_type=AssetType.CRYPTO, trade_id=str(i), price=price,
                          amount=amount, event_time_ms=NOW + i * 400, ingest_time_ms=NOW + i * 400,
                          seq=i)
-        proc.process(TRADES, None, encode(trade), 0, i)
+        proc.process(None, encode(trade), 0, i)
     # close every window: a tick far enough ahead in the same partition
     late = RawTick(provider="a", symbol="ETH/USDT", provider_symbol="ETHUSDT",
                    asset_type=AssetType.CRYPTO, price=1.0, event_time_ms=NOW + 90_000_000,
                    ingest_time_ms=NOW + 90_000_000, seq=99)
-    proc.process(TICKS, None, encode(late), 0, len(trades))
+    proc.process(None, encode(late), 0, len(trades))
     for topic, _key, value, _p, _h in proc.drain():
         if topic in RECORD_TYPES:
             decode(RECORD_TYPES[topic], value)  # raises if a record is invalid

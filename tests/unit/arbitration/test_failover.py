@@ -8,7 +8,7 @@ import statistics
 
 import orjson
 
-from agents.arbitration.processor import TICKS, Processor, health_key
+from agents.arbitration.processor import Processor, health_key
 from agents.arbitration.settings import DEFAULT_STALE_MS, ArbitrationSettings
 from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
 from schemas.codec import encode
@@ -26,7 +26,7 @@ def prices() -> list[dict]:
     ticks, _ = synthetic_ticks(["BTC/USD"], models, START, 180_000)
     proc = Processor(ArbitrationSettings())
     for i, t in enumerate(ticks):
-        proc.process(TICKS, None, encode(t), 0, i)
+        proc.process(None, encode(t), 0, i)
     return [orjson.loads(v) for topic, _k, v, _p, _h in proc.drain() if topic == "fiml.prices"]
 
 
@@ -61,7 +61,7 @@ def test_provider_health_is_kept_per_provider_and_symbol() -> None:
     ticks, _ = synthetic_ticks(["BTC/USD", "ETH/USD"], models, START, 30_000)
     proc = Processor(ArbitrationSettings())
     for i, t in enumerate(ticks):
-        proc.process(TICKS, None, encode(t), 0, i)
+        proc.process(None, encode(t), 0, i)
     compacted: dict[bytes, dict] = {}
     for topic, key, value, _p, _h in proc.drain():
         if topic == "fiml.provider.health":

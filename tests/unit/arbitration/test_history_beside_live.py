@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.arbitration.candles import MAX_FLAT_WINDOWS
-from agents.arbitration.processor import TICKS, Processor
+from agents.arbitration.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.codec import encode
 from schemas.records import AssetType, Interval, RawTick
@@ -34,7 +34,7 @@ def test_an_old_first_tick_beside_live_data_gives_bounded_candles(age_ms: int) -
 
     def feed(value: bytes) -> None:
         nonlocal offset
-        proc.process(TICKS, None, value, 0, offset)
+        proc.process(None, value, 0, offset)
         offset += 1
 
     for i in range(30):  # live BTC, one tick a second
@@ -59,15 +59,15 @@ def test_an_old_first_tick_beside_live_data_gives_bounded_candles(age_ms: int) -
 
 def test_undeclared_old_and_future_ticks_are_dead_lettered_with_the_reason() -> None:
     proc = Processor(ArbitrationSettings())
-    proc.process(TICKS, None, tick("BTC/USDT", NOW, 65_000.0, 0), 0, 0)
+    proc.process(None, tick("BTC/USDT", NOW, 65_000.0, 0), 0, 0)
     old = encode(RawTick(provider="sim-a", symbol="ETH/USDT", provider_symbol="ETHUSDT",
                          asset_type=AssetType.CRYPTO, price=3000.0,
                          event_time_ms=NOW - 2 * 3_600_000, ingest_time_ms=NOW, seq=1))
     ahead = encode(RawTick(provider="sim-a", symbol="ETH/USDT", provider_symbol="ETHUSDT",
                            asset_type=AssetType.CRYPTO, price=3000.0,
                            event_time_ms=NOW + 3_600_000, ingest_time_ms=NOW, seq=2))
-    proc.process(TICKS, None, old, 0, 1)
-    proc.process(TICKS, None, ahead, 0, 2)
+    proc.process(None, old, 0, 1)
+    proc.process(None, ahead, 0, 2)
     dead = [(v, dict(h or [])) for topic, _k, v, _p, h in proc.drain()
             if topic == "fiml.deadletter"]
     assert [v for v, _ in dead] == [old, ahead]

@@ -10,7 +10,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from agents.arbitration.processor import TICKS, TRADES, Processor
+from agents.arbitration.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
 from schemas.codec import decode, encode
@@ -47,7 +47,7 @@ def run() -> tuple[list[tuple[str, bytes]], list[RawTick | RawTrade]]:
     raw.sort(key=lambda r: (r.event_time_ms, isinstance(r, RawTrade)))
     proc = Processor(ArbitrationSettings())
     for i, r in enumerate(raw):
-        proc.process(TRADES if isinstance(r, RawTrade) else TICKS, None, encode(r), 0, i)
+        proc.process(None, encode(r), 0, i)
     return [(topic, value) for topic, _k, value, _p, _h in proc.drain()], raw
 
 

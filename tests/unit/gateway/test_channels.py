@@ -24,7 +24,7 @@ def test_stream_types_map_to_topics_and_channels() -> None:
     spec = resolve(req(stream_type="ohlcv", symbols=["btc_usdt"], params={"interval": "5m"}), LIVE)
     assert spec.channels == (("fiml.ohlcv", "BTC/USDT", "5m"),)
     assert resolve(req(stream_type="trades"), LIVE).batched
-    assert resolve(req(params={"source": "raw"}), LIVE).topic == "fiml.raw.ticks"
+    assert resolve(req(params={"source": "raw"}), LIVE).topic == "fiml.raw"
     multi = resolve(req(stream_type="multi_asset", symbols=["AAPL", "BTC/USDT"]), LIVE)
     assert multi.topic == "fiml.prices" and multi.symbols == ("AAPL", "BTC/USDT")
 

@@ -145,8 +145,8 @@ async def test_each_event_type_goes_to_its_topic_with_its_key() -> None:
     producer = await run(cluster, [tick(1), trade(2), health, truth, rejected])
     routed = [(topic, key) for topic, key, _, _ in cluster.log]
     assert routed == [
-        (topic_name("fiml.raw.ticks"), b"BTC/USDT"),
-        (topic_name("fiml.raw.trades"), b"ETH/USDT"),
+        (topic_name("fiml.raw"), b"BTC/USDT"),
+        (topic_name("fiml.raw"), b"ETH/USDT"),
         (topic_name("fiml.provider.health"), b"p"),
         (topic_name("fiml.sim.truth"), b"BTC/USDT"),
         (topic_name("fiml.deadletter"), b"BTC/USDT"),
@@ -163,7 +163,7 @@ async def test_invalid_records_are_deadlettered_with_the_reason() -> None:
     cluster = FakeCluster()
     producer = await run(cluster, [bad_symbol, bad_price, tick(2)])
     topics = [topic for topic, _, _, _ in cluster.log]
-    assert topics == [topic_name("fiml.deadletter")] * 2 + [topic_name("fiml.raw.ticks")]
+    assert topics == [topic_name("fiml.deadletter")] * 2 + [topic_name("fiml.raw")]
     reasons = [dict(headers or [])[REASON_HEADER].decode() for _, _, _, headers in cluster.log[:2]]
     assert reasons[0].startswith("invalid RawTick:") and "canonical" in reasons[0]
     assert reasons[1].startswith("invalid RawTick:") and "price" in reasons[1]

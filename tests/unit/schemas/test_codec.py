@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from schemas.codec import RECORD_TYPES, data_frame, decode, encode, encode_many
+from schemas.codec import RECORD_TYPES, data_frame, decode, decode_raw, encode, encode_many
 from schemas.errors import DecodeError, SchemaError
 from schemas.protocol import DataMessage, StreamType
-from schemas.records import SCHEMA_VERSION, PriceUpdate, RawTick
+from schemas.records import SCHEMA_VERSION, AssetType, PriceUpdate, RawTick, RawTrade
 from schemas.times import MAX_EPOCH_MS
 from schemas.topics import TOPICS
 from tests.unit.schemas.strategies import RECORD_STRATEGIES, SERVER_STRATEGIES, derived
@@ -89,15 +89,37 @@ def test_decode_error_counts_further_problems() -> None:
 
 
 def test_record_types_follow_the_topic_registry() -> None:
-    assert RECORD_TYPES["fiml.raw.ticks"] is RawTick
     assert RECORD_TYPES["fiml.prices"] is PriceUpdate
     assert RECORD_TYPES["fiml.sim.truth"] is RawTick
     assert "fiml.deadletter" not in RECORD_TYPES
+    assert "fiml.raw" not in RECORD_TYPES  # two models: decode_raw tells them apart
     for topic, model in RECORD_TYPES.items():
         assert TOPICS[topic].value == model.__name__
-    assert {t for t, s in TOPICS.items() if s.value != TOPICS["fiml.deadletter"].value} == set(
-        RECORD_TYPES
-    )
+    untyped = {TOPICS["fiml.deadletter"].value, TOPICS["fiml.raw"].value}
+    assert {t for t, s in TOPICS.items() if s.value not in untyped} == set(RECORD_TYPES)
+
+
+@given(st.one_of(RECORD_STRATEGIES["RawTick"], RECORD_STRATEGIES["RawTrade"]))
+def test_decode_raw_tells_ticks_from_trades(record: RawTick | RawTrade) -> None:
+    assert decode_raw(encode(record)) == record
+
+
+def test_decode_raw_reads_a_tick_whose_value_is_the_word_trade_id() -> None:
+    tick = RawTick(provider="p", symbol="BTC/USD", provider_symbol="trade_id",
+                   asset_type=AssetType.CRYPTO, price=1.0, event_time_ms=1, ingest_time_ms=1,
+                   seq=0)
+    assert b'"trade_id"' in encode(tick)
+    assert decode_raw(encode(tick)) == tick
+
+
+def test_decode_raw_names_the_trade_field_a_trade_lacks() -> None:
+    trade = orjson.loads(encode(RawTrade(
+        provider="p", symbol="BTC/USD", provider_symbol="BTCUSD", asset_type=AssetType.CRYPTO,
+        trade_id="7", price=1.0, amount=2.0, event_time_ms=1, ingest_time_ms=1, seq=0)))
+    del trade["amount"]
+    with pytest.raises(DecodeError) as exc:
+        decode_raw(orjson.dumps(trade))
+    assert exc.value.field == "amount"
 
 
 @settings(deadline=None, max_examples=100)

@@ -1,0 +1,179 @@
+"""Exactly once: each raw partition's outputs, mark and consumer offset in one Kafka transaction.
+
+This is how Kafka Streams' exactly-once works, by hand on aiokafka's transactional producer
+(Faust's changelog and its offset commits cannot join such a transaction, docs/RELIABILITY.md):
+
+* a partition has its own producer, whose ``transactional.id`` is ``<app id>-<partition>``;
+  starting it (``init_transactions``) aborts whatever a previous owner left open and fences that
+  owner: a zombie (a worker stopped past its session timeout, then continued) fails on its next
+  send or commit and exits, writing nothing a ``read_committed`` reader ever sees;
+* the outputs of the partition's records go into the open transaction as they are made; every
+  ``commit_ms`` the partition's mark (its whole state and the offset it ends at) is written to
+  the marks topic, the consumer offset added with ``send_offsets_to_transaction``, and the
+  transaction committed: outputs, state and position become visible together or not at all;
+* a new owner starts the producer first (so nothing is still open), then reads the mark back
+  with ``read_committed`` and resumes after it.
+
+So a crash, a rebalance or a stall repeats no committed output and loses none: the derived
+topics read with ``read_committed`` equal an uninterrupted run's, record for record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agents.arbitration.processor import Output
+from schemas.topics import topic_name
+
+__all__ = ["MARK_KEY", "MARK_MAX_BYTES", "PartitionWriter", "marks_topic_configs", "read_mark"]
+
+log = logging.getLogger("fiml.arbitration")
+
+#: The largest partition mark (one record: every symbol state of the partition) the worker can
+#: save. A mark once passed Kafka's 1 MB default with thousands of symbols and stopped the
+#: worker; the marks topic and the producers allow this much instead.
+MARK_MAX_BYTES = 16 * 1024 * 1024
+MARK_KEY = b"mark"  # one key per partition of the compacted marks topic
+_BATCH_BYTES = 512 * 1024  # per topic-partition batch; under the broker's 1 MB default
+
+
+def marks_topic_configs() -> dict[str, str]:
+    """The marks topic keeps the last mark of each partition (compacted) for ever."""
+    return {"cleanup.policy": "compact", "retention.ms": "-1",
+            "max.message.bytes": str(MARK_MAX_BYTES)}
+
+
+class PartitionWriter:
+    """The transactional producer of one raw partition's outputs and marks."""
+
+    def __init__(self, bootstrap: str, app_id: str, partition: int,
+                 transaction_timeout_ms: int = 60_000) -> None:
+        self.partition = partition
+        self.in_transaction = False
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, transactional_id=f"{app_id}-{partition}",
+            enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=_BATCH_BYTES,
+            max_request_size=MARK_MAX_BYTES, transaction_timeout_ms=transaction_timeout_ms)
+        self._names: dict[str, str] = {}
+
+    async def start(self) -> None:
+        """Connect and take the transactional id over: the previous owner's open transaction
+        is aborted and that owner fenced.
+
+        Raises:
+            KafkaError: (aiokafka) the broker cannot be reached.
+        """
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Close the producer; an open transaction is left to the next owner (who aborts it)
+        or to the transaction timeout."""
+        await self._producer.stop()
+
+    async def send(self, outputs: list[Output]) -> None:
+        """Write ``outputs`` in the open transaction (one is begun if none is) and wait until
+        the broker has them (still invisible to ``read_committed`` readers).
+
+        Raises:
+            KafkaError: (aiokafka) among them ``ProducerFenced`` when another worker owns the
+                partition now.
+        """
+        await self._begin()
+        await send_all(self._producer, outputs, self._names)
+
+    async def commit(self, marks_topic: str, mark: bytes | None,
+                     offsets: dict[TopicPartition, int], group_id: str) -> None:
+        """Add the mark and the consumer offsets to the transaction and commit it.
+
+        Raises:
+            KafkaError: (aiokafka) the commit failed, or the producer was fenced.
+        """
+        await self._begin()
+        if mark is not None:
+            await (await self._producer.send(marks_topic, mark, key=MARK_KEY,
+                                             partition=self.partition))
+        if offsets:
+            await self._producer.send_offsets_to_transaction(offsets, group_id)
+        await self._producer.commit_transaction()
+        self.in_transaction = False
+
+    async def _begin(self) -> None:
+        if not self.in_transaction:
+            await self._producer.begin_transaction()
+            self.in_transaction = True
+
+
+async def read_mark(bootstrap: str, topic: str, partition: int,
+                    timeout_s: float = 60.0) -> bytes | None:
+    """The last committed mark of ``partition`` (None if it has none), read with
+    ``read_committed``: a mark of an aborted transaction is never restored.
+
+    Raises:
+        asyncio.TimeoutError: the end of the partition was not reached within ``timeout_s``.
+        KafkaError: (aiokafka) the broker cannot be reached.
+    """
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed",
+                                auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=MARK_MAX_BYTES,
+                                fetch_max_bytes=MARK_MAX_BYTES)
+    await consumer.start()
+    found: bytes | None = None
+    try:
+        consumer.assign([tp])
+        # Seek first: asked after end_offsets, aiokafka's position answered the end offset
+        # (nothing was read, and a restarted worker began from nothing).
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]  # the last stable offset
+
+        async def drain() -> None:
+            nonlocal found
+            while await consumer.position(tp) < end:
+                for records in (await consumer.getmany(tp, timeout_ms=500)).values():
+                    for r in records:
+                        if r.key == MARK_KEY and r.value:
+                            found = r.value
+
+        await asyncio.wait_for(drain(), timeout_s)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def send_all(producer: AIOKafkaProducer, outputs: list[Output],
+                   names: dict[str, str]) -> None:
+    """Send ``outputs`` and wait until every one is delivered.
+
+    Records with a partition go into one ``BatchBuilder`` per topic-partition (in output order,
+    so each partition keeps the order of the outputs) submitted with ``send_batch``: a coroutine
+    per batch instead of one per record. Records without a partition (dead letters, rare) go
+    through ``send`` and the partitioner. Nothing is awaited per record; all deliveries are
+    awaited once at the end.
+    """
+    builders: dict[tuple[str, int], Any] = {}
+    full: list[tuple[str, int, Any]] = []
+    pending: list[Any] = []
+    for logical, key, value, partition, headers in outputs:
+        name = names.get(logical) or names.setdefault(logical, topic_name(logical))
+        if partition is None:
+            pending.append(await producer.send(name, value, key=key, headers=headers))
+            continue
+        tp = (name, partition)
+        builder = builders.get(tp)
+        if builder is None:
+            builder = builders[tp] = producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            full.append((name, partition, builder))  # full: start another
+            builder = builders[tp] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                raise ValueError(f"record too large for a batch ({len(value)} bytes)")
+    full.extend((name, p, b) for (name, p), b in builders.items())
+    for name, p, builder in full:
+        builder.close()
+        pending.append(await producer.send_batch(builder, name, partition=p))
+    await asyncio.gather(*pending)

@@ -1,0 +1,118 @@
+"""One order: a run restarted from any mark gives the outputs of a run never interrupted.
+
+The worker commits a partition's outputs and its mark in one transaction; a crash aborts
+everything since the last commit, and the next owner restores the mark and applies the records
+after it again. That gives the uninterrupted run's records only if the processor's outputs after
+a restore equal those it would have given without one, whatever the cut, for ticks, trades,
+poison and several symbols in a partition (their candles close on the partition's watermark).
+Pure: the processor, no broker; the worker's part is in
+``tests/integration/test_exactly_once.py``.
+"""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.arbitration.processor import Output, Processor
+from agents.arbitration.settings import ArbitrationSettings
+from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
+from schemas.codec import encode
+from schemas.records import AssetType, RawTick, RawTrade
+
+START = 1_764_892_800_000  # 2025-12-05T00:00:00Z
+
+
+def raw_log() -> list[bytes]:
+    """Four minutes of two symbols from three providers, a trade every fifth tick, a poison
+    record now and then: one partition of ``fiml.raw`` as ingestion writes it."""
+    models = [ProviderModel("alpha", noise_bps=2, every_ms=700),
+              ProviderModel("bravo", noise_bps=4, every_ms=1100),
+              ProviderModel("charlie", noise_bps=8, every_ms=1700)]
+    ticks, _ = synthetic_ticks(["BTC/USD", "ETH/USD"], models, START, 240_000)
+    rng = random.Random(5)
+    records: list[RawTick | RawTrade] = []
+    for i, t in enumerate(ticks):
+        records.append(t)
+        if i % 5 == 2:
+            records.append(RawTrade(
+                provider=t.provider, symbol=t.symbol, provider_symbol=t.provider_symbol,
+                asset_type=AssetType.CRYPTO, trade_id=f"t{i}", price=t.price,
+                amount=round(rng.uniform(0.1, 2.0), 3), event_time_ms=t.event_time_ms,
+                ingest_time_ms=t.event_time_ms, seq=i))
+    log = [encode(r) for r in records]
+    for i in range(50, len(log), 211):
+        log.insert(i, b'{"not": "a record"}')
+    return log
+
+
+LOG = raw_log()
+
+
+def uninterrupted() -> list[Output]:
+    proc = Processor(ArbitrationSettings())
+    for offset, value in enumerate(LOG):
+        proc.process(None, value, 0, offset)
+    return proc.drain()
+
+
+EXPECTED = uninterrupted()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, len(LOG)), min_size=1, max_size=6, unique=True),
+       st.integers(0, 400))
+def test_restarts_from_marks_give_the_uninterrupted_outputs(commits: list[int],
+                                                            lost: int) -> None:
+    """At each commit point the outputs so far and the mark are kept; then a crash loses
+    ``lost`` more records' work (an aborted transaction) and a new processor restores the mark
+    and goes on from the record after it."""
+    committed: list[Output] = []
+    mark: bytes | None = None
+    proc = Processor(ArbitrationSettings())
+    proc.restore(0, None)
+    start = 0
+    for cut in sorted(commits):
+        for offset in range(start, cut):
+            proc.process(None, LOG[offset], 0, offset)
+        start = cut
+        committed += proc.drain()
+        mark = proc.mark(0)
+        for extra in range(cut, min(cut + lost, len(LOG))):  # work the crash throws away
+            proc.process(None, LOG[extra], 0, extra)
+        proc = Processor(ArbitrationSettings())
+        proc.restore(0, mark)
+        resume = proc.resume_offset(0)
+        assert resume == (cut if cut else None)
+        # the consumer may start before the mark (a group offset behind it): skipped
+        for again in range(max(0, cut - 3), cut):
+            proc.process(None, LOG[again], 0, again)
+        assert proc.drain() == []
+    for offset in range(start, len(LOG)):
+        proc.process(None, LOG[offset], 0, offset)
+    committed += proc.drain()
+    assert committed == EXPECTED
+
+
+def test_the_log_exercises_every_output() -> None:
+    topics = {out[0] for out in EXPECTED}
+    assert topics >= {"fiml.prices", "fiml.quotes", "fiml.trades", "fiml.ohlcv",
+                      "fiml.provider.health", "fiml.deadletter"}
+    assert any(b'"is_final":true' in out[2] for out in EXPECTED)
+
+
+def test_a_mark_of_another_version_is_refused() -> None:
+    proc = Processor(ArbitrationSettings())
+    for offset, value in enumerate(LOG[:30]):
+        proc.process(None, value, 0, offset)
+    mark = proc.mark(0)
+    proc.restore(1, mark)  # any partition number: the mark holds the states
+    assert proc.resume_offset(1) == 30
+    try:
+        proc.restore(0, b"[1,0,[],[]]")
+    except ValueError as exc:
+        assert "version" in str(exc)
+    else:
+        raise AssertionError("a version 1 mark was restored")
