@@ -10,8 +10,11 @@ position are saved with them, never before and never twice. When a partition is 
 writer takes the transactional id over (aborting and fencing any previous owner) and its mark
 is read back; the worker resumes after it.
 
-Faust never commits the raw topics' offsets here (no record is acked to it); the transactions
-do.
+A worker whose producer is fenced (another worker took the partition over while this one was
+stopped, or a stopped worker woke up still believing in an old assignment and took it back)
+lets that partition go until its next assignment: it writes nothing more for it, and the
+group's next rebalance decides who owns it. Faust never commits the raw topics' offsets here (no
+record is acked to it); the transactions do.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ from agents.arbitration.batches import consume_in_batches
 from agents.arbitration.metrics import WorkerCounters, readings
 from agents.arbitration.processor import RAW, Processor
 from agents.arbitration.settings import ArbitrationSettings
-from agents.arbitration.transactions import PartitionWriter, marks_topic_configs, read_mark
+from agents.arbitration.transactions import (
+    FENCED,
+    PartitionWriter,
+    marks_topic_configs,
+    quiet_fenced_leftovers,
+    read_mark,
+)
 from agents.metrics import serve
 from infra.topics import ensure_topic
 from schemas.topics import TOPICS, topic_name
@@ -40,7 +49,6 @@ from schemas.topics import TOPICS, topic_name
 __all__ = ["attach", "marks_topic", "source_name"]
 
 log = logging.getLogger("fiml.arbitration")
-
 
 def marks_topic(app_id: str) -> str:
     """The compacted topic of a worker group's partition marks (one per app id)."""
@@ -64,6 +72,7 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
     # transaction, nor a rebalance take partitions away in the middle of either.
     busy = asyncio.Lock()
     torn: set[int] = set()  # partitions whose last batch was cut short: never commit them
+    lost: set[int] = set()  # fenced since the last assignment: nothing is written for them
     counters = WorkerCounters()
     marks_ready: list[bool] = []
 
@@ -72,7 +81,8 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
         owner's open transaction), then its last committed mark."""
         if partition in writers:
             return
-        if not marks_ready:
+        if not marks_ready:  # the first partition: once per worker, on its loop
+            quiet_fenced_leftovers(asyncio.get_running_loop())
             await ensure_topic(bootstrap, marks, TOPICS[RAW].partitions, marks_topic_configs())
             marks_ready.append(True)
         writer = PartitionWriter(bootstrap, app_id, partition,
@@ -97,6 +107,20 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
             seen.pop(p, None)
         processor.forget(partitions)
 
+    async def fenced(partition: int, exc: Exception) -> None:
+        log.warning("partition %d: another worker owns it now (%s); letting it go until the "
+                    "next assignment", partition, type(exc).__name__)
+        lost.add(partition)
+        writer = writers.pop(partition, None)
+        if writer is not None:
+            try:
+                await writer.stop()
+            except Exception:  # a fenced producer may fail to close; it is gone either way
+                log.debug("closing the fenced producer of partition %d", partition,
+                          exc_info=True)
+        saved_at.pop(partition, None)
+        processor.forget((partition,))
+
     def due(now: float) -> set[int]:
         """Owned partitions with uncommitted work whose last commit is ``commit_ms`` old."""
         every = settings.commit_ms / 1000
@@ -113,7 +137,11 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
             mark = processor.mark(p) if p in processor.marks else None
             resume = processor.resume_offset(p)
             offsets = {TopicPartition(raw, p): resume} if resume is not None else {}
-            await writer.commit(marks, mark, offsets, app_id)
+            try:
+                await writer.commit(marks, mark, offsets, app_id)
+            except FENCED as exc:
+                await fenced(p, exc)
+                continue
             saved_at[p] = now
 
     async def _commit_when_quiet() -> None:
@@ -130,12 +158,14 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
         async with busy:  # the running batch finishes first, so its states are whole
             await commit(revoked)
             await let_go(revoked)
+            lost.difference_update(revoked)
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         mine = sorted({tp.partition for tp in args[0] if tp.topic == raw})
         log.info("raw partitions assigned: %s", ", ".join(map(str, mine)) or "none")
         async with busy:
+            lost.clear()  # the group's assignment decides again
             for p in mine:
                 await own(p)
 
@@ -161,6 +191,9 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
             for m in messages:
                 by_partition.setdefault(m.partition, []).append(m)
             for p, records in sorted(by_partition.items()):
+                if p in lost:  # fenced: its records are the new owner's
+                    del by_partition[p]
+                    continue
                 await own(p)
                 expected = processor.resume_offset(p)
                 if expected is not None and records[0].offset > expected:
@@ -178,11 +211,15 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
                     processor.process(m.key, m.value or b"", p, m.offset)
                 seen[p] = records[-1].offset
             for p, outputs in sorted(processor.drain_partitions().items()):
+                # Another error here (a broker gone past the retries) stops the worker: the
+                # transaction is never committed and the next owner aborts it.
+                try:
+                    await writers[p].send(outputs)
+                except FENCED as exc:
+                    await fenced(p, exc)
+                    continue
                 for out in outputs:
                     counters.records_out[out[0]] = counters.records_out.get(out[0], 0) + 1
-                # An error here (a fenced producer, a broker gone past the retries) stops the
-                # worker: the transaction is never committed and the next owner aborts it.
-                await writers[p].send(outputs)
             torn.difference_update(by_partition)
             await commit(due(time.monotonic()))
             if processor.poison:

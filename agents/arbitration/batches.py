@@ -7,11 +7,11 @@ the arbitration itself (docs/PERFORMANCE.md). Faust has no batch consumer API, s
 replaces the one method that pulls records in (``_drain_messages``; the faust-streaming version
 is pinned in pyproject.toml) and gives each ``getmany`` result, as a list, to ``on_batch``.
 
-Everything else stays Faust's: the consumer group and partition assignment (co-partitioned with
-the state table), flow control during rebalances, the changelog records that recovery reads
-(handed to Faust's own callback as before), and offset commits. ``on_batch`` owns the records it
-is given: it acks them (``app.consumer.ack``) once their effects are saved, and Faust commits
-only acked offsets. Faust does not wait for a running batch before it gives a partition away;
+Everything else stays Faust's: the consumer group and partition assignment, flow control during
+rebalances, and records of any other topic (a table's changelog, handed to Faust's own callback
+as before). ``on_batch`` owns the records it is given; the arbitration never acks them to Faust,
+so Faust commits no offset of these topics: the worker's transactions do (``agent.py``,
+``transactions.py``). Faust does not wait for a running batch before it gives a partition away;
 the application does (``agent.py``). The consumer thread also keeps a fetch from returning
 records of partitions Faust has paused (``OnlyThese``): Faust would drop them.
 """
@@ -141,7 +141,7 @@ class OnlyThese:
     aiokafka's ``fetched_records`` reads an empty set as "every partition". Faust hands it its
     live set, which a rebalance empties (everything paused) while the fetch waits: the fetch
     then returned the records of paused partitions, Faust dropped them, and aiokafka's position
-    was already past them. When one was the state table's changelog record, the recovery that
+    was already past them. When one was a state table's changelog record, the recovery that
     followed waited forever for it (two workers, about one rebalance in 40 under load).
     """
 
@@ -164,10 +164,10 @@ class BatchTransport(faust_kafka.Transport):
 def consume_in_batches(app: faust.App, topic: faust.TopicT, on_batch: BatchHandler,
                        resume_at: ResumeAt | None = None) -> None:
     """Subscribe ``app`` to ``topic`` and hand its records to ``on_batch``, a fetch at a time
-    (call before the app starts); ``on_batch`` acks them when it has saved what they did.
-    ``on_batch`` raising stops the worker: the records it had not acked are consumed again
-    after a restart. ``resume_at(topic, partition)`` tells where the application's saved
-    state ends, checked after every assignment."""
+    (call before the app starts); it saves what they did and commits their offsets itself.
+    ``on_batch`` raising stops the worker: the records whose offsets were not committed are
+    consumed again after a restart. ``resume_at(topic, partition)`` tells where the
+    application's saved state ends, checked after every assignment."""
     if not isinstance(app.transport, BatchTransport):
         app.transport = BatchTransport(app.conf.broker_consumer, app)
     consumer = app.consumer

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import orjson
 
@@ -310,8 +311,8 @@ class Processor:
             # Only extreme inputs get here (prices near the float limit overflow the band or the
             # dispersion): the record would carry a null or infinite band or a NaN confidence
             # (JSON null), so it is dead-lettered, not written. NaN fails every comparison.
-            self._invalid(st, partition, "0 < band_low <= price <= band_high < inf and "
-                          "0 <= confidence <= 1", price=price, band_low=band_low,
+            self._invalid(st, partition, "PriceUpdate", "0 < band_low <= price <= band_high < "
+                          "inf and 0 <= confidence <= 1", price=price, band_low=band_low,
                           band_high=band_high, confidence=confidence)
             return
         if len(used) + len(rejected) >= 2:
@@ -328,7 +329,8 @@ class Processor:
         day_open = day.open if day is not None else price
         change, change_percent = price_change(price, day_open)
         if not -_INF < change_percent < _INF:  # a day open 1e300 times smaller than the price
-            self._invalid(st, partition, "change_percent is not finite", price=price,
+            self._invalid(st, partition, "PriceUpdate", "change_percent is not finite",
+                          price=price,
                           day_open=day_open)
             return
         nearest, distance = used[0], float("inf")
@@ -350,15 +352,16 @@ class Processor:
         self._quote(st, used, key, partition, iso)
         self._health(st, provider, stats, stale_ms, reliability[provider])
 
-    def _invalid(self, st: SymbolState, partition: int, rule: str, **values: float) -> None:
-        """A price record that fails its model's ``rule``: dead-lettered with the raw record
-        that produced it (topic, partition, offset), never written."""
+    def _invalid(self, st: SymbolState, partition: int, model: str, rule: str,
+                 **values: float) -> None:
+        """A derived record that fails its ``model``'s ``rule``: dead-lettered with the raw
+        record that produced it (topic, partition, offset), never written."""
         self.invalid += 1
         _partition, offset = self._applying
         body = {"symbol": st.symbol, "event_time_ms": st.newest_ms,
                 **{k: v if -_INF < v < _INF else str(v) for k, v in values.items()}}
         self._emit(partition, ("fiml.deadletter", st.symbol.encode(), orjson.dumps(body), None,
-                               deadletter_headers(f"invalid PriceUpdate: {rule} does not hold",
+                               deadletter_headers(f"invalid {model}: {rule} does not hold",
                                                   RAW, partition, offset)))
 
     def _quote(self, st: SymbolState, used: tuple[str, ...], key: bytes, partition: int,
@@ -380,6 +383,9 @@ class Processor:
             bids.sort()
             asks.sort()
         bid, ask = bids[(len(bids) - 1) // 2], asks[(len(asks) - 1) // 2]
+        if not (0.0 < bid < _INF and 0.0 < ask < _INF and ask - bid < _INF):
+            self._invalid(st, partition, "QuoteUpdate", "0 < bid, ask < inf", bid=bid, ask=ask)
+            return
         self._emit(partition, ("fiml.quotes", key, orjson.dumps({
             "v": SCHEMA_VERSION, "symbol": st.symbol, "bid": bid, "ask": ask, "bid_size": None,
             "ask_size": None, "providers": providers, "event_time_ms": st.newest_ms,
@@ -406,6 +412,13 @@ class Processor:
     def _candles(self, records: list[CandleRecord], st: SymbolState, partition: int) -> None:
         key = st.symbol.encode()
         for r in records:
+            o, h, lo, c, v = (cast(float, r[k]) for k in ("open", "high", "low", "close",
+                                                           "volume"))
+            if not (0.0 < lo <= min(o, c) and max(o, c) <= h < _INF and 0.0 <= v < _INF):
+                self._invalid(st, partition, "OHLCVUpdate", "0 < low <= open, close <= high < "
+                              "inf and 0 <= volume < inf", open=o, high=h, low=lo, close=c,
+                              volume=v)
+                continue
             self._emit(partition, ("fiml.ohlcv", key, orjson.dumps(r), partition, None))
 
     def _close_partition(self, part: _Partition, partition: int) -> None:

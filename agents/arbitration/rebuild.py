@@ -1,7 +1,7 @@
 """``fiml rebuild``: replay ``fiml.raw`` from offset 0 into fresh derived topics.
 
 The arbitration is a function of the raw records (docs/ARBITRATION.md, "Determinism"), so a
-worker with a fresh app id (an empty state table, a new consumer group starting at offset 0)
+worker with a fresh app id (no marks, a new consumer group starting at offset 0)
 that reads the raw topic under the source prefix and writes the derived topics under a new
 prefix rebuilds them record for record. This module captures the raw topic's end offsets,
 creates the target topics, runs one worker process, waits until the group's committed offsets
@@ -99,8 +99,8 @@ async def committed(bootstrap: str, group: str, tps: list[TopicPartition],
 
 async def wait_caught_up(bootstrap: str, group: str, ends: dict[TopicPartition, int],
                          timeout_s: float, alive: Callable[[], bool] = lambda: True) -> None:
-    """Until ``group`` has committed at least ``ends`` (the worker commits only after the
-    outputs of those records are delivered).
+    """Until ``group`` has committed at least ``ends`` (the worker commits offsets in the
+    transactions that write the outputs of those records).
 
     Raises:
         TimeoutError: not caught up within ``timeout_s``.

@@ -25,11 +25,13 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 
 from agents.arbitration.processor import Output
 from schemas.topics import topic_name
 
-__all__ = ["MARK_KEY", "MARK_MAX_BYTES", "PartitionWriter", "marks_topic_configs", "read_mark"]
+__all__ = ["FENCED", "MARK_KEY", "MARK_MAX_BYTES", "PartitionWriter", "marks_topic_configs",
+           "quiet_fenced_leftovers", "read_mark"]
 
 log = logging.getLogger("fiml.arbitration")
 
@@ -39,6 +41,8 @@ log = logging.getLogger("fiml.arbitration")
 MARK_MAX_BYTES = 16 * 1024 * 1024
 MARK_KEY = b"mark"  # one key per partition of the compacted marks topic
 _BATCH_BYTES = 512 * 1024  # per topic-partition batch; under the broker's 1 MB default
+#: What a producer raises once another one took its transactional id over.
+FENCED = (ProducerFenced, InvalidProducerEpoch)
 
 
 def marks_topic_configs() -> dict[str, str]:
@@ -105,6 +109,30 @@ class PartitionWriter:
         if not self.in_transaction:
             await self._producer.begin_transaction()
             self.in_transaction = True
+
+
+def quiet_fenced_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep a fenced producer's expected failures out of the error log.
+
+    aiokafka's ``send_batch`` hands the caller ``asyncio.shield(batch.future)``: when the
+    producer is fenced, the caller gets ``ProducerFenced`` (and the worker lets the partition
+    go), but the shielded inner futures keep theirs unretrieved, and asyncio logs each one as
+    a traceback ("Future exception was never retrieved") when it is collected. Those are logged
+    at debug level; every other unhandled error goes to the handler there was before.
+    """
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if (isinstance(context.get("exception"), FENCED)
+                and "never retrieved" in str(context.get("message", ""))):
+            log.debug("a fenced producer's batch failed: %s", context.get("exception"))
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 async def read_mark(bootstrap: str, topic: str, partition: int,
@@ -176,4 +204,8 @@ async def send_all(producer: AIOKafkaProducer, outputs: list[Output],
     for name, p, builder in full:
         builder.close()
         pending.append(await producer.send_batch(builder, name, partition=p))
-    await asyncio.gather(*pending)
+    # Every delivery is awaited, failed ones too: a fenced producer fails them all, and an
+    # exception left in a future nobody awaited is logged as a traceback at exit.
+    for outcome in await asyncio.gather(*pending, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome

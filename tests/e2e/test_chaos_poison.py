@@ -30,8 +30,7 @@ pytestmark = pytest.mark.e2e
 NOW_MS = int(time.time() * 1000)
 YEAR_MS = 365 * 86_400_000
 METRICS: dict[str, int] = {}  # the stack's ingestion metrics port; arbitration's is the next
-READ_TOPICS = ("fiml.raw", "fiml.raw", "fiml.prices", "fiml.quotes",
-               "fiml.trades", "fiml.ohlcv")
+READ_TOPICS = ("fiml.raw", "fiml.prices", "fiml.quotes", "fiml.trades", "fiml.ohlcv")
 
 scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
            | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))

@@ -215,7 +215,9 @@ async def test_the_worker_serves_its_metrics(kafka_bootstrap: str, topic_prefix:
                 return {}
             got = {s.name + str(sorted(s.labels.values())): s.value
                    for f in text_string_to_metric_families(text) for s in f.samples}
-            done = got.get(f"fiml_arbitration_records_in_total['{RAW}']", 0) >= len(ticks) + 1
+            done = (got.get(f"fiml_arbitration_records_in_total['{RAW}']", 0) >= len(ticks) + 1
+                    and got.get("fiml_arbitration_records_out_total['fiml.prices']", 0)
+                    >= len(ticks))
             return got if done else {}
 
         got = await until(scraped, "the worker's metrics to count every tick", deadline=90)

@@ -80,3 +80,28 @@ def test_every_output_is_valid_whatever_the_trades(trades: list[tuple[str, float
     for topic, _key, value, _p, _h in proc.drain():
         if topic in RECORD_TYPES:
             decode(RECORD_TYPES[topic], value)  # raises if a record is invalid
+
+
+@given(bad=st.sampled_from([("low", float("nan")), ("high", float("inf")), ("low", 0.0),
+                            ("high", 0.5), ("volume", float("inf")), ("volume", -1.0)]))
+def test_an_invalid_candle_is_dead_lettered_not_written(bad: tuple[str, float]) -> None:
+    """The candle checks run on every record written, not only in these tests: a candle that
+    breaks ``0 < low <= open, close <= high < inf`` (or has no finite volume) is dead-lettered
+    with the raw record that produced it. No valid input reaches this (the price checks come
+    first), so the record is made by hand."""
+    from agents.arbitration.state import SymbolState
+
+    proc = Processor(ArbitrationSettings())
+    proc.process(None, encode(RawTick(provider="a", symbol="X/USD", provider_symbol="X",
+                                      asset_type=AssetType.CRYPTO, price=1.0,
+                                      event_time_ms=NOW, ingest_time_ms=NOW, seq=0)), 0, 41)
+    proc.drain()
+    candle: dict[str, object] = {"open": 1.0, "high": 2.0, "low": 1.0, "close": 1.5,
+                                 "volume": 0.0, bad[0]: bad[1]}
+    proc._candles([candle], SymbolState("X/USD", "crypto", 0), 0)
+    [(topic, _key, value, _p, headers)] = proc.drain()
+    assert topic == "fiml.deadletter"
+    got = dict(headers or [])
+    assert got["fiml-error"].startswith(b"invalid OHLCVUpdate")
+    assert got["fiml-offset"] == b"41" and got["fiml-source"] == b"fiml.raw"
+    assert orjson.loads(value)["symbol"] == "X/USD"

@@ -6,7 +6,7 @@ after it again. That gives the uninterrupted run's records only if the processor
 a restore equal those it would have given without one, whatever the cut, for ticks, trades,
 poison and several symbols in a partition (their candles close on the partition's watermark).
 Pure: the processor, no broker; the worker's part is in
-``tests/integration/test_exactly_once.py``.
+``tests/e2e/test_chaos_exactly_once.py``.
 """
 
 from __future__ import annotations
