@@ -190,8 +190,11 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
             by_partition: dict[int, list[Message]] = {}
             for m in messages:
                 by_partition.setdefault(m.partition, []).append(m)
+            mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == raw}
             for p, records in sorted(by_partition.items()):
-                if p in lost:  # fenced: its records are the new owner's
+                if p in lost or p not in mine:
+                    # fenced, or fetched just before a revocation: the records are another
+                    # owner's now, and taking the partition back would fence that owner
                     del by_partition[p]
                     continue
                 await own(p)

@@ -193,7 +193,11 @@ class Processor:
             st = self._state(part, partition, record)
             self._apply(part, st, record, partition)
             self.dirty[st.symbol] = st
-        except (DecodeError, ValueError, KeyError, TypeError, ArithmeticError) as exc:
+        except Exception as exc:
+            # Whatever applying one record raises (an overflow near the float limit, or a bug
+            # only this record reaches) is that record's fault: it is dead-lettered with the
+            # exception's type and message, and the partition goes on. The same record raises
+            # the same way on every run, so this keeps the outputs a function of the log.
             self._dead(key, value, partition, offset, exc)
 
     def mark(self, partition: int) -> bytes:

@@ -105,3 +105,29 @@ def test_an_invalid_candle_is_dead_lettered_not_written(bad: tuple[str, float]) 
     assert got["fiml-error"].startswith(b"invalid OHLCVUpdate")
     assert got["fiml-offset"] == b"41" and got["fiml-source"] == b"fiml.raw"
     assert orjson.loads(value)["symbol"] == "X/USD"
+
+
+def test_any_exception_while_applying_a_record_is_that_records_fault(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Not only the expected ones: a bug that one record reaches (here an IndexError for one
+    symbol) dead-letters that record, with its offset and the exception, and the partition
+    goes on with the next."""
+    real = Processor._price
+
+    def price(self: Processor, st: object, rec: RawTick, partition: int) -> None:
+        if rec.symbol == "BAD/USD":
+            raise IndexError("a bug only this record reaches")
+        real(self, st, rec, partition)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Processor, "_price", price)
+    proc = Processor(ArbitrationSettings())
+    for offset, symbol in enumerate(["X/USD", "BAD/USD", "X/USD"]):
+        proc.process(None, encode(RawTick(provider="a", symbol=symbol, provider_symbol="X",
+                                          asset_type=AssetType.CRYPTO, price=1.0 + offset,
+                                          event_time_ms=NOW + offset,
+                                          ingest_time_ms=NOW + offset, seq=offset)), 0, offset)
+    outputs = proc.drain()
+    dead = [dict(h or []) for topic, _k, _v, _p, h in outputs if topic == "fiml.deadletter"]
+    assert [d["fiml-offset"] for d in dead] == [b"1"]
+    assert dead[0]["fiml-error"] == b"IndexError: a bug only this record reaches"
+    prices = [orjson.loads(v)["price"] for t, _k, v, _p, _h in outputs if t == "fiml.prices"]
+    assert prices == [1.0, 3.0]
