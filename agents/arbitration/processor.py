@@ -53,6 +53,10 @@ class OutOfTimeError(ValueError):
     """A raw record whose event time is outside the bounds (``agents.timebounds``)."""
 
 
+class SymbolLimitError(ValueError):
+    """A raw record of a new symbol in a partition that holds ``max_symbols`` already."""
+
+
 def health_key(provider: str, symbol: str) -> bytes:
     """The ``fiml.provider.health`` key of a per-symbol measure: ``provider|symbol``. The
     ingestion agents' provider-wide records (up, down and why) are keyed by the id alone."""
@@ -155,6 +159,10 @@ class Processor:
         symbol = rec.symbol
         st = part.symbols.get(symbol)
         if st is None:  # not in the partition's mark: new
+            if len(part.symbols) >= self.settings.max_symbols:
+                raise SymbolLimitError(
+                    f"partition {partition} already holds {len(part.symbols):,} symbols "
+                    f"(FIML_ARB_MAX_SYMBOLS); a record of a new symbol is refused")
             st = part.symbols[symbol] = SymbolState(symbol, rec.asset_type.value, partition)
         return st
 

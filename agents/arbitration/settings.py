@@ -39,6 +39,10 @@ class ArbitrationSettings:
     dedup_ms: int = 10_000  # how long a trade is remembered for de-duplication
     stale_ms: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STALE_MS))
     batch_max: int = 2_000  # most records per consumer fetch, which is one processed batch
+    # Symbols one raw partition may hold: a partition's mark (every symbol state, about 1 KiB
+    # each) must stay under MARK_MAX_BYTES (16 MiB), and the worker's memory bounded whatever
+    # symbols a producer invents. A record of a new symbol past it is dead-lettered.
+    max_symbols: int = 10_000
     # event time against the record's own ingest time (agents/timebounds.py)
     time_bounds: TimeBounds = field(default_factory=TimeBounds)
     # Wall-clock, the knobs that are: how often a partition's transaction (its outputs, state
@@ -70,6 +74,7 @@ class ArbitrationSettings:
             dedup_ms=_env_int("FIML_ARB_DEDUP_MS", base.dedup_ms),
             stale_ms=stale,
             batch_max=_env_int("FIML_ARB_BATCH", base.batch_max),
+            max_symbols=_env_int("FIML_ARB_MAX_SYMBOLS", base.max_symbols),
             time_bounds=TimeBounds.from_env(),
             commit_ms=_env_int("FIML_ARB_COMMIT_MS", base.commit_ms),
             transaction_timeout_ms=_env_int("FIML_ARB_TRANSACTION_TIMEOUT_MS",

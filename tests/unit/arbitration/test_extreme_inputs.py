@@ -131,3 +131,27 @@ def test_any_exception_while_applying_a_record_is_that_records_fault(monkeypatch
     assert dead[0]["fiml-error"] == b"IndexError: a bug only this record reaches"
     prices = [orjson.loads(v)["price"] for t, _k, v, _p, _h in outputs if t == "fiml.prices"]
     assert prices == [1.0, 3.0]
+
+
+def test_a_partition_holds_at_most_max_symbols() -> None:
+    """Memory and the mark stay bounded whatever symbols a producer invents: at the limit a
+    new symbol is taken, past it the record is dead-lettered naming the limit, and the
+    symbols already held go on."""
+    from dataclasses import replace
+
+    proc = Processor(replace(ArbitrationSettings(), max_symbols=3))
+
+    def tick(symbol: str, offset: int) -> bytes:
+        return encode(RawTick(provider="a", symbol=symbol, provider_symbol="X",
+                              asset_type=AssetType.CRYPTO, price=1.0, event_time_ms=NOW + offset,
+                              ingest_time_ms=NOW + offset, seq=offset))
+
+    for offset, symbol in enumerate(["A/USD", "B/USD", "C/USD", "D/USD", "A/USD"]):
+        proc.process(None, tick(symbol, offset), 0, offset)
+    outputs = proc.drain()
+    dead = [dict(h or []) for topic, _k, _v, _p, h in outputs if topic == "fiml.deadletter"]
+    assert [d["fiml-offset"] for d in dead] == [b"3"]
+    assert dead[0]["fiml-error"].startswith(b"SymbolLimitError: partition 0 already holds 3")
+    priced = [orjson.loads(v)["symbol"] for t, _k, v, _p, _h in outputs if t == "fiml.prices"]
+    assert priced == ["A/USD", "B/USD", "C/USD", "A/USD"]
+    assert len(orjson.loads(proc.mark(0))[3]) == 3
