@@ -46,7 +46,7 @@ class Snapshot:
     broker_up: bool = False
     topics: int = 0
     ticks_total: int = 0
-    prices_total: int = 0
+    prices_total: int = 0  # committed prices read since the monitor started
     ticks_per_s: float = 0.0
     prices_per_s: float = 0.0
     clients: int | None = None  # None: the gateway did not answer
@@ -70,6 +70,7 @@ class Monitor:
         self._ticks = RateMeter()
         self._prices = RateMeter()
         self._health: dict[str, ProviderHealth] = {}
+        self._prices_read = 0
 
     async def __aenter__(self) -> Monitor:
         """Raises: KafkaError: the broker cannot be reached."""
@@ -80,10 +81,16 @@ class Monitor:
                 self._parts[logical] = [
                     TopicPartition(name, p) for p in range(info[name].partitions)
                 ]
+        # Prices are counted as they are read, not from end offsets: the worker writes in
+        # transactions, and every commit puts a marker (an offset, no record) in each partition.
         health = self._parts.get("fiml.provider.health", [])
-        if health:
-            self._consumer.assign(health)
-            await self._consumer.seek_to_beginning(*health)
+        prices = self._parts.get("fiml.prices", [])
+        if health or prices:
+            self._consumer.assign(health + prices)
+            if health:
+                await self._consumer.seek_to_beginning(*health)
+            if prices:
+                await self._consumer.seek_to_end(*prices)
         return self
 
     async def __aexit__(
@@ -99,9 +106,14 @@ class Monitor:
         ends = await self._consumer.end_offsets(parts)
         return sum(ends.values())
 
-    async def _read_health(self) -> None:
-        batches = await self._consumer.getmany(timeout_ms=0, max_records=5000)
-        for messages in batches.values():
+    async def _read(self) -> None:
+        """Provider health records, and a count of the prices committed since the start."""
+        batches = await self._consumer.getmany(timeout_ms=0, max_records=20_000)
+        prices = self._names["fiml.prices"]
+        for tp, messages in batches.items():
+            if tp.topic == prices:
+                self._prices_read += len(messages)
+                continue
             for m in messages:
                 with contextlib.suppress(DecodeError):
                     record = decode(ProviderHealth, m.value)
@@ -121,8 +133,8 @@ class Monitor:
         now = time.monotonic()
         try:
             snap.ticks_total = await self._total("fiml.raw")
-            snap.prices_total = await self._total("fiml.prices")
-            await self._read_health()
+            await self._read()
+            snap.prices_total = self._prices_read
             snap.broker_up = True
         except KafkaError:
             snap.broker_up = False

@@ -38,7 +38,11 @@ def create_app(
         logging.getLogger(name).setLevel(logging.WARNING)
     bootstrap = bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     prefix = os.environ.get("FIML_TOPIC_PREFIX", "")
-    session = float(os.environ.get("FIML_ARB_SESSION_TIMEOUT_S", "60"))
+    # A SIGKILLed worker holds its partitions, and its open transactions hold back every
+    # read_committed reader of them, until its session expires: with Kafka's 45-60 s, prices
+    # stopped for a minute after a crash in the demo; 10 s, and a heartbeat a second, since
+    # nothing in the worker blocks its event loop for long.
+    session = float(os.environ.get("FIML_ARB_SESSION_TIMEOUT_S", "10"))
     # Not relative to the working directory: `fiml up` and workers may start anywhere.
     settings = settings or ArbitrationSettings.from_env()
     datadir = datadir or os.environ.get("FIML_ARB_DATADIR") or str(fiml_home() / "arbitration")
