@@ -45,6 +45,7 @@ test-unit: setup
 
 lint: setup
 	$(BIN)/ruff check agents gateway schemas infra tests examples bench
+	$(BIN)/ruff format --check agents gateway schemas infra tests examples bench
 	$(BIN)/mypy
 
 # Benchmarks on the real local broker; results in bench/results/ (see docs/PERFORMANCE.md).

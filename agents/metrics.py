@@ -74,7 +74,6 @@ def serve(port: int, read: Callable[[], Iterable[Reading]]) -> bool:
     try:
         start_http_server(port, addr=host, registry=registry_for(read))
     except OSError as error:
-        log.warning("metrics: cannot serve on %s:%d (%s); running without them", host, port,
-                    error)
+        log.warning("metrics: cannot serve on %s:%d (%s); running without them", host, port, error)
         return False
     return True

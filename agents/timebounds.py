@@ -43,26 +43,33 @@ class TimeBounds:
     max_ahead_ms: int = 300_000
     max_age_ms: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_AGE_MS))
 
-    def problem(self, event_time_ms: int, ingest_time_ms: int, asset_type: str,
-                history: bool) -> str | None:
+    def problem(
+        self, event_time_ms: int, ingest_time_ms: int, asset_type: str, history: bool
+    ) -> str | None:
         """Why a raw record's event time is refused, or None if it is within the bounds."""
         ahead = event_time_ms - ingest_time_ms
         if ahead > self.max_ahead_ms:
-            return (f"event time {iso_ms(event_time_ms)} is {ahead / 1000:.0f} s after its "
-                    f"ingest time (at most {self.max_ahead_ms} ms: FIML_MAX_AHEAD_MS)")
+            return (
+                f"event time {iso_ms(event_time_ms)} is {ahead / 1000:.0f} s after its "
+                f"ingest time (at most {self.max_ahead_ms} ms: FIML_MAX_AHEAD_MS)"
+            )
         age = -ahead
         limit = self.max_age_ms.get(asset_type, HOUR)
         if not history and age > limit:
-            return (f"too old for live data: event time {iso_ms(event_time_ms)} is "
-                    f"{age / 1000:.0f} s before its ingest time (at most {limit} ms for "
-                    f"{asset_type}: FIML_MAX_AGE_MS_{asset_type.upper()}); recorded history "
-                    "must be declared as such (history: true, the replay provider)")
+            return (
+                f"too old for live data: event time {iso_ms(event_time_ms)} is "
+                f"{age / 1000:.0f} s before its ingest time (at most {limit} ms for "
+                f"{asset_type}: FIML_MAX_AGE_MS_{asset_type.upper()}); recorded history "
+                "must be declared as such (history: true, the replay provider)"
+            )
         return None
 
     @classmethod
     def from_env(cls) -> TimeBounds:
         """Raises: ValueError: a variable is set but is not a whole number."""
-        ages = {asset: int(os.environ.get(f"FIML_MAX_AGE_MS_{asset.upper()}", str(ms)))
-                for asset, ms in DEFAULT_MAX_AGE_MS.items()}
+        ages = {
+            asset: int(os.environ.get(f"FIML_MAX_AGE_MS_{asset.upper()}", str(ms)))
+            for asset, ms in DEFAULT_MAX_AGE_MS.items()
+        }
         ahead = os.environ.get("FIML_MAX_AHEAD_MS")
         return cls(cls().max_ahead_ms if ahead is None else int(ahead), ages)

@@ -97,13 +97,19 @@ async def plain_loop(bootstrap: str, src: str, dst: str, n: int) -> float:
     from schemas.records import RawTick
 
     async def step(producer: AIOKafkaProducer, partition: int, records: list[Any]) -> list[Any]:
-        return [await producer.send(dst, encode(decode(RawTick, r.value)), key=r.key,
-                                    partition=partition) for r in records]
+        return [
+            await producer.send(
+                dst, encode(decode(RawTick, r.value)), key=r.key, partition=partition
+            )
+            for r in records
+        ]
+
     return await _consume_produce(bootstrap, src, n, step)
 
 
 async def plain_forward(bootstrap: str, src: str, dst: str, n: int) -> float:
     """``getmany`` -> one ``send_batch`` per partition, bytes untouched."""
+
     async def step(producer: AIOKafkaProducer, partition: int, records: list[Any]) -> list[Any]:
         futs, builder = [], producer.create_batch()
         for r in records:
@@ -115,17 +121,25 @@ async def plain_forward(bootstrap: str, src: str, dst: str, n: int) -> float:
         builder.close()
         futs.append(await producer.send_batch(builder, dst, partition=partition))
         return futs
+
     return await _consume_produce(bootstrap, src, n, step)
 
 
 async def _consume_produce(
-    bootstrap: str, src: str, n: int,
+    bootstrap: str,
+    src: str,
+    n: int,
     step: Callable[[AIOKafkaProducer, int, list[Any]], Awaitable[list[Any]]],
 ) -> float:
     """Seconds to take ``n`` records of ``src`` through ``step`` (per fetched partition),
     delivery awaited and offsets committed per fetch."""
-    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=uuid.uuid4().hex,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        src,
+        bootstrap_servers=bootstrap,
+        group_id=uuid.uuid4().hex,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await consumer.start()
     await producer.start()
@@ -148,8 +162,9 @@ async def _consume_produce(
 
 async def fetch_all(bootstrap: str, src: str, n: int) -> list[tuple[bytes | None, bytes, int, int]]:
     """The first ``n`` records of ``src`` as (key, value, partition, offset), in fetch order."""
-    consumer = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        src, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     try:
         records: list[tuple[bytes | None, bytes, int, int]] = []
@@ -185,10 +200,25 @@ def compute_alone(records: list[tuple[bytes | None, bytes, int, int]], passes: i
 
 def start_worker(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "faust", "-A", module, "--loop", "uvloop", "worker", "-l", "warn",
-         "--without-web"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)  # its own process group: stopped whole, no orphan left
+        [
+            sys.executable,
+            "-m",
+            "faust",
+            "-A",
+            module,
+            "--loop",
+            "uvloop",
+            "worker",
+            "-l",
+            "warn",
+            "--without-web",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # its own process group: stopped whole, no orphan left
 
 
 async def run_worker(module: str, env: dict[str, str], out: str, n: int, bootstrap: str) -> float:
@@ -227,15 +257,23 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, FIML_TOPIC_PREFIX=prefix)
         if not args.skip_naive:
-            env = dict(base, BENCH_APP_ID=f"naive-{uuid.uuid4().hex[:6]}",
-                       BENCH_DATADIR=f"{tmp}/naive", BENCH_IN=src, BENCH_OUT=naive_out)
+            env = dict(
+                base,
+                BENCH_APP_ID=f"naive-{uuid.uuid4().hex[:6]}",
+                BENCH_DATADIR=f"{tmp}/naive",
+                BENCH_IN=src,
+                BENCH_OUT=naive_out,
+            )
             results["naive Faust agent"] = n / await run_worker(
-                "bench.naive_faust_app", env, naive_out, n, bootstrap)
+                "bench.naive_faust_app", env, naive_out, n, bootstrap
+            )
             say(f"naive Faust agent: {results['naive Faust agent']:.0f}/s")
-        env = dict(base, FIML_ARB_APP_ID=f"arb-{uuid.uuid4().hex[:6]}",
-                   FIML_ARB_DATADIR=f"{tmp}/arb")
+        env = dict(
+            base, FIML_ARB_APP_ID=f"arb-{uuid.uuid4().hex[:6]}", FIML_ARB_DATADIR=f"{tmp}/arb"
+        )
         results["arbitration worker"] = n / await run_worker(
-            "agents.arbitration.app", env, topic_name("fiml.prices"), n, bootstrap)
+            "agents.arbitration.app", env, topic_name("fiml.prices"), n, bootstrap
+        )
     alone = "arbitration step alone"
     results[alone] = n / compute_alone(await fetch_all(bootstrap, src, n))
     say(f"{alone} (no Kafka): {results[alone]:.0f}/s")
@@ -248,10 +286,12 @@ async def main() -> None:
     print(f"arbitration / plain = {arb / plain:.2f}")
     print(f"arbitration / plain forward = {arb / forward:.2f}")
     print(f"arbitration / step alone = {arb / results[alone]:.2f}")
-    metrics: dict[str, float] = {"arbitration_ticks_per_s": round(arb),
-                                 "plain_aiokafka_ticks_per_s": round(plain),
-                                 "plain_forward_ticks_per_s": round(forward),
-                                 "arbitration_step_alone_ticks_per_s": round(results[alone])}
+    metrics: dict[str, float] = {
+        "arbitration_ticks_per_s": round(arb),
+        "plain_aiokafka_ticks_per_s": round(plain),
+        "plain_forward_ticks_per_s": round(forward),
+        "arbitration_step_alone_ticks_per_s": round(results[alone]),
+    }
     if "naive Faust agent" in results:
         naive = results["naive Faust agent"]
         print(f"arbitration / naive = {arb / naive:.1f}")

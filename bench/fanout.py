@@ -55,12 +55,21 @@ def sample_record(symbol: str, value: float) -> bytes:
     from schemas.codec import encode
     from schemas.records import AssetType, PriceUpdate
 
-    return encode(PriceUpdate(
-        symbol=symbol, asset_type=AssetType.CRYPTO, price=value, confidence=0.93,
-        band_low=value * 0.999, band_high=value * 1.001, providers_used=["sim-a", "sim-b"],
-        event_time_ms=time.time_ns() // 1_000_000, source_ticks=2, provider="sim-a",
-        day_open=100.0,
-    ))
+    return encode(
+        PriceUpdate(
+            symbol=symbol,
+            asset_type=AssetType.CRYPTO,
+            price=value,
+            confidence=0.93,
+            band_low=value * 0.999,
+            band_high=value * 1.001,
+            providers_used=["sim-a", "sim-b"],
+            event_time_ms=time.time_ns() // 1_000_000,
+            source_ticks=2,
+            provider="sim-a",
+            day_open=100.0,
+        )
+    )
 
 
 # --- roles run in child processes -----------------------------------------------------------
@@ -77,8 +86,9 @@ async def producer_role(bootstrap: str, rate: int, symbols: int) -> None:
     # Encoded once: the producer spends its CPU on sending, not on pydantic, so that its rate
     # is not what caps 100 clients (the measured offered rate is reported either way).
     records = [(name.encode(), sample_record(name, 100.0 + v)) for v in range(50) for name in names]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1,
-                                max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks=1, max_batch_size=512 * 1024
+    )
     await producer.start()
     try:
         tick = 0.01
@@ -154,8 +164,13 @@ async def clients_role(url: str, count: int, subscribe: str | None, deflate: boo
     measuring = False
 
     async def open_one() -> Any:
-        ws = await websockets.connect(url, compression="deflate" if deflate else None,
-                                      max_size=None, ping_interval=None, open_timeout=120)
+        ws = await websockets.connect(
+            url,
+            compression="deflate" if deflate else None,
+            max_size=None,
+            ping_interval=None,
+            open_timeout=120,
+        )
         if subscribe is not None:
             await ws.send(subscribe)
         return ws
@@ -199,22 +214,46 @@ def rss_kib(pid: int) -> int:
 class ClientGroup:
     """``procs`` client processes holding ``total`` connections between them."""
 
-    def __init__(self, url: str, total: int, procs: int, env: dict[str, str],
-                 subscribe: str | None = None, deflate: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        total: int,
+        procs: int,
+        env: dict[str, str],
+        subscribe: str | None = None,
+        deflate: bool = False,
+    ) -> None:
         import subprocess
 
         share = [total // procs + (i < total % procs) for i in range(procs)]
         self.procs = []
         for n in share:
-            args = [sys.executable, "-m", "bench.fanout", "--role", "clients", "--url", url,
-                    "--count", str(n)]
+            args = [
+                sys.executable,
+                "-m",
+                "bench.fanout",
+                "--role",
+                "clients",
+                "--url",
+                url,
+                "--count",
+                str(n),
+            ]
             if subscribe is not None:
                 args += ["--subscribe", subscribe]
             if deflate:
                 args.append("--deflate")
-            self.procs.append(subprocess.Popen(
-                args, env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                text=True, start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    args,
+                    env=env,
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    start_new_session=True,
+                )
+            )
 
     def ready(self) -> int:
         total = 0
@@ -268,9 +307,16 @@ def records_consumed(port: int) -> float:
     return 0.0
 
 
-def throughput(url: str, clients: int, procs: int, env: dict[str, str], subscribe: str | None,
-               warmup: float, duration: float, port: int | None = None
-               ) -> tuple[float, float, float]:
+def throughput(
+    url: str,
+    clients: int,
+    procs: int,
+    env: dict[str, str],
+    subscribe: str | None,
+    warmup: float,
+    duration: float,
+    port: int | None = None,
+) -> tuple[float, float, float]:
     """Messages/s and updates/s delivered (summed over clients), and records/s the gateway read
     from Kafka in the same window (0 for the bare loop; ``port``: the gateway's HTTP port)."""
     group = ClientGroup(url, clients, procs, env, subscribe)
@@ -291,8 +337,9 @@ def idle_kib(env: dict[str, str], procs: int, deflate: bool, log: Path) -> float
     port = free_port()
     gateway = gateway_process(env, port, log)
     url = f"ws://127.0.0.1:{port}/ws/stream"
-    subscribe = json.dumps({"type": "subscribe", "stream_type": "price",
-                            "symbols": ["IDLE/USD"], "snapshot": False})
+    subscribe = json.dumps(
+        {"type": "subscribe", "stream_type": "price", "symbols": ["IDLE/USD"], "snapshot": False}
+    )
     try:
         warm = ClientGroup(url, 10, 1, env, subscribe, deflate)  # first-use allocations
         warm.ready()
@@ -327,54 +374,97 @@ def orchestrate(args: argparse.Namespace) -> None:
 
         port = free_port()
         gateway = gateway_process(env, port, log)
-        producer = spawn([sys.executable, "-m", "bench.fanout", "--role", "producer",
-                          "--rate", str(args.rate), "--symbols", str(args.symbols)], env, log)
-        subscribe = json.dumps({
-            "type": "subscribe", "stream_type": "price", "mode": "realtime", "snapshot": False,
-            "symbols": [SYMBOL.format(i) for i in range(args.symbols)]})
+        producer = spawn(
+            [
+                sys.executable,
+                "-m",
+                "bench.fanout",
+                "--role",
+                "producer",
+                "--rate",
+                str(args.rate),
+                "--symbols",
+                str(args.symbols),
+            ],
+            env,
+            log,
+        )
+        subscribe = json.dumps(
+            {
+                "type": "subscribe",
+                "stream_type": "price",
+                "mode": "realtime",
+                "snapshot": False,
+                "symbols": [SYMBOL.format(i) for i in range(args.symbols)],
+            }
+        )
         try:
             for n in sizes:
-                msgs, updates, read = throughput(f"ws://127.0.0.1:{port}/ws/stream", n,
-                                                 args.procs, env, subscribe, warmup, duration,
-                                                 port)
+                msgs, updates, read = throughput(
+                    f"ws://127.0.0.1:{port}/ws/stream",
+                    n,
+                    args.procs,
+                    env,
+                    subscribe,
+                    warmup,
+                    duration,
+                    port,
+                )
                 offered = read * n  # every client subscribes to every symbol
                 metrics[f"fanout_{n}_msgs_per_s"] = round(msgs)
                 metrics[f"fanout_{n}_updates_per_s"] = round(updates)
                 metrics[f"fanout_{n}_offered_per_s"] = round(offered)
                 ratio = round(updates / offered, 3) if offered else 0.0
                 metrics[f"fanout_{n}_delivered_ratio"] = ratio
-                print(f"gateway, {n} clients: {updates:,.0f} updates/s in {msgs:,.0f} msgs/s "
-                      f"({read:,.0f} records/s read, {updates / max(offered, 1):.1%} of "
-                      f"{offered:,.0f} offered) [{time.monotonic() - t0:.0f} s]", file=sys.stderr)
+                print(
+                    f"gateway, {n} clients: {updates:,.0f} updates/s in {msgs:,.0f} msgs/s "
+                    f"({read:,.0f} records/s read, {updates / max(offered, 1):.1%} of "
+                    f"{offered:,.0f} offered) [{time.monotonic() - t0:.0f} s]",
+                    file=sys.stderr,
+                )
         finally:
             stop(producer, gateway)
 
         port = free_port()
-        bare = spawn([sys.executable, "-m", "bench.fanout", "--role", "bare", "--port",
-                      str(port)], env, log)
+        bare = spawn(
+            [sys.executable, "-m", "bench.fanout", "--role", "bare", "--port", str(port)], env, log
+        )
         try:
             wait_http(f"http://127.0.0.1:{port}/")
             for n in sizes:
-                msgs, _, _ = throughput(f"ws://127.0.0.1:{port}/", n, args.procs, env, None,
-                                        warmup, duration)
+                msgs, _, _ = throughput(
+                    f"ws://127.0.0.1:{port}/", n, args.procs, env, None, warmup, duration
+                )
                 metrics[f"bare_{n}_msgs_per_s"] = round(msgs)
-                print(f"bare loop, {n} clients: {msgs:,.0f} msgs/s "
-                      f"[{time.monotonic() - t0:.0f} s]", file=sys.stderr)
+                print(
+                    f"bare loop, {n} clients: {msgs:,.0f} msgs/s [{time.monotonic() - t0:.0f} s]",
+                    file=sys.stderr,
+                )
         finally:
             stop(bare)
-    report("fanout", metrics, machine=MACHINE_NOTE, quick=args.quick, rate=args.rate,
-           symbols=args.symbols, client_processes=args.procs, duration_s=duration)
+    report(
+        "fanout",
+        metrics,
+        machine=MACHINE_NOTE,
+        quick=args.quick,
+        rate=args.rate,
+        symbols=args.symbols,
+        client_processes=args.procs,
+        duration_s=duration,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~60 s run (shorter windows)")
-    parser.add_argument("--rate", type=int, default=10_000,
-                        help="records/s the producer tries to write")
+    parser.add_argument(
+        "--rate", type=int, default=10_000, help="records/s the producer tries to write"
+    )
     parser.add_argument("--symbols", type=int, default=10)
     parser.add_argument("--procs", type=int, default=4, help="client processes")
-    parser.add_argument("--role", default="orchestrate",
-                        choices=["orchestrate", "producer", "bare", "clients"])
+    parser.add_argument(
+        "--role", default="orchestrate", choices=["orchestrate", "producer", "bare", "clients"]
+    )
     parser.add_argument("--url")
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--subscribe")
@@ -384,13 +474,18 @@ def main() -> None:
     if args.role == "orchestrate":
         orchestrate(args)
     elif args.role == "producer":
-        asyncio.run(producer_role(os.environ["KAFKA_BOOTSTRAP_SERVERS"], args.rate,
-                                  args.symbols))
+        asyncio.run(producer_role(os.environ["KAFKA_BOOTSTRAP_SERVERS"], args.rate, args.symbols))
     elif args.role == "bare":
         import uvicorn
 
-        uvicorn.run(bare_app(), host="127.0.0.1", port=args.port, log_level="warning",
-                    ws_per_message_deflate=True, lifespan="on")
+        uvicorn.run(
+            bare_app(),
+            host="127.0.0.1",
+            port=args.port,
+            log_level="warning",
+            ws_per_message_deflate=True,
+            lifespan="on",
+        )
     else:
         asyncio.run(clients_role(args.url, args.count, args.subscribe, args.deflate))
 

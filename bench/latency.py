@@ -94,7 +94,12 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def measure(
-    bootstrap: str, url: str, symbols: list[str], rate: int, clients: int, duration: float,
+    bootstrap: str,
+    url: str,
+    symbols: list[str],
+    rate: int,
+    clients: int,
+    duration: float,
     tmp: Path,
 ) -> dict[str, float]:
     from schemas.topics import topic_name
@@ -109,10 +114,25 @@ def measure(
         outs.append(out)
         procs.append(
             spawn(
-                [sys.executable, "-m", "bench.latency_client", "--url", url,
-                 "--symbols", ",".join(symbols), "--clients",
-                 str(min(per_process, clients - offset)), "--offset", str(offset),
-                 "--start", str(start), "--end", str(end + 1.0), "--out", str(out)],
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.latency_client",
+                    "--url",
+                    url,
+                    "--symbols",
+                    ",".join(symbols),
+                    "--clients",
+                    str(min(per_process, clients - offset)),
+                    "--offset",
+                    str(offset),
+                    "--start",
+                    str(start),
+                    "--end",
+                    str(end + 1.0),
+                    "--out",
+                    str(out),
+                ],
                 dict(os.environ),
             )
         )
@@ -171,8 +191,14 @@ def main() -> None:
         for key in ("p50_ms", "p99_ms", "p999_ms", "delivered_per_s"):
             metrics[f"latency_{rate}_{key}"] = p[key]
     metrics["max_rate_p99_under_50ms"] = max(under) if under else 0.0
-    report("latency", metrics, points=points, clients=args.clients, symbols=args.symbols,
-           note=MACHINE_NOTE)
+    report(
+        "latency",
+        metrics,
+        points=points,
+        clients=args.clients,
+        symbols=args.symbols,
+        note=MACHINE_NOTE,
+    )
 
 
 if __name__ == "__main__":

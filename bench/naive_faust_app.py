@@ -24,10 +24,20 @@ app = faust.App(
     topic_replication_factor=1,
     consumer_auto_offset_reset="earliest",
 )
-source = app.topic(os.environ["BENCH_IN"], key_type=bytes, value_type=bytes,
-                   key_serializer="raw", value_serializer="raw")
-output = app.topic(os.environ["BENCH_OUT"], key_type=bytes, value_type=bytes,
-                   key_serializer="raw", value_serializer="raw")
+source = app.topic(
+    os.environ["BENCH_IN"],
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+)
+output = app.topic(
+    os.environ["BENCH_OUT"],
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+)
 
 
 @app.agent(source)

@@ -37,18 +37,28 @@ async def fill(bootstrap: str, topic: str, symbols: list[str], n: int, start_ms:
     from schemas.codec import encode
     from schemas.records import AssetType, PriceUpdate
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,
-                                max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, acks=1, max_batch_size=256 * 1024
+    )
     await producer.start()
     try:
         for i in range(n):
             symbol = symbols[i % len(symbols)]
             t = start_ms + i * 10
             price = 100.0 + (i % 97) * 0.01
-            record = PriceUpdate(symbol=symbol, asset_type=AssetType.EQUITY, price=price,
-                                 confidence=0.9, band_low=price - 0.01, band_high=price + 0.01,
-                                 providers_used=["a", "b"], event_time_ms=t, source_ticks=2,
-                                 provider="a", day_open=100.0)
+            record = PriceUpdate(
+                symbol=symbol,
+                asset_type=AssetType.EQUITY,
+                price=price,
+                confidence=0.9,
+                band_low=price - 0.01,
+                band_high=price + 0.01,
+                providers_used=["a", "b"],
+                event_time_ms=t,
+                source_ticks=2,
+                provider="a",
+                day_open=100.0,
+            )
             await producer.send(topic, encode(record), key=symbol.encode(), timestamp_ms=t)
         await producer.flush()
     finally:
@@ -58,9 +68,19 @@ async def fill(bootstrap: str, topic: str, symbols: list[str], n: int, start_ms:
 async def replay(url: str, symbols: list[str], start_ms: int, end_ms: int) -> tuple[int, float]:
     async with websockets.connect(url, max_size=None, compression=None) as ws:
         t0 = time.perf_counter()
-        await ws.send(orjson.dumps({"type": "subscribe", "stream_type": "price",
-                                    "symbols": symbols, "mode": "realtime", "snapshot": False,
-                                    "replay_from": start_ms, "replay_to": end_ms}))
+        await ws.send(
+            orjson.dumps(
+                {
+                    "type": "subscribe",
+                    "stream_type": "price",
+                    "symbols": symbols,
+                    "mode": "realtime",
+                    "snapshot": False,
+                    "replay_from": start_ms,
+                    "replay_to": end_ms,
+                }
+            )
+        )
         received = 0
         while True:
             message = orjson.loads(await asyncio.wait_for(ws.recv(), timeout=120))
@@ -91,13 +111,15 @@ def main() -> None:
         try:
             wait_http(f"http://127.0.0.1:{port}/health")
             received, seconds = asyncio.run(
-                replay(f"ws://127.0.0.1:{port}/ws/stream", symbols, start_ms, end_ms))
+                replay(f"ws://127.0.0.1:{port}/ws/stream", symbols, start_ms, end_ms)
+            )
         finally:
             stop(gateway)
     if received != args.records:
         raise SystemExit(f"replay returned {received} records, expected {args.records}")
-    report("replay", {"replay_records_per_s": received / seconds}, records=received,
-           note=MACHINE_NOTE)
+    report(
+        "replay", {"replay_records_per_s": received / seconds}, records=received, note=MACHINE_NOTE
+    )
 
 
 if __name__ == "__main__":

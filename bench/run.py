@@ -44,21 +44,31 @@ QUICK_RUNS = {"fanout": 2}
 
 # (label, product metric, baseline metric, unit): rows of the markdown table.
 ROWS: list[tuple[str, str, str | None, str]] = [
-    ("Arbitration, one worker", "arbitration_ticks_per_s", "plain_aiokafka_ticks_per_s",
-     "ticks/s"),
-    ("Arbitration vs naive Faust agent", "arbitration_ticks_per_s", "naive_faust_ticks_per_s",
-     "ticks/s"),
-    ("Arbitration vs plain forward (bytes)", "arbitration_ticks_per_s",
-     "plain_forward_ticks_per_s", "ticks/s"),
-    ("Arbitration step alone, no Kafka, vs naive", "arbitration_step_alone_ticks_per_s",
-     "naive_faust_ticks_per_s", "ticks/s"),
+    ("Arbitration, one worker", "arbitration_ticks_per_s", "plain_aiokafka_ticks_per_s", "ticks/s"),
+    (
+        "Arbitration vs naive Faust agent",
+        "arbitration_ticks_per_s",
+        "naive_faust_ticks_per_s",
+        "ticks/s",
+    ),
+    (
+        "Arbitration vs plain forward (bytes)",
+        "arbitration_ticks_per_s",
+        "plain_forward_ticks_per_s",
+        "ticks/s",
+    ),
+    (
+        "Arbitration step alone, no Kafka, vs naive",
+        "arbitration_step_alone_ticks_per_s",
+        "naive_faust_ticks_per_s",
+        "ticks/s",
+    ),
     ("Latency p50 at 5,000 ticks/s", "latency_5000_p50_ms", None, "ms"),
     ("Latency p99 at 5,000 ticks/s", "latency_5000_p99_ms", None, "ms"),
     ("Latency p99.9 at 5,000 ticks/s", "latency_5000_p999_ms", None, "ms"),
     ("Highest load with p99 < 50 ms", "max_rate_p99_under_50ms", None, "ticks/s"),
     ("Fan-out, 100 clients", "fanout_100_updates_per_s", "bare_100_msgs_per_s", "updates/s"),
-    ("Fan-out, 1,000 clients", "fanout_1000_updates_per_s", "bare_1000_msgs_per_s",
-     "updates/s"),
+    ("Fan-out, 1,000 clients", "fanout_1000_updates_per_s", "bare_1000_msgs_per_s", "updates/s"),
     ("Idle connection, deflate off", "idle_kib_per_conn_plain", None, "KiB"),
     ("Idle connection, deflate on", "idle_kib_per_conn_deflate", None, "KiB"),
     ("Replay to one client", "replay_records_per_s", None, "records/s"),
@@ -69,8 +79,9 @@ ROWS: list[tuple[str, str, str | None, str]] = [
 def run_once(name: str, args: list[str], env: dict[str, str]) -> dict[str, object] | None:
     command = [sys.executable, "-m", f"bench.{name}", *args]
     started = time.monotonic()
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                            check=False, timeout=900)
+    result = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=900
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
@@ -114,8 +125,9 @@ def markdown(summary: dict[str, dict[str, float]], mode: str, runs: int) -> str:
         ours = summary.get(metric)
         base = summary.get(baseline) if baseline else None
         ratio = f"{ours['median'] / base['median']:.2f}x" if ours and base else ""
-        lines.append(f"| {label} | {fmt(ours)} | {fmt(base) if baseline else ''} | {ratio} "
-                     f"| {unit} |")
+        lines.append(
+            f"| {label} | {fmt(ours)} | {fmt(base) if baseline else ''} | {ratio} | {unit} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -134,8 +146,7 @@ def plot(latency_runs: list[dict[str, object]], path: Path) -> None:
     rates = sorted(by_rate)
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
     for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
-        ax.plot(rates, [statistics.median(by_rate[r][key]) for r in rates], marker="o",
-                label=label)
+        ax.plot(rates, [statistics.median(by_rate[r][key]) for r in rates], marker="o", label=label)
     ax.axhline(50, color="grey", linestyle="--", linewidth=0.8, label="50 ms")
     ax.set_xlabel("offered load, raw ticks/s")
     ax.set_ylabel("tick to client, ms")
@@ -167,9 +178,11 @@ def main() -> None:
     summary: dict[str, dict[str, float]] = {}
     for done in all_runs.values():
         summary.update(summarise(done))
-    (RESULTS / "latest.json").write_text(json.dumps(
-        {"mode": mode, "machine": MACHINE_NOTE, "summary": summary, "runs": all_runs},
-        indent=2))
+    (RESULTS / "latest.json").write_text(
+        json.dumps(
+            {"mode": mode, "machine": MACHINE_NOTE, "summary": summary, "runs": all_runs}, indent=2
+        )
+    )
     table = markdown(summary, mode, args.runs)
     (RESULTS / "latest.md").write_text(table)
     if all_runs.get("latency"):

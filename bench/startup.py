@@ -26,8 +26,16 @@ async def first_price(url: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         try:
             async with websockets.connect(url, compression=None) as ws:
-                await ws.send(orjson.dumps({"type": "subscribe", "stream_type": "price",
-                                            "symbols": ["AAPL", "BTC/USDT"], "mode": "realtime"}))
+                await ws.send(
+                    orjson.dumps(
+                        {
+                            "type": "subscribe",
+                            "stream_type": "price",
+                            "symbols": ["AAPL", "BTC/USDT"],
+                            "mode": "realtime",
+                        }
+                    )
+                )
                 while time.monotonic() < deadline:
                     message = orjson.loads(await asyncio.wait_for(ws.recv(), timeout=60))
                     if message["type"] == "data" and message["data"]:
@@ -41,8 +49,11 @@ def one_run(bootstrap: str) -> float:
     import uuid
 
     port = free_port()
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-               FIML_TOPIC_PREFIX=f"up{uuid.uuid4().hex[:6]}.")
+    env = dict(
+        os.environ,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        FIML_TOPIC_PREFIX=f"up{uuid.uuid4().hex[:6]}.",
+    )
     t0 = time.monotonic()
     up = spawn(fiml("up", "--headless", "--gateway-port", str(port)), env)
     try:

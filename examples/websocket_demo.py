@@ -39,10 +39,12 @@ async def quick_demo(base: str, updates: int) -> None:
                     count += 1
                     print(f"\nUpdate #{count}:")
                     for update in data["data"]:
-                        print(f"   {update['symbol']:6} | "
-                              f"Price: ${update['price']:>10.2f} | "
-                              f"Change: {update['change_percent']:>+6.2f}% | "
-                              f"Provider: {update['provider']}")
+                        print(
+                            f"   {update['symbol']:6} | "
+                            f"Price: ${update['price']:>10.2f} | "
+                            f"Change: {update['change_percent']:>+6.2f}% | "
+                            f"Provider: {update['provider']}"
+                        )
                 elif data["type"] == "heartbeat":
                     print("   Heartbeat received")
                 elif data["type"] == "error":

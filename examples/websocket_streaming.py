@@ -43,17 +43,20 @@ async def stream_prices_simple(base: str, updates: int) -> None:
     async with websockets.connect(uri) as websocket:
         print(f"Connected to {uri}")
         ack = json.loads(await websocket.recv())
-        print(f"Subscribed: {ack['subscription_id']} {ack['symbols']} "
-              f"every {ack['interval_ms']} ms\n")
+        print(
+            f"Subscribed: {ack['subscription_id']} {ack['symbols']} every {ack['interval_ms']} ms\n"
+        )
         count = 0
         while count < updates:
             data = json.loads(await websocket.recv())
             if data["type"] == "data":
                 count += 1
                 for update in data["data"]:
-                    print(f"[{update['timestamp']}] {update['symbol']}: "
-                          f"${update['price']:.2f} ({update['change_percent']:+.2f}%) "
-                          f"[{update['provider']}] confidence {update['confidence']:.2f}")
+                    print(
+                        f"[{update['timestamp']}] {update['symbol']}: "
+                        f"${update['price']:.2f} ({update['change_percent']:+.2f}%) "
+                        f"[{update['provider']}] confidence {update['confidence']:.2f}"
+                    )
             elif data["type"] == "heartbeat":
                 print(f"Heartbeat - {data['active_subscriptions']} active subscriptions")
 
@@ -64,16 +67,34 @@ async def stream_with_full_control(base: str, updates: int) -> None:
     uri = f"{base}/ws/stream"
     async with websockets.connect(uri) as websocket:
         print(f"Connected to {uri}")
-        await websocket.send(json.dumps({
-            "type": "subscribe", "stream_type": "price", "symbols": ["AAPL", "TSLA", "NVDA"],
-            "asset_type": "equity", "market": "US", "interval_ms": 2000, "data_type": "price",
-        }))
+        await websocket.send(
+            json.dumps(
+                {
+                    "type": "subscribe",
+                    "stream_type": "price",
+                    "symbols": ["AAPL", "TSLA", "NVDA"],
+                    "asset_type": "equity",
+                    "market": "US",
+                    "interval_ms": 2000,
+                    "data_type": "price",
+                }
+            )
+        )
         ack1 = json.loads(await websocket.recv())
         print(f"Equity subscription created: {ack1['subscription_id']}")
-        await websocket.send(json.dumps({
-            "type": "subscribe", "stream_type": "ohlcv", "symbols": ["BTC/USDT"],
-            "asset_type": "crypto", "market": "CRYPTO", "interval_ms": 1000, "data_type": "ohlcv",
-        }))
+        await websocket.send(
+            json.dumps(
+                {
+                    "type": "subscribe",
+                    "stream_type": "ohlcv",
+                    "symbols": ["BTC/USDT"],
+                    "asset_type": "crypto",
+                    "market": "CRYPTO",
+                    "interval_ms": 1000,
+                    "data_type": "ohlcv",
+                }
+            )
+        )
         ack2 = json.loads(await websocket.recv())
         print(f"Crypto subscription created: {ack2['subscription_id']}\n")
 
@@ -85,22 +106,27 @@ async def stream_with_full_control(base: str, updates: int) -> None:
                 count += 1
                 for update in data["data"]:
                     if data["stream_type"] == "price":
-                        print(f"PRICE: {update['symbol']} = ${update['price']:.2f} "
-                              f"({update['change_percent']:+.2f}%, change {update['change']:+.2f})")
+                        print(
+                            f"PRICE: {update['symbol']} = ${update['price']:.2f} "
+                            f"({update['change_percent']:+.2f}%, change {update['change']:+.2f})"
+                        )
                     else:
                         state = "closed" if update["is_closed"] else "open"
-                        print(f"OHLCV: {update['symbol']} {when(update['timestamp']):%H:%M} "
-                              f"({state}) - O:{update['open']:.2f} H:{update['high']:.2f} "
-                              f"L:{update['low']:.2f} C:{update['close']:.2f} "
-                              f"V:{update['volume']:.2f}")
+                        print(
+                            f"OHLCV: {update['symbol']} {when(update['timestamp']):%H:%M} "
+                            f"({state}) - O:{update['open']:.2f} H:{update['high']:.2f} "
+                            f"L:{update['low']:.2f} C:{update['close']:.2f} "
+                            f"V:{update['volume']:.2f}"
+                        )
             elif data["type"] == "heartbeat":
                 print("Heartbeat")
             elif data["type"] == "error":
                 print(f"Error: {data['message']}")
 
         print("\nUnsubscribing from the equity stream...")
-        await websocket.send(json.dumps({"type": "unsubscribe", "stream_type": "price",
-                                         "symbols": None}))  # every price subscription
+        await websocket.send(
+            json.dumps({"type": "unsubscribe", "stream_type": "price", "symbols": None})
+        )  # every price subscription
         # Data the server sent before it read the request may still be on its way: skip it.
         unsub_ack = json.loads(await websocket.recv())
         while unsub_ack["type"] == "data":
@@ -112,9 +138,13 @@ async def stream_with_error_handling(base: str, updates: int) -> None:
     """Robust example: reconnect with backoff and resume from the last message seen."""
     print("\n=== Streaming with Auto-Reconnection ===\n")
     uri = f"{base}/ws/stream"
-    request: dict[str, Any] = {"type": "subscribe", "stream_type": "price",
-                               "symbols": ["AAPL", "GOOGL"], "interval_ms": 1000,
-                               "subscription_id": f"reconnect-{uuid.uuid4().hex}"}
+    request: dict[str, Any] = {
+        "type": "subscribe",
+        "stream_type": "price",
+        "symbols": ["AAPL", "GOOGL"],
+        "interval_ms": 1000,
+        "subscription_id": f"reconnect-{uuid.uuid4().hex}",
+    }
     last_seq: int | None = None  # the last data message received (a documented extra)
     count, delay, attempts = 0, 1.0, 0
     while count < updates:
@@ -153,17 +183,29 @@ async def stream_with_error_handling(base: str, updates: int) -> None:
 async def monitor_multiple_assets(base: str, updates: int) -> None:
     """Practical example: a portfolio's prices and day change, from two subscriptions."""
     print("\n=== Portfolio Monitoring ===\n")
-    portfolio = {"Tech Stocks": ["AAPL", "GOOGL", "MSFT", "NVDA"],
-                 "Crypto": ["BTC/USDT", "ETH/USDT"]}
+    portfolio = {
+        "Tech Stocks": ["AAPL", "GOOGL", "MSFT", "NVDA"],
+        "Crypto": ["BTC/USDT", "ETH/USDT"],
+    }
     async with websockets.connect(f"{base}/ws/stream") as websocket:
         print("Starting portfolio monitor...\n")
-        for group, asset_type, market in (("Tech Stocks", "equity", "US"),
-                                          ("Crypto", "crypto", "CRYPTO")):
-            await websocket.send(json.dumps({
-                "type": "subscribe", "stream_type": "price", "symbols": portfolio[group],
-                "asset_type": asset_type, "market": market, "interval_ms": 1000,
-                "data_type": "price",
-            }))
+        for group, asset_type, market in (
+            ("Tech Stocks", "equity", "US"),
+            ("Crypto", "crypto", "CRYPTO"),
+        ):
+            await websocket.send(
+                json.dumps(
+                    {
+                        "type": "subscribe",
+                        "stream_type": "price",
+                        "symbols": portfolio[group],
+                        "asset_type": asset_type,
+                        "market": market,
+                        "interval_ms": 1000,
+                        "data_type": "price",
+                    }
+                )
+            )
             ack = json.loads(await websocket.recv())
             print(f"Monitoring {group.lower()}: {ack['symbols']}")
         print()
@@ -178,8 +220,10 @@ async def monitor_multiple_assets(base: str, updates: int) -> None:
                 prices[update["symbol"]] = update["price"]
                 mark = "+" if update["change_percent"] >= 0 else "-"
                 volume = "" if update["volume"] is None else f" vol {update['volume']:.2f}"
-                print(f"{mark} {update['symbol']:10} ${update['price']:>10.2f} "
-                      f"({update['change_percent']:>+6.2f}%) [{update['provider']}]{volume}")
+                print(
+                    f"{mark} {update['symbol']:10} ${update['price']:>10.2f} "
+                    f"({update['change_percent']:>+6.2f}%) [{update['provider']}]{volume}"
+                )
             print(f"\nTracking {len(prices)} assets\n")
 
 

@@ -26,7 +26,7 @@ __all__ = ["create_app"]
 
 _PLACEHOLDER = (
     "<!doctype html><title>FIML Stream</title><h1>FIML Stream gateway</h1>"
-    '<p>WebSocket: <code>/ws/stream</code>, <code>/ws/prices/{symbols}</code>. '
+    "<p>WebSocket: <code>/ws/stream</code>, <code>/ws/prices/{symbols}</code>. "
     'REST: <a href="/docs">/docs</a>, <a href="/health">/health</a>, '
     '<a href="/metrics">/metrics</a>, <a href="/ws/connections">/ws/connections</a>.</p>'
 )
@@ -131,7 +131,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
         return await read_candles(gateway, canonical, interval, start, end)
 
-    from gateway.dashboard import mount_dashboard; mount_dashboard(app)  # noqa: E702, I001
+    from gateway.dashboard import mount_dashboard
+
+    mount_dashboard(app)
     return app
 
 
@@ -140,5 +142,3 @@ def _symbol_or_422(symbol: str) -> str:
         return resolve_symbol(symbol)
     except SymbolError as exc:
         raise HTTPException(422, f"unknown symbol {symbol!r}: {exc.reason}") from None
-
-

@@ -197,6 +197,7 @@ def route(topic: str, payload: bytes) -> tuple[Channel, dict[str, Any]]:
     keys = _KEYS.get(topic)
     if keys is not None and not keys <= record.keys():
         missing = sorted(keys - record.keys())
-        raise DecodeError(f"not a {RECORD_TYPES[topic].__name__}: no {', '.join(missing)}",
-                          missing[0])
+        raise DecodeError(
+            f"not a {RECORD_TYPES[topic].__name__}: no {', '.join(missing)}", missing[0]
+        )
     return (topic, symbol, variant), record

@@ -51,13 +51,17 @@ def register(app: typer.Typer) -> None:
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
             failed = runner.run(_serve(uvicorn.Server(config), app.state.gateway.hub))
         if failed:  # a supervisor (fiml up, systemd, compose) restarts us
-            typer.echo("fiml gateway: the Kafka hub died, so no live data was served; "
-                       "exiting (1) to be restarted.", err=True)
+            typer.echo(
+                "fiml gateway: the Kafka hub died, so no live data was served; "
+                "exiting (1) to be restarted.",
+                err=True,
+            )
             raise typer.Exit(1)
 
 
 async def _serve(server: uvicorn.Server, hub: Hub) -> bool:
     """Serve until stopped (a signal) or until the hub fails; True if it failed."""
+
     async def stop_when_failed() -> None:
         await hub.failed.wait()
         server.should_exit = True

@@ -44,9 +44,23 @@ class Connection:
     """The outgoing half of one client connection."""
 
     __slots__ = (
-        "_abort", "_closer", "_metrics", "_on_fail", "_outbox", "_positions", "_settings",
-        "_space", "_stopped", "_waiter", "_writer", "failed", "id", "next_beat",
-        "sending_since", "subs", "websocket",
+        "_abort",
+        "_closer",
+        "_metrics",
+        "_on_fail",
+        "_outbox",
+        "_positions",
+        "_settings",
+        "_space",
+        "_stopped",
+        "_waiter",
+        "_writer",
+        "failed",
+        "id",
+        "next_beat",
+        "sending_since",
+        "subs",
+        "websocket",
     )
 
     def __init__(

@@ -82,8 +82,9 @@ class TopicReader:
             self._consumer.seek(tp, begins[tp])
         first: dict[int, int] = {}
         while cut:
-            batches = await self._consumer.getmany(*cut, timeout_ms=self._timeout_ms,
-                                                   max_records=len(cut))
+            batches = await self._consumer.getmany(
+                *cut, timeout_ms=self._timeout_ms, max_records=len(cut)
+            )
             if not batches:
                 raise RangeReadError(f"no progress reading {self._topic} within the timeout")
             for tp, messages in batches.items():
@@ -92,9 +93,7 @@ class TopicReader:
                     cut.discard(tp)
         return {p: t for p, t in first.items() if t > time_ms}
 
-    async def read(
-        self, starts: dict[int, int], ends: dict[int, int]
-    ) -> AsyncIterator[list[Any]]:
+    async def read(self, starts: dict[int, int], ends: dict[int, int]) -> AsyncIterator[list[Any]]:
         """Batches of records with ``starts[p] <= offset < ends[p]``, each batch in timestamp
         order (across partitions only approximately: per-partition order is exact).
 
@@ -102,8 +101,7 @@ class TopicReader:
             RangeReadError: a start offset was already deleted by retention.
         """
         todo = {
-            tp for tp in self.partitions
-            if starts.get(tp.partition, 0) < ends.get(tp.partition, 0)
+            tp for tp in self.partitions if starts.get(tp.partition, 0) < ends.get(tp.partition, 0)
         }
         if not todo:
             return

@@ -178,8 +178,9 @@ class Hub:
             wanted |= {TopicPartition(physical, p) for p in range(count)}
         new = wanted - self._assigned
         if new:
-            saved = {tp: self._positions[self._logical[tp.topic]][tp.partition]
-                     for tp in self._assigned}
+            saved = {
+                tp: self._positions[self._logical[tp.topic]][tp.partition] for tp in self._assigned
+            }
             self._consumer.assign(sorted(wanted))
             begin = await self._consumer.beginning_offsets(list(new))
             end = await self._consumer.end_offsets(list(new))

@@ -50,8 +50,9 @@ def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, help_text, value=value)
 
 
-def _labelled(family: CounterMetricFamily | GaugeMetricFamily, label_values: Mapping[str, float]
-              ) -> CounterMetricFamily | GaugeMetricFamily:
+def _labelled(
+    family: CounterMetricFamily | GaugeMetricFamily, label_values: Mapping[str, float]
+) -> CounterMetricFamily | GaugeMetricFamily:
     for label, value in sorted(label_values.items()):
         family.add_metric([label], value)
     return family
@@ -68,42 +69,87 @@ def families(
     ``queued_frames`` summed over the connections, and the largest single connection's
     (``max_pending_updates``, ``max_queued_frames``)."""
     m = metrics
-    out: list[Metric] = [_gauge("fiml_gateway_connections", "Open WebSocket connections.",
-                                connections)]
-    out += [_gauge(f"fiml_gateway_{key}", _BUFFERED_HELP.get(key, key), value)
-            for key, value in sorted((buffered or {}).items())]
+    out: list[Metric] = [
+        _gauge("fiml_gateway_connections", "Open WebSocket connections.", connections)
+    ]
     out += [
-        _counter("fiml_gateway_connections_accepted", "WebSocket connections accepted.",
-                 m.connections_total),
-        _labelled(GaugeMetricFamily("fiml_gateway_subscriptions",
-                                    "Active subscriptions by stream type.",
-                                    labels=["stream_type"]), subscriptions),
-        _counter("fiml_gateway_messages_sent", "WebSocket messages sent (all types).",
-                 m.messages_sent),
-        _counter("fiml_gateway_updates_sent", "Records delivered inside data messages.",
-                 m.updates_sent),
-        _counter("fiml_gateway_bytes_sent", "Bytes of WebSocket messages sent (before "
-                 "compression).", m.bytes_sent),
-        _counter("fiml_gateway_updates_dropped", "Updates conflated away because a "
-                 "real-time client was behind.", m.updates_dropped),
-        _counter("fiml_gateway_conflations", "Times a real-time subscription overflowed "
-                 "max_pending_updates and fell back to latest-value-per-symbol conflation.",
-                 m.conflations),
-        _counter("fiml_gateway_slow_disconnects", "Clients disconnected for not keeping up "
-                 "(close code 4000).", m.slow_disconnects),
-        _counter("fiml_gateway_client_errors", "Error messages sent for bad client input.",
-                 m.client_errors),
-        _counter("fiml_gateway_decode_errors", "Records skipped because they did not decode "
-                 "or route (any fault of one record; each is logged with topic, partition and "
-                 "offset).", m.decode_errors),
-        _counter("fiml_gateway_hub_errors", "Fetched batches whose dispatch raised (a bug; "
-                 "logged with the traceback).", m.hub_errors),
-        _labelled(CounterMetricFamily("fiml_gateway_records_consumed", "Records read from "
-                                      "Kafka by the hub, per topic.", labels=["topic"]),
-                  m.records_in),
-        _labelled(GaugeMetricFamily("fiml_gateway_consumer_lag", "Records behind the end of "
-                                    "each topic (sum over partitions).", labels=["topic"]),
-                  lag),
+        _gauge(f"fiml_gateway_{key}", _BUFFERED_HELP.get(key, key), value)
+        for key, value in sorted((buffered or {}).items())
+    ]
+    out += [
+        _counter(
+            "fiml_gateway_connections_accepted",
+            "WebSocket connections accepted.",
+            m.connections_total,
+        ),
+        _labelled(
+            GaugeMetricFamily(
+                "fiml_gateway_subscriptions",
+                "Active subscriptions by stream type.",
+                labels=["stream_type"],
+            ),
+            subscriptions,
+        ),
+        _counter(
+            "fiml_gateway_messages_sent", "WebSocket messages sent (all types).", m.messages_sent
+        ),
+        _counter(
+            "fiml_gateway_updates_sent", "Records delivered inside data messages.", m.updates_sent
+        ),
+        _counter(
+            "fiml_gateway_bytes_sent",
+            "Bytes of WebSocket messages sent (before compression).",
+            m.bytes_sent,
+        ),
+        _counter(
+            "fiml_gateway_updates_dropped",
+            "Updates conflated away because a real-time client was behind.",
+            m.updates_dropped,
+        ),
+        _counter(
+            "fiml_gateway_conflations",
+            "Times a real-time subscription overflowed "
+            "max_pending_updates and fell back to latest-value-per-symbol conflation.",
+            m.conflations,
+        ),
+        _counter(
+            "fiml_gateway_slow_disconnects",
+            "Clients disconnected for not keeping up (close code 4000).",
+            m.slow_disconnects,
+        ),
+        _counter(
+            "fiml_gateway_client_errors",
+            "Error messages sent for bad client input.",
+            m.client_errors,
+        ),
+        _counter(
+            "fiml_gateway_decode_errors",
+            "Records skipped because they did not decode "
+            "or route (any fault of one record; each is logged with topic, partition and "
+            "offset).",
+            m.decode_errors,
+        ),
+        _counter(
+            "fiml_gateway_hub_errors",
+            "Fetched batches whose dispatch raised (a bug; logged with the traceback).",
+            m.hub_errors,
+        ),
+        _labelled(
+            CounterMetricFamily(
+                "fiml_gateway_records_consumed",
+                "Records read from Kafka by the hub, per topic.",
+                labels=["topic"],
+            ),
+            m.records_in,
+        ),
+        _labelled(
+            GaugeMetricFamily(
+                "fiml_gateway_consumer_lag",
+                "Records behind the end of each topic (sum over partitions).",
+                labels=["topic"],
+            ),
+            lag,
+        ),
     ]
     return out
 

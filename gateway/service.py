@@ -72,7 +72,7 @@ class WebSocketMiddleware:
         path: str = scope["path"]
         for prefix, endpoint in self.routes.items():
             if prefix.endswith("/"):
-                rest = path[len(prefix):]
+                rest = path[len(prefix) :]
                 if path.startswith(prefix) and rest and "/" not in rest:
                     await endpoint(WebSocket(scope, receive, send), rest)
                     return
@@ -144,7 +144,10 @@ class Gateway:
             "max_queued_frames": max(frames, default=0),
         }
         return render(
-            self.metrics, len(self.connections), self.registry.stream_counts(), self.hub.lag(),
+            self.metrics,
+            len(self.connections),
+            self.registry.stream_counts(),
+            self.hub.lag(),
             buffered,
         )
 

@@ -185,7 +185,10 @@ class Session:
         self.conn.subs[sub.id] = sub
 
     def _ack(
-        self, sub: Subscription, interval_ms: int, replay: bool = False,
+        self,
+        sub: Subscription,
+        interval_ms: int,
+        replay: bool = False,
         resumed_from: int | None = None,
     ) -> bytes:
         return encode(
@@ -253,11 +256,13 @@ class Session:
                     wanted.add(resolve_symbol(raw))
                 except SymbolError as exc:
                     raise ProtocolError(
-                        ErrorCode.UNKNOWN_SYMBOL, f"unknown symbol {raw!r}: {exc.reason}",
+                        ErrorCode.UNKNOWN_SYMBOL,
+                        f"unknown symbol {raw!r}: {exc.reason}",
                         f"symbols.{index}",
                     ) from None
         matching = [
-            sub for sub in self.conn.subs.values()
+            sub
+            for sub in self.conn.subs.values()
             if sub.spec.stream_type is request.stream_type
             and (wanted is None or wanted.issuperset(sub.spec.symbols))
         ]

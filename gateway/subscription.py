@@ -100,9 +100,7 @@ class Subscription:
                 self.dropped += len(payloads) - 1 + (channel in self._latest)
             self._latest[channel] = payloads[-1]
         if was_empty:
-            self._due_at = (
-                now if self.mode == "realtime" else self._last_flush + self.interval_s
-            )
+            self._due_at = now if self.mode == "realtime" else self._last_flush + self.interval_s
             return True
         return False
 

@@ -142,8 +142,10 @@ def topics_list(
         info = asyncio.run(describe_topics(address, [topic_name(t) for t in TOPICS]))
     except Exception as error:
         raise _fail(
-            InfraError(f"Could not reach Kafka at {address} ({type(error).__name__}): "
-                       "start it with `fiml kafka start` or set KAFKA_BOOTSTRAP_SERVERS.")
+            InfraError(
+                f"Could not reach Kafka at {address} ({type(error).__name__}): "
+                "start it with `fiml kafka start` or set KAFKA_BOOTSTRAP_SERVERS."
+            )
         ) from None
     table = Table("topic", "key", "value", "partitions", "retention.ms", "cleanup", "on cluster")
     for logical, spec in TOPICS.items():

@@ -98,4 +98,3 @@ def spawner(log_dir: Path) -> Callable[[ChildSpec], GroupProcess]:
         return GroupProcess(spec.argv, spec.env, log_dir / f"{spec.name}.log")
 
     return spawn
-

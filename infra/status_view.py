@@ -78,8 +78,9 @@ def render(snap: Snapshot, children: Iterable[Child], dashboard_url: str) -> Ren
         )
     if not snap.providers:
         health.add_row("(no health records yet)", "", "", "", "", "", "")
-    return Group(head, Text(""), procs, Text(""), health, Text("Ctrl-C stops everything.",
-                                                                 style="dim"))
+    return Group(
+        head, Text(""), procs, Text(""), health, Text("Ctrl-C stops everything.", style="dim")
+    )
 
 
 def summary_line(snap: Snapshot, children: Iterable[Child]) -> str:

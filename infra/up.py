@@ -109,14 +109,20 @@ def _say(console: Console, text: str) -> None:
 def _broker_guard(config: BrokerConfig) -> subprocess.Popen[bytes]:
     """A small process that stops the broker if ``fiml up`` dies without stopping it
     (SIGKILL): the broker is a daemon and would otherwise outlive it."""
-    code = ("import signal; from infra.broker import BrokerConfig, LocalBroker; "
-            "wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}; "
-            "signal.pthread_sigmask(signal.SIG_BLOCK, wanted); signal.sigwait(wanted); "
-            f"LocalBroker(BrokerConfig(port={config.port}, "
-            f"controller_port={config.controller_port}, data_dir={str(config.data_dir)!r}))"
-            ".stop()")
-    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=die_with_parent())
+    code = (
+        "import signal; from infra.broker import BrokerConfig, LocalBroker; "
+        "wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}; "
+        "signal.pthread_sigmask(signal.SIG_BLOCK, wanted); signal.sigwait(wanted); "
+        f"LocalBroker(BrokerConfig(port={config.port}, "
+        f"controller_port={config.controller_port}, data_dir={str(config.data_dir)!r}))"
+        ".stop()"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=die_with_parent(),
+    )
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
@@ -194,8 +200,10 @@ def run_up(opts: UpOptions, console: Console | None = None) -> int:
         if supervisor is not None:
             killed = supervisor.stop(opts.stop_timeout_s)
             if killed:
-                _say(console, f"[yellow]killed after {opts.stop_timeout_s:g} s:[/] "
-                     + ", ".join(killed))
+                _say(
+                    console,
+                    f"[yellow]killed after {opts.stop_timeout_s:g} s:[/] " + ", ".join(killed),
+                )
         if broker is not None and not opts.keep_broker:
             broker.stop()
         if guard is not None:  # its work is done
@@ -289,7 +297,9 @@ def register(app: typer.Typer) -> None:
         ),
         keep_broker: bool = typer.Option(False, help="Leave the local broker running on exit."),
         headless: bool = typer.Option(
-            False, "--headless", "--no-dashboard-screen",
+            False,
+            "--headless",
+            "--no-dashboard-screen",
             help="Plain log lines instead of the live screen (automatic without a terminal).",
         ),
         duration: float | None = typer.Option(None, help="Stop after this many seconds."),
@@ -297,8 +307,10 @@ def register(app: typer.Typer) -> None:
             None, help="Where the children's logs go (default .fiml/logs)."
         ),
         metrics_port: int | None = typer.Option(
-            None, help="Serve ingestion's Prometheus metrics on this port and arbitration's on "
-            "the next (the gateway's are at /metrics)."),
+            None,
+            help="Serve ingestion's Prometheus metrics on this port and arbitration's on "
+            "the next (the gateway's are at /metrics).",
+        ),
     ) -> None:
         """Start broker, topics, ingestion, arbitration and gateway; Ctrl-C stops them all."""
         opts = UpOptions(

@@ -94,9 +94,7 @@ def _clean_symbols(symbols: list[str]) -> list[str]:
     return list(dict.fromkeys(cleaned))  # drop duplicates, keep the client's order
 
 
-EpochMsIn = Annotated[
-    int, BeforeValidator(_to_epoch_ms), Field(strict=True, ge=0, le=MAX_EPOCH_MS)
-]
+EpochMsIn = Annotated[int, BeforeValidator(_to_epoch_ms), Field(strict=True, ge=0, le=MAX_EPOCH_MS)]
 Symbols = Annotated[
     list[Annotated[str, Field(max_length=64)]],
     Field(min_length=1, max_length=MAX_SYMBOLS),

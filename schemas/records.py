@@ -54,10 +54,13 @@ Size = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 EpochMs = Annotated[
     int, Field(strict=True, ge=0, le=MAX_EPOCH_MS, description="UTC epoch milliseconds")
 ]
-IsoTime = Annotated[str, Field(
-    pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
-    description="ISO 8601 UTC with milliseconds, the seed's form (2026-12-04T03:09:22.700Z)",
-)]
+IsoTime = Annotated[
+    str,
+    Field(
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+        description="ISO 8601 UTC with milliseconds, the seed's form (2026-12-04T03:09:22.700Z)",
+    ),
+]
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Count = Annotated[int, Field(strict=True, ge=0)]
 Unit = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
@@ -148,8 +151,9 @@ class _Record(BaseModel):
         for key, derive in self.derived.items():
             expected, value = derive(self.__dict__), getattr(self, key)
             if value != expected:
-                raise ValueError(f"{key} must be {expected!r} (derived from the other "
-                                 f"fields), got {value!r}")
+                raise ValueError(
+                    f"{key} must be {expected!r} (derived from the other fields), got {value!r}"
+                )
         return self
 
 
@@ -172,8 +176,10 @@ def _copy_of(key: str) -> Derive:
     return lambda fields: fields[key]
 
 
-_HISTORY = ("recorded history (a replay, a backfill): exempt from the live age bound, and it "
-            "never moves the live watermark (agents/timebounds.py)")
+_HISTORY = (
+    "recorded history (a replay, a backfill): exempt from the live age bound, and it "
+    "never moves the live watermark (agents/timebounds.py)"
+)
 
 
 class RawTick(_Record):
@@ -251,14 +257,15 @@ class PriceUpdate(_Record):
     change: Finite = Field(default=0.0, description="price - day_open")
     change_percent: Finite = Field(default=0.0, description="100 * change / day_open")
     volume: Size | None = Field(
-        default=None, description="the UTC day's traded volume (its 1d candle); null until a "
-        "trade of the day is seen")
+        default=None,
+        description="the UTC day's traded volume (its 1d candle); null until a "
+        "trade of the day is seen",
+    )
     derived = {
         "timestamp": _iso_of("event_time_ms"),
         "change": lambda f: price_change(f["price"], f["day_open"])[0],
         "change_percent": lambda f: price_change(f["price"], f["day_open"])[1],
     }
-
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -286,7 +293,6 @@ class QuoteUpdate(_Record):
     derived = {"spread": lambda f: f["ask"] - f["bid"], "timestamp": _iso_of("event_time_ms")}
 
 
-
 class TradeUpdate(_Record):
     """A normalised trade (topic ``fiml.trades``)."""
 
@@ -301,7 +307,6 @@ class TradeUpdate(_Record):
     quantity: Size = Field(default=0.0, description="the same as amount")
     timestamp: IsoTime = Field(default="", description="event_time_ms as ISO 8601")
     derived = {"quantity": _copy_of("amount"), "timestamp": _iso_of("event_time_ms")}
-
 
 
 class OHLCVUpdate(_Record):
@@ -322,10 +327,10 @@ class OHLCVUpdate(_Record):
     event_time_ms: EpochMs
     # The seed's keys.
     timestamp: IsoTime = Field(
-        default="", description="window_start_ms as ISO 8601 (the candle's start)")
+        default="", description="window_start_ms as ISO 8601 (the candle's start)"
+    )
     is_closed: bool = Field(default=False, strict=True, description="the same as is_final")
     derived = {"timestamp": _iso_of("window_start_ms"), "is_closed": _copy_of("is_final")}
-
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

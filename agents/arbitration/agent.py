@@ -50,20 +50,23 @@ __all__ = ["attach", "marks_topic", "source_name"]
 
 log = logging.getLogger("fiml.arbitration")
 
+
 def marks_topic(app_id: str) -> str:
     """The compacted topic of a worker group's partition marks (one per app id)."""
     return f"{app_id}-marks"
 
 
-def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
-           source_prefix: str | None = None) -> None:
+def attach(
+    app: faust.App, bootstrap: str, settings: ArbitrationSettings, source_prefix: str | None = None
+) -> None:
     """Declare the agent on ``app``. The raw topic is read under ``source_prefix`` when given
     (``fiml rebuild``), else under ``FIML_TOPIC_PREFIX``."""
     raw = source_name(RAW, source_prefix)
     app_id = str(app.conf.id)
     marks = marks_topic(app_id)
-    source = app.topic(raw, key_type=bytes, value_type=bytes, key_serializer="raw",
-                       value_serializer="raw")
+    source = app.topic(
+        raw, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
     processor = Processor(settings)
     writers: dict[int, PartitionWriter] = {}  # owned partition -> its transactional writer
     seen: dict[int, int] = {}  # partition -> last offset taken
@@ -85,8 +88,9 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
             quiet_fenced_leftovers(asyncio.get_running_loop())
             await ensure_topic(bootstrap, marks, TOPICS[RAW].partitions, marks_topic_configs())
             marks_ready.append(True)
-        writer = PartitionWriter(bootstrap, app_id, partition,
-                                 transaction_timeout_ms=settings.transaction_timeout_ms)
+        writer = PartitionWriter(
+            bootstrap, app_id, partition, transaction_timeout_ms=settings.transaction_timeout_ms
+        )
         await writer.start()
         try:
             processor.restore(partition, await read_mark(bootstrap, marks, partition))
@@ -95,8 +99,9 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
             raise
         writers[partition] = writer
         torn.discard(partition)
-        log.info("partition %d: resumed at offset %s", partition,
-                 processor.resume_offset(partition) or 0)
+        log.info(
+            "partition %d: resumed at offset %s", partition, processor.resume_offset(partition) or 0
+        )
 
     async def let_go(partitions: Iterable[int]) -> None:
         for p in sorted(partitions):
@@ -108,25 +113,31 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
         processor.forget(partitions)
 
     async def fenced(partition: int, exc: Exception) -> None:
-        log.warning("partition %d: another worker owns it now (%s); letting it go until the "
-                    "next assignment", partition, type(exc).__name__)
+        log.warning(
+            "partition %d: another worker owns it now (%s); letting it go until the "
+            "next assignment",
+            partition,
+            type(exc).__name__,
+        )
         lost.add(partition)
         writer = writers.pop(partition, None)
         if writer is not None:
             try:
                 await writer.stop()
             except Exception:  # a fenced producer may fail to close; it is gone either way
-                log.debug("closing the fenced producer of partition %d", partition,
-                          exc_info=True)
+                log.debug("closing the fenced producer of partition %d", partition, exc_info=True)
         saved_at.pop(partition, None)
         processor.forget((partition,))
 
     def due(now: float) -> set[int]:
         """Owned partitions with uncommitted work whose last commit is ``commit_ms`` old."""
         every = settings.commit_ms / 1000
-        return {p for p, w in writers.items()
-                if (p in processor.marks or w.in_transaction)
-                and now - saved_at.get(p, -math.inf) >= every}
+        return {
+            p
+            for p, w in writers.items()
+            if (p in processor.marks or w.in_transaction)
+            and now - saved_at.get(p, -math.inf) >= every
+        }
 
     async def commit(partitions: Iterable[int]) -> None:
         now = time.monotonic()
@@ -201,8 +212,14 @@ def attach(app: faust.App, bootstrap: str, settings: ArbitrationSettings,
                 expected = processor.resume_offset(p)
                 if expected is not None and records[0].offset > expected:
                     # fetched past the saved state (a fetch that raced the assignment): go back
-                    log.info("%s[%d]: fetched from offset %d, the state ends before %d: "
-                             "going back there", raw, p, records[0].offset, expected)
+                    log.info(
+                        "%s[%d]: fetched from offset %d, the state ends before %d: "
+                        "going back there",
+                        raw,
+                        p,
+                        records[0].offset,
+                        expected,
+                    )
                     await app.consumer.seek(TP(raw, p), expected)
                     del by_partition[p]
             counters.batches += 1

@@ -66,8 +66,7 @@ def create_app(
     )
     # Sensors cost per-record callbacks; this worker reports its own counts.
     app.boot_strategy = faust.app.base.BootStrategy(app, enable_sensors=False)
-    attach(app, bootstrap, settings,
-           os.environ.get("FIML_ARB_SOURCE_PREFIX"))
+    attach(app, bootstrap, settings, os.environ.get("FIML_ARB_SOURCE_PREFIX"))
     return app
 
 

@@ -90,9 +90,14 @@ class BatchConsumer(faust_kafka.Consumer):
                         expected = None
                     if expected is not None and offset > expected:
                         if rewound.get(tp) != expected:
-                            log.info("%s[%d]: fetched from offset %d, the saved state ends "
-                                     "before %d: going back there", message.topic,
-                                     message.partition, offset, expected)
+                            log.info(
+                                "%s[%d]: fetched from offset %d, the saved state ends "
+                                "before %d: going back there",
+                                message.topic,
+                                message.partition,
+                                offset,
+                                expected,
+                            )
                             rewound[tp] = expected
                             behind.add(tp)
                             await self.seek(tp, expected)
@@ -125,13 +130,18 @@ class _ConsumerThread(faust_kafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # noqa: SLF001 (no setter; read at start)
         return consumer
 
-    async def _fetch_records(self, consumer: Any, active_partitions: set[Any],
-                             timeout: float | None = None,  # noqa: ASYNC109 (Faust's signature)
-                             max_records: int | None = None) -> Any:
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: set[Any],
+        timeout: float | None = None,  # noqa: ASYNC109 (Faust's signature)
+        max_records: int | None = None,
+    ) -> Any:
         # typed as a set by Faust; aiokafka only tests its truth and membership
         only = cast(set[Any], OnlyThese(active_partitions))
-        return await super()._fetch_records(consumer, only, timeout=timeout,
-                                            max_records=max_records)
+        return await super()._fetch_records(
+            consumer, only, timeout=timeout, max_records=max_records
+        )
 
 
 class OnlyThese:
@@ -161,8 +171,9 @@ class BatchTransport(faust_kafka.Transport):
     Consumer: ClassVar[type[faust_kafka.Consumer]] = BatchConsumer
 
 
-def consume_in_batches(app: faust.App, topic: faust.TopicT, on_batch: BatchHandler,
-                       resume_at: ResumeAt | None = None) -> None:
+def consume_in_batches(
+    app: faust.App, topic: faust.TopicT, on_batch: BatchHandler, resume_at: ResumeAt | None = None
+) -> None:
     """Subscribe ``app`` to ``topic`` and hand its records to ``on_batch``, a fetch at a time
     (call before the app starts); it saves what they did and commits their offsets itself.
     ``on_batch`` raising stops the worker: the records whose offsets were not committed are
@@ -172,8 +183,10 @@ def consume_in_batches(app: faust.App, topic: faust.TopicT, on_batch: BatchHandl
         app.transport = BatchTransport(app.conf.broker_consumer, app)
     consumer = app.consumer
     if not isinstance(consumer, BatchConsumer):
-        raise RuntimeError("the app's consumer was created before consume_in_batches: "
-                           "call consume_in_batches first")
+        raise RuntimeError(
+            "the app's consumer was created before consume_in_batches: "
+            "call consume_in_batches first"
+        )
     consumer.batch_topics = frozenset(topic.topics)
     consumer.on_batch = on_batch
     consumer.resume_at = resume_at

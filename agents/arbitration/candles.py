@@ -67,13 +67,35 @@ class Candle:
         self.dirty = True
 
     def to_list(self) -> list[float | int | bool]:
-        return [self.start, self.open, self.high, self.low, self.close, self.first_ms,
-                self.last_ms, self.volume, self.trades, self.rev, self.dirty]
+        return [
+            self.start,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.first_ms,
+            self.last_ms,
+            self.volume,
+            self.trades,
+            self.rev,
+            self.dirty,
+        ]
 
     @classmethod
     def from_list(cls, d: list[float | int | bool]) -> Candle:
-        return cls(int(d[0]), float(d[1]), float(d[2]), float(d[3]), float(d[4]), int(d[5]),
-                   int(d[6]), float(d[7]), int(d[8]), int(d[9]), bool(d[10]))
+        return cls(
+            int(d[0]),
+            float(d[1]),
+            float(d[2]),
+            float(d[3]),
+            float(d[4]),
+            int(d[5]),
+            int(d[6]),
+            float(d[7]),
+            int(d[8]),
+            int(d[9]),
+            bool(d[10]),
+        )
 
 
 @dataclass(slots=True)
@@ -129,8 +151,9 @@ class CandleSeries:
             candle.trades += 1
             candle.dirty = True
 
-    def close(self, symbol: str, watermark_ms: int, grace_ms: int,
-              max_flat: int = MAX_FLAT_WINDOWS) -> list[CandleRecord]:
+    def close(
+        self, symbol: str, watermark_ms: int, grace_ms: int, max_flat: int = MAX_FLAT_WINDOWS
+    ) -> list[CandleRecord]:
         out: list[CandleRecord] = []
         step = self.ms
         if self.closed_until < 0:
@@ -158,8 +181,13 @@ class CandleSeries:
         return out
 
     def to_list(self) -> list[object]:
-        return [self.interval.value, [c.to_list() for c in self.windows.values()],
-                self.closed_until, self.last_close, self.late]
+        return [
+            self.interval.value,
+            [c.to_list() for c in self.windows.values()],
+            self.closed_until,
+            self.last_close,
+            self.late,
+        ]
 
     @classmethod
     def from_list(cls, d: list[object]) -> CandleSeries:
@@ -180,11 +208,22 @@ def _record(symbol: str, interval: Interval, c: Candle, final: bool) -> CandleRe
     # A plain dict with OHLCVUpdate's fields in declaration order: building a pydantic model per
     # candle cost more than everything else (20 us); tests decode these as OHLCVUpdate.
     return {
-        "v": SCHEMA_VERSION, "symbol": symbol, "interval": interval.value,
-        "window_start_ms": c.start, "window_end_ms": c.start + _MS[interval], "open": c.open,
-        "high": c.high, "low": c.low, "close": c.close, "volume": c.volume,
-        "trade_count": c.trades, "rev": rev, "is_final": final, "event_time_ms": c.last_ms,
-        "timestamp": iso_ms(c.start), "is_closed": final,
+        "v": SCHEMA_VERSION,
+        "symbol": symbol,
+        "interval": interval.value,
+        "window_start_ms": c.start,
+        "window_end_ms": c.start + _MS[interval],
+        "open": c.open,
+        "high": c.high,
+        "low": c.low,
+        "close": c.close,
+        "volume": c.volume,
+        "trade_count": c.trades,
+        "rev": rev,
+        "is_final": final,
+        "event_time_ms": c.last_ms,
+        "timestamp": iso_ms(c.start),
+        "is_closed": final,
     }
 
 
@@ -227,8 +266,12 @@ class SymbolCandles:
         if self.last_update_ms >= 0 and now_ms - self.last_update_ms < throttle_ms:
             return []
         self.last_update_ms = now_ms
-        return [_record(symbol, s.interval, c, final=False)
-                for s in self.series for c in sorted(s.windows.values(), key=_start) if c.dirty]
+        return [
+            _record(symbol, s.interval, c, final=False)
+            for s in self.series
+            for c in sorted(s.windows.values(), key=_start)
+            if c.dirty
+        ]
 
     def close(self, symbol: str, watermark_ms: int, grace_ms: int) -> list[CandleRecord]:
         return [r for s in self.series for r in s.close(symbol, watermark_ms, grace_ms)]
@@ -243,8 +286,7 @@ class SymbolCandles:
 
     def next_close_ms(self, grace_ms: int) -> int:
         """The watermark at which ``close`` will next return something (-1: never yet)."""
-        ends = [s.closed_until + s.ms + grace_ms for s in self.series
-                if s.closed_until >= 0]
+        ends = [s.closed_until + s.ms + grace_ms for s in self.series if s.closed_until >= 0]
         return min(ends) if ends else -1
 
     @property

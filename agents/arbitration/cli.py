@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
     def arbitrate(
         loglevel: str = typer.Option("warning", "--loglevel", "-l"),
         metrics_port: int | None = typer.Option(
-            None, help="Serve Prometheus metrics on this port (FIML_ARB_METRICS_PORT)."),
+            None, help="Serve Prometheus metrics on this port (FIML_ARB_METRICS_PORT)."
+        ),
     ) -> None:
         """Run an arbitration worker (the same as ``faust -A agents.arbitration.app worker``)."""
         import asyncio
@@ -36,7 +37,8 @@ def register(app: typer.Typer) -> None:
     def rebuild(
         target_prefix: str = typer.Option(..., "--prefix", help="prefix of the new topics"),
         source_prefix: str | None = typer.Option(
-            None, "--from", help="prefix of the raw topics (default FIML_TOPIC_PREFIX)"),
+            None, "--from", help="prefix of the raw topics (default FIML_TOPIC_PREFIX)"
+        ),
         timeout: float = typer.Option(3600.0, help="seconds to wait for the catch-up"),
     ) -> None:
         """Replay fiml.raw from offset 0 into fresh derived topics under a new prefix."""
@@ -48,7 +50,9 @@ def register(app: typer.Typer) -> None:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
         source = os.environ.get("FIML_TOPIC_PREFIX", "") if source_prefix is None else source_prefix
         report = asyncio.run(run(bootstrap, source, target_prefix, timeout_s=timeout))
-        typer.echo(f"rebuilt {source or '(no prefix)'} -> {target_prefix} "
-                   f"(app id {report.app_id}) in {report.seconds:.1f} s")
+        typer.echo(
+            f"rebuilt {source or '(no prefix)'} -> {target_prefix} "
+            f"(app id {report.app_id}) in {report.seconds:.1f} s"
+        )
         for name, n in {**report.raw, **report.derived}.items():
             typer.echo(f"  {name:40s} {n:>10d}")

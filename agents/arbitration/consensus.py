@@ -115,8 +115,9 @@ _DEFAULT = ConsensusParams()
 
 #: What ``consensus`` returns: price, band_low, band_high, confidence, used, rejected, flags
 #: (as in ``ConsensusResult``) and the fresh quotes (the inliers and the rejected ones).
-Consensus = tuple[float, float, float, float, tuple[str, ...], tuple[str, ...], tuple[str, ...],
-                  list[Quote]]
+Consensus = tuple[
+    float, float, float, float, tuple[str, ...], tuple[str, ...], tuple[str, ...], list[Quote]
+]
 
 
 def compute_consensus(
@@ -135,8 +136,16 @@ def compute_consensus(
     if result is None:
         return None
     price, band_low, band_high, confidence, used, rejected, flags, fresh = result
-    return ConsensusResult(price, band_low, band_high, confidence, used, rejected, flags,
-                           {q.provider: quote_error_bps(q, price) for q in fresh})
+    return ConsensusResult(
+        price,
+        band_low,
+        band_high,
+        confidence,
+        used,
+        rejected,
+        flags,
+        {q.provider: quote_error_bps(q, price) for q in fresh},
+    )
 
 
 def quote_error_bps(quote: Quote, price: float) -> float:
@@ -266,7 +275,7 @@ def consensus(
     dispersion_bps = math.sqrt(var) / mean * 1e4 + unc_bps / total_w
     agreement = 1.0 / (1.0 + dispersion_bps / params.agreement_bps)
     m = len(inliers)
-    sources = 1.0 - 0.5 ** m
+    sources = 1.0 - 0.5**m
     fresh_score = sum_wf / total_w
     if flags and flags[0] == _STALE:
         fresh_score *= 0.25

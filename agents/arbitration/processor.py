@@ -146,8 +146,7 @@ class Processor:
 
     def late_ticks(self) -> int:
         """Prices that arrived after their window was final (counted, never merged)."""
-        return sum(st.candles.late for p in self._partitions.values()
-                   for st in p.symbols.values())
+        return sum(st.candles.late for p in self._partitions.values() for st in p.symbols.values())
 
     def _partition(self, partition: int) -> _Partition:
         part = self._partitions.get(partition)
@@ -162,7 +161,8 @@ class Processor:
             if len(part.symbols) >= self.settings.max_symbols:
                 raise SymbolLimitError(
                     f"partition {partition} already holds {len(part.symbols):,} symbols "
-                    f"(FIML_ARB_MAX_SYMBOLS); a record of a new symbol is refused")
+                    f"(FIML_ARB_MAX_SYMBOLS); a record of a new symbol is refused"
+                )
             st = part.symbols[symbol] = SymbolState(symbol, rec.asset_type.value, partition)
         return st
 
@@ -192,7 +192,8 @@ class Processor:
             self._dead(key, value, partition, offset, exc)
             return
         problem = self.settings.time_bounds.problem(
-            record.event_time_ms, record.ingest_time_ms, record.asset_type.value, record.history)
+            record.event_time_ms, record.ingest_time_ms, record.asset_type.value, record.history
+        )
         if problem is not None:
             self.out_of_time += 1
             self._dead(key, value, partition, offset, OutOfTimeError(problem))
@@ -220,18 +221,34 @@ class Processor:
             if changed or symbol not in states:  # or restored and never changed since
                 states[symbol] = st.to_bytes()
         self.marks.discard(partition)
-        return orjson.dumps([MARK_VERSION, part.applied, part.watermark,
-                             [orjson.Fragment(states[k]) for k in sorted(states)]])
+        return orjson.dumps(
+            [
+                MARK_VERSION,
+                part.applied,
+                part.watermark,
+                [orjson.Fragment(states[k]) for k in sorted(states)],
+            ]
+        )
 
-    def _dead(self, key: bytes | None, value: bytes, partition: int, offset: int,
-              exc: Exception) -> None:
+    def _dead(
+        self, key: bytes | None, value: bytes, partition: int, offset: int, exc: Exception
+    ) -> None:
         self.poison += 1
         reason = f"{type(exc).__name__}: {exc}"
-        self._emit(partition, ("fiml.deadletter", key, value, None,
-                               deadletter_headers(reason, RAW, partition, offset)))
+        self._emit(
+            partition,
+            (
+                "fiml.deadletter",
+                key,
+                value,
+                None,
+                deadletter_headers(reason, RAW, partition, offset),
+            ),
+        )
 
-    def _apply(self, part: _Partition, st: SymbolState, rec: RawTick | RawTrade,
-               partition: int) -> None:
+    def _apply(
+        self, part: _Partition, st: SymbolState, rec: RawTick | RawTrade, partition: int
+    ) -> None:
         t = rec.event_time_ms
         if isinstance(rec, RawTrade):
             # Checked before anything changes: a volume of infinity is null on the wire. The
@@ -257,10 +274,26 @@ class Processor:
         self._price(st, rec, partition)
         if isinstance(rec, RawTrade) and self._counted(st, rec):
             st.candles.on_trade(t, rec.amount)
-            self._emit(partition, ("fiml.trades", st.symbol.encode(), encode(TradeUpdate(
-                symbol=st.symbol, trade_id=f"{rec.provider}:{rec.trade_id}", price=rec.price,
-                amount=rec.amount, side=rec.side, providers=[rec.provider],
-                event_time_ms=t)), partition, None))
+            self._emit(
+                partition,
+                (
+                    "fiml.trades",
+                    st.symbol.encode(),
+                    encode(
+                        TradeUpdate(
+                            symbol=st.symbol,
+                            trade_id=f"{rec.provider}:{rec.trade_id}",
+                            price=rec.price,
+                            amount=rec.amount,
+                            side=rec.side,
+                            providers=[rec.provider],
+                            event_time_ms=t,
+                        )
+                    ),
+                    partition,
+                    None,
+                ),
+            )
         updates = st.candles.updates(st.symbol, st.newest_ms, self.settings.throttle_ms)
         if updates:  # throttled: most ticks have none
             self._candles(updates, st, partition)
@@ -323,9 +356,16 @@ class Processor:
             # Only extreme inputs get here (prices near the float limit overflow the band or the
             # dispersion): the record would carry a null or infinite band or a NaN confidence
             # (JSON null), so it is dead-lettered, not written. NaN fails every comparison.
-            self._invalid(st, partition, "PriceUpdate", "0 < band_low <= price <= band_high < "
-                          "inf and 0 <= confidence <= 1", price=price, band_low=band_low,
-                          band_high=band_high, confidence=confidence)
+            self._invalid(
+                st,
+                partition,
+                "PriceUpdate",
+                "0 < band_low <= price <= band_high < inf and 0 <= confidence <= 1",
+                price=price,
+                band_low=band_low,
+                band_high=band_high,
+                confidence=confidence,
+            )
             return
         if len(used) + len(rejected) >= 2:
             for q in fresh:
@@ -341,9 +381,14 @@ class Processor:
         day_open = day.open if day is not None else price
         change, change_percent = price_change(price, day_open)
         if not -_INF < change_percent < _INF:  # a day open 1e300 times smaller than the price
-            self._invalid(st, partition, "PriceUpdate", "change_percent is not finite",
-                          price=price,
-                          day_open=day_open)
+            self._invalid(
+                st,
+                partition,
+                "PriceUpdate",
+                "change_percent is not finite",
+                price=price,
+                day_open=day_open,
+            )
             return
         nearest, distance = used[0], float("inf")
         for p in used:  # sorted by provider: ties go to the first name
@@ -352,32 +397,68 @@ class Processor:
                 nearest, distance = p, d
         iso = iso_ms(now)
         # orjson of a dict in PriceUpdate's field order: a model per tick costs ~20 us
-        self._emit(partition, ("fiml.prices", key, orjson.dumps({
-            "v": SCHEMA_VERSION, "symbol": st.symbol, "asset_type": asset, "price": price,
-            "confidence": confidence, "band_low": band_low, "band_high": band_high,
-            "providers_used": used, "providers_rejected": rejected, "flags": flags,
-            "event_time_ms": now, "source_ticks": len(used) + len(rejected),
-            "timestamp": iso, "provider": nearest, "day_open": day_open,
-            "change": change, "change_percent": change_percent,
-            "volume": day.volume if day is not None and day.trades else None,
-        }), partition, None))
+        self._emit(
+            partition,
+            (
+                "fiml.prices",
+                key,
+                orjson.dumps(
+                    {
+                        "v": SCHEMA_VERSION,
+                        "symbol": st.symbol,
+                        "asset_type": asset,
+                        "price": price,
+                        "confidence": confidence,
+                        "band_low": band_low,
+                        "band_high": band_high,
+                        "providers_used": used,
+                        "providers_rejected": rejected,
+                        "flags": flags,
+                        "event_time_ms": now,
+                        "source_ticks": len(used) + len(rejected),
+                        "timestamp": iso,
+                        "provider": nearest,
+                        "day_open": day_open,
+                        "change": change,
+                        "change_percent": change_percent,
+                        "volume": day.volume if day is not None and day.trades else None,
+                    }
+                ),
+                partition,
+                None,
+            ),
+        )
         self._quote(st, used, key, partition, iso)
         self._health(st, provider, stats, stale_ms, reliability[provider])
 
-    def _invalid(self, st: SymbolState, partition: int, model: str, rule: str,
-                 **values: float) -> None:
+    def _invalid(
+        self, st: SymbolState, partition: int, model: str, rule: str, **values: float
+    ) -> None:
         """A derived record that fails its ``model``'s ``rule``: dead-lettered with the raw
         record that produced it (topic, partition, offset), never written."""
         self.invalid += 1
         _partition, offset = self._applying
-        body = {"symbol": st.symbol, "event_time_ms": st.newest_ms,
-                **{k: v if -_INF < v < _INF else str(v) for k, v in values.items()}}
-        self._emit(partition, ("fiml.deadletter", st.symbol.encode(), orjson.dumps(body), None,
-                               deadletter_headers(f"invalid {model}: {rule} does not hold",
-                                                  RAW, partition, offset)))
+        body = {
+            "symbol": st.symbol,
+            "event_time_ms": st.newest_ms,
+            **{k: v if -_INF < v < _INF else str(v) for k, v in values.items()},
+        }
+        self._emit(
+            partition,
+            (
+                "fiml.deadletter",
+                st.symbol.encode(),
+                orjson.dumps(body),
+                None,
+                deadletter_headers(
+                    f"invalid {model}: {rule} does not hold", RAW, partition, offset
+                ),
+            ),
+        )
 
-    def _quote(self, st: SymbolState, used: tuple[str, ...], key: bytes, partition: int,
-               iso: str) -> None:
+    def _quote(
+        self, st: SymbolState, used: tuple[str, ...], key: bytes, partition: int, iso: str
+    ) -> None:
         """``iso`` is the price's ``timestamp``: the quote has the same event time."""
         bids: list[float] = []
         asks: list[float] = []
@@ -398,13 +479,33 @@ class Processor:
         if not (0.0 < bid < _INF and 0.0 < ask < _INF and ask - bid < _INF):
             self._invalid(st, partition, "QuoteUpdate", "0 < bid, ask < inf", bid=bid, ask=ask)
             return
-        self._emit(partition, ("fiml.quotes", key, orjson.dumps({
-            "v": SCHEMA_VERSION, "symbol": st.symbol, "bid": bid, "ask": ask, "bid_size": None,
-            "ask_size": None, "providers": providers, "event_time_ms": st.newest_ms,
-            "spread": ask - bid, "timestamp": iso}), partition, None))
+        self._emit(
+            partition,
+            (
+                "fiml.quotes",
+                key,
+                orjson.dumps(
+                    {
+                        "v": SCHEMA_VERSION,
+                        "symbol": st.symbol,
+                        "bid": bid,
+                        "ask": ask,
+                        "bid_size": None,
+                        "ask_size": None,
+                        "providers": providers,
+                        "event_time_ms": st.newest_ms,
+                        "spread": ask - bid,
+                        "timestamp": iso,
+                    }
+                ),
+                partition,
+                None,
+            ),
+        )
 
-    def _health(self, st: SymbolState, provider: str, stats: ProviderStats, stale: int,
-                reliability: float) -> None:
+    def _health(
+        self, st: SymbolState, provider: str, stats: ProviderStats, stale: int, reliability: float
+    ) -> None:
         """``reliability`` is ``stats.reliability(stale)``, already computed for this tick."""
         now = st.newest_ms
         state = stats.state(now, stale, reliability)
@@ -412,24 +513,39 @@ class Processor:
             return
         stats.last_state, stats.last_health_ms = state, now
         record = ProviderHealth(
-            provider=provider, state=state, symbol=st.symbol, event_time_ms=now,
+            provider=provider,
+            state=state,
+            symbol=st.symbol,
+            event_time_ms=now,
             reliability=min(max(reliability, 0.0), 1.0),
-            error_bps=stats.error_bps, staleness_ms=float(max(now - stats.last_time_ms, 0)),
-            ticks=stats.ticks, errors=stats.rejections)
+            error_bps=stats.error_bps,
+            staleness_ms=float(max(now - stats.last_time_ms, 0)),
+            ticks=stats.ticks,
+            errors=stats.rejections,
+        )
         # keyed per (provider, symbol): the topic is compacted, and under the provider alone
         # only the last symbol's measure would survive
-        self._emit(st.partition, ("fiml.provider.health", health_key(provider, st.symbol),
-                                  encode(record), 0, None))
+        self._emit(
+            st.partition,
+            ("fiml.provider.health", health_key(provider, st.symbol), encode(record), 0, None),
+        )
 
     def _candles(self, records: list[CandleRecord], st: SymbolState, partition: int) -> None:
         key = st.symbol.encode()
         for r in records:
-            o, h, lo, c, v = (cast(float, r[k]) for k in ("open", "high", "low", "close",
-                                                           "volume"))
+            o, h, lo, c, v = (cast(float, r[k]) for k in ("open", "high", "low", "close", "volume"))
             if not (0.0 < lo <= min(o, c) and max(o, c) <= h < _INF and 0.0 <= v < _INF):
-                self._invalid(st, partition, "OHLCVUpdate", "0 < low <= open, close <= high < "
-                              "inf and 0 <= volume < inf", open=o, high=h, low=lo, close=c,
-                              volume=v)
+                self._invalid(
+                    st,
+                    partition,
+                    "OHLCVUpdate",
+                    "0 < low <= open, close <= high < inf and 0 <= volume < inf",
+                    open=o,
+                    high=h,
+                    low=lo,
+                    close=c,
+                    volume=v,
+                )
                 continue
             self._emit(partition, ("fiml.ohlcv", key, orjson.dumps(r), partition, None))
 

@@ -28,12 +28,25 @@ from agents.arbitration.processor import RAW
 from infra.topics import ensure_topic
 from schemas.topics import TOPICS
 
-__all__ = ["DERIVED", "RebuildReport", "committed", "committed_records", "end_offsets", "rebuild",
-           "wait_caught_up"]
+__all__ = [
+    "DERIVED",
+    "RebuildReport",
+    "committed",
+    "committed_records",
+    "end_offsets",
+    "rebuild",
+    "wait_caught_up",
+]
 
 #: The topics the arbitration writes (logical names).
-DERIVED = ("fiml.prices", "fiml.quotes", "fiml.trades", "fiml.ohlcv", "fiml.provider.health",
-           "fiml.deadletter")
+DERIVED = (
+    "fiml.prices",
+    "fiml.quotes",
+    "fiml.trades",
+    "fiml.ohlcv",
+    "fiml.provider.health",
+    "fiml.deadletter",
+)
 _ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -47,31 +60,47 @@ class RebuildReport:
     seconds: float = 0.0
 
 
-async def end_offsets(bootstrap: str, prefix: str, logicals: tuple[str, ...],
-                      ) -> dict[TopicPartition, int]:
+async def end_offsets(
+    bootstrap: str,
+    prefix: str,
+    logicals: tuple[str, ...],
+) -> dict[TopicPartition, int]:
     """The end offset of every partition of ``prefix + logical`` for each logical topic."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(prefix + TOPICS[k].name, p) for k in logicals
-               for p in range(TOPICS[k].partitions)]
+        tps = [
+            TopicPartition(prefix + TOPICS[k].name, p)
+            for k in logicals
+            for p in range(TOPICS[k].partitions)
+        ]
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         return ends
     finally:
         await consumer.stop()
 
 
-async def committed_records(bootstrap: str, prefix: str, logicals: tuple[str, ...],
-                            ) -> dict[str, int]:
+async def committed_records(
+    bootstrap: str,
+    prefix: str,
+    logicals: tuple[str, ...],
+) -> dict[str, int]:
     """How many committed records each ``prefix + logical`` topic holds: counted by reading
     with ``read_committed``, because the arbitration writes in transactions and each commit
     takes an offset of its own (a marker, not a record)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
-        tps = [TopicPartition(prefix + TOPICS[k].name, p) for k in logicals
-               for p in range(TOPICS[k].partitions)]
+        tps = [
+            TopicPartition(prefix + TOPICS[k].name, p)
+            for k in logicals
+            for p in range(TOPICS[k].partitions)
+        ]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)  # before end_offsets, or position says the end
         ends = await consumer.end_offsets(tps)
@@ -85,11 +114,15 @@ async def committed_records(bootstrap: str, prefix: str, logicals: tuple[str, ..
         await consumer.stop()
 
 
-async def committed(bootstrap: str, group: str, tps: list[TopicPartition],
-                    ) -> dict[TopicPartition, int]:
+async def committed(
+    bootstrap: str,
+    group: str,
+    tps: list[TopicPartition],
+) -> dict[TopicPartition, int]:
     """The committed offsets of ``group`` (0 where none)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         return {tp: (await consumer.committed(tp)) or 0 for tp in tps}
@@ -97,8 +130,13 @@ async def committed(bootstrap: str, group: str, tps: list[TopicPartition],
         await consumer.stop()
 
 
-async def wait_caught_up(bootstrap: str, group: str, ends: dict[TopicPartition, int],
-                         timeout_s: float, alive: Callable[[], bool] = lambda: True) -> None:
+async def wait_caught_up(
+    bootstrap: str,
+    group: str,
+    ends: dict[TopicPartition, int],
+    timeout_s: float,
+    alive: Callable[[], bool] = lambda: True,
+) -> None:
     """Until ``group`` has committed at least ``ends`` (the worker commits offsets in the
     transactions that write the outputs of those records).
 
@@ -124,9 +162,23 @@ def _spawn(env: dict[str, str], log_path: Path | None) -> subprocess.Popen[bytes
     """A worker process in its own process group, logging to ``log_path`` (or nowhere)."""
     with log_path.open("ab") if log_path else open(os.devnull, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "faust", "-A", "agents.arbitration.app", "worker",
-             "-l", "info" if log_path else "warn", "--without-web"],
-            env=env, cwd=_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "faust",
+                "-A",
+                "agents.arbitration.app",
+                "worker",
+                "-l",
+                "info" if log_path else "warn",
+                "--without-web",
+            ],
+            env=env,
+            cwd=_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -140,9 +192,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-async def rebuild(bootstrap: str, source_prefix: str, target_prefix: str, *,
-                  app_id: str | None = None, timeout_s: float = 3600.0,
-                  log_path: Path | None = None) -> RebuildReport:
+async def rebuild(
+    bootstrap: str,
+    source_prefix: str,
+    target_prefix: str,
+    *,
+    app_id: str | None = None,
+    timeout_s: float = 3600.0,
+    log_path: Path | None = None,
+) -> RebuildReport:
     """Rebuild the derived topics of ``source_prefix`` under ``target_prefix``.
 
     Raises:
@@ -160,16 +218,19 @@ async def rebuild(bootstrap: str, source_prefix: str, target_prefix: str, *,
     ends = await end_offsets(bootstrap, source_prefix, (RAW,))  # fixed now
     for logical in DERIVED:
         spec = TOPICS[logical]
-        await ensure_topic(bootstrap, target_prefix + spec.name, spec.partitions,
-                           spec.configs())
+        await ensure_topic(bootstrap, target_prefix + spec.name, spec.partitions, spec.configs())
     with tempfile.TemporaryDirectory() as datadir:
-        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-                   FIML_TOPIC_PREFIX=target_prefix, FIML_ARB_SOURCE_PREFIX=source_prefix,
-                   FIML_ARB_APP_ID=app_id, FIML_ARB_DATADIR=datadir)
+        env = dict(
+            os.environ,
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            FIML_TOPIC_PREFIX=target_prefix,
+            FIML_ARB_SOURCE_PREFIX=source_prefix,
+            FIML_ARB_APP_ID=app_id,
+            FIML_ARB_DATADIR=datadir,
+        )
         proc = _spawn(env, log_path)
         try:
-            await wait_caught_up(bootstrap, app_id, ends, timeout_s,
-                                 lambda: proc.poll() is None)
+            await wait_caught_up(bootstrap, app_id, ends, timeout_s, lambda: proc.poll() is None)
         finally:
             _stop(proc)
     for tp, end in ends.items():

@@ -59,7 +59,7 @@ class ProviderStats:
         return accuracy * promptness
 
     def state(self, now_ms: int, stale_ms: int, reliability: float | None = None) -> str:
-        """"down" when stale, "degraded" when unreliable, else "up"; ``reliability`` is
+        """ "down" when stale, "degraded" when unreliable, else "up"; ``reliability`` is
         ``self.reliability(stale_ms)`` when the caller already has it."""
         if self.last_time_ms < 0 or now_ms - self.last_time_ms > stale_ms:
             return "down"
@@ -68,8 +68,16 @@ class ProviderStats:
         return "degraded" if reliability < 0.5 else "up"
 
     def to_list(self) -> list[float | int | str]:
-        return [self.error_bps, self.gap_ms, self.lag_ms, self.last_time_ms, self.ticks,
-                self.rejections, self.last_health_ms, self.last_state]
+        return [
+            self.error_bps,
+            self.gap_ms,
+            self.lag_ms,
+            self.last_time_ms,
+            self.ticks,
+            self.rejections,
+            self.last_health_ms,
+            self.last_state,
+        ]
 
     @classmethod
     def from_list(cls, data: list[float | int | str]) -> ProviderStats:

@@ -77,6 +77,7 @@ class ArbitrationSettings:
             max_symbols=_env_int("FIML_ARB_MAX_SYMBOLS", base.max_symbols),
             time_bounds=TimeBounds.from_env(),
             commit_ms=_env_int("FIML_ARB_COMMIT_MS", base.commit_ms),
-            transaction_timeout_ms=_env_int("FIML_ARB_TRANSACTION_TIMEOUT_MS",
-                                            base.transaction_timeout_ms),
+            transaction_timeout_ms=_env_int(
+                "FIML_ARB_TRANSACTION_TIMEOUT_MS", base.transaction_timeout_ms
+            ),
         )

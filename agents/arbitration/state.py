@@ -39,25 +39,28 @@ class SymbolState:
     errors: dict[str, float] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([
-            2,
-            self.symbol,
-            self.asset_type,
-            self.partition,
-            self.candles.to_list(),
-            [[q.provider, q.price, q.time_ms, q.bid, q.ask] for q in self.quotes.values()],
-            {p: s.to_list() for p, s in self.stats.items()},
-            self.newest_ms,
-            [[k[0], k[1], k[2], v] for k, v in self.trade_keys.items()],
-            self.trade_ids,
-            self.duplicates,
-        ])
+        return orjson.dumps(
+            [
+                2,
+                self.symbol,
+                self.asset_type,
+                self.partition,
+                self.candles.to_list(),
+                [[q.provider, q.price, q.time_ms, q.bid, q.ask] for q in self.quotes.values()],
+                {p: s.to_list() for p, s in self.stats.items()},
+                self.newest_ms,
+                [[k[0], k[1], k[2], v] for k, v in self.trade_keys.items()],
+                self.trade_ids,
+                self.duplicates,
+            ]
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SymbolState:
         """Raises: ValueError (or orjson.JSONDecodeError) if ``data`` is not a saved state."""
-        (_v, symbol, asset, partition, candles, quotes, stats, newest, keys, ids,
-         dups) = orjson.loads(data)
+        (_v, symbol, asset, partition, candles, quotes, stats, newest, keys, ids, dups) = (
+            orjson.loads(data)
+        )
         return cls(
             symbol=symbol,
             asset_type=asset,

@@ -26,7 +26,10 @@ class ProviderModel:
 
 
 def synthetic_ticks(
-    symbols: list[str], providers: list[ProviderModel], start_ms: int, duration_ms: int,
+    symbols: list[str],
+    providers: list[ProviderModel],
+    start_ms: int,
+    duration_ms: int,
     seed: int = 7,
 ) -> tuple[list[RawTick], dict[str, list[tuple[int, float]]]]:
     """Ticks of every provider for every symbol in event-time order, and the truth path
@@ -44,8 +47,9 @@ def synthetic_ticks(
     for p in providers:
         for symbol in symbols:
             path = truth[symbol]
-            for t in range(start_ms + rng.randrange(p.every_ms), start_ms + duration_ms,
-                           p.every_ms):
+            for t in range(
+                start_ms + rng.randrange(p.every_ms), start_ms + duration_ms, p.every_ms
+            ):
                 off = t - start_ms
                 dark_until = p.dark_until_ms if p.dark_until_ms is not None else 1 << 60
                 if p.dark_from_ms is not None and p.dark_from_ms <= off < dark_until:
@@ -56,10 +60,20 @@ def synthetic_ticks(
                     px *= 1 + rng.choice((-1, 1)) * rng.uniform(0.02, 0.05)
                 half = px * 2e-4
                 seq += 1
-                ticks.append(RawTick(
-                    provider=p.name, symbol=symbol, provider_symbol=symbol.replace("/", ""),
-                    asset_type=AssetType.CRYPTO, price=px, bid=px - half, ask=px + half,
-                    event_time_ms=t, ingest_time_ms=t, seq=seq))
+                ticks.append(
+                    RawTick(
+                        provider=p.name,
+                        symbol=symbol,
+                        provider_symbol=symbol.replace("/", ""),
+                        asset_type=AssetType.CRYPTO,
+                        price=px,
+                        bid=px - half,
+                        ask=px + half,
+                        event_time_ms=t,
+                        ingest_time_ms=t,
+                        seq=seq,
+                    )
+                )
     ticks.sort(key=lambda r: (r.event_time_ms, r.provider, r.symbol))
     return ticks, truth
 

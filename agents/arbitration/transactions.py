@@ -30,8 +30,15 @@ from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 from agents.arbitration.processor import Output
 from schemas.topics import topic_name
 
-__all__ = ["FENCED", "MARK_KEY", "MARK_MAX_BYTES", "PartitionWriter", "marks_topic_configs",
-           "quiet_fenced_leftovers", "read_mark"]
+__all__ = [
+    "FENCED",
+    "MARK_KEY",
+    "MARK_MAX_BYTES",
+    "PartitionWriter",
+    "marks_topic_configs",
+    "quiet_fenced_leftovers",
+    "read_mark",
+]
 
 log = logging.getLogger("fiml.arbitration")
 
@@ -47,21 +54,31 @@ FENCED = (ProducerFenced, InvalidProducerEpoch)
 
 def marks_topic_configs() -> dict[str, str]:
     """The marks topic keeps the last mark of each partition (compacted) for ever."""
-    return {"cleanup.policy": "compact", "retention.ms": "-1",
-            "max.message.bytes": str(MARK_MAX_BYTES)}
+    return {
+        "cleanup.policy": "compact",
+        "retention.ms": "-1",
+        "max.message.bytes": str(MARK_MAX_BYTES),
+    }
 
 
 class PartitionWriter:
     """The transactional producer of one raw partition's outputs and marks."""
 
-    def __init__(self, bootstrap: str, app_id: str, partition: int,
-                 transaction_timeout_ms: int = 60_000) -> None:
+    def __init__(
+        self, bootstrap: str, app_id: str, partition: int, transaction_timeout_ms: int = 60_000
+    ) -> None:
         self.partition = partition
         self.in_transaction = False
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, transactional_id=f"{app_id}-{partition}",
-            enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=_BATCH_BYTES,
-            max_request_size=MARK_MAX_BYTES, transaction_timeout_ms=transaction_timeout_ms)
+            bootstrap_servers=bootstrap,
+            transactional_id=f"{app_id}-{partition}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=_BATCH_BYTES,
+            max_request_size=MARK_MAX_BYTES,
+            transaction_timeout_ms=transaction_timeout_ms,
+        )
         self._names: dict[str, str] = {}
 
     async def start(self) -> None:
@@ -89,8 +106,13 @@ class PartitionWriter:
         await self._begin()
         await send_all(self._producer, outputs, self._names)
 
-    async def commit(self, marks_topic: str, mark: bytes | None,
-                     offsets: dict[TopicPartition, int], group_id: str) -> None:
+    async def commit(
+        self,
+        marks_topic: str,
+        mark: bytes | None,
+        offsets: dict[TopicPartition, int],
+        group_id: str,
+    ) -> None:
         """Add the mark and the consumer offsets to the transaction and commit it.
 
         Raises:
@@ -98,8 +120,9 @@ class PartitionWriter:
         """
         await self._begin()
         if mark is not None:
-            await (await self._producer.send(marks_topic, mark, key=MARK_KEY,
-                                             partition=self.partition))
+            await (
+                await self._producer.send(marks_topic, mark, key=MARK_KEY, partition=self.partition)
+            )
         if offsets:
             await self._producer.send_offsets_to_transaction(offsets, group_id)
         await self._producer.commit_transaction()
@@ -123,8 +146,9 @@ def quiet_fenced_leftovers(loop: asyncio.AbstractEventLoop) -> None:
     previous = loop.get_exception_handler()
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if (isinstance(context.get("exception"), FENCED)
-                and "never retrieved" in str(context.get("message", ""))):
+        if isinstance(context.get("exception"), FENCED) and "never retrieved" in str(
+            context.get("message", "")
+        ):
             log.debug("a fenced producer's batch failed: %s", context.get("exception"))
             return
         if previous is not None:
@@ -135,8 +159,9 @@ def quiet_fenced_leftovers(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
-async def read_mark(bootstrap: str, topic: str, partition: int,
-                    timeout_s: float = 60.0) -> bytes | None:
+async def read_mark(
+    bootstrap: str, topic: str, partition: int, timeout_s: float = 60.0
+) -> bytes | None:
     """The last committed mark of ``partition`` (None if it has none), read with
     ``read_committed``: a mark of an aborted transaction is never restored.
 
@@ -145,11 +170,14 @@ async def read_mark(bootstrap: str, topic: str, partition: int,
         KafkaError: (aiokafka) the broker cannot be reached.
     """
     tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed",
-                                auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=MARK_MAX_BYTES,
-                                fetch_max_bytes=MARK_MAX_BYTES)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=MARK_MAX_BYTES,
+        fetch_max_bytes=MARK_MAX_BYTES,
+    )
     await consumer.start()
     found: bytes | None = None
     try:
@@ -173,8 +201,9 @@ async def read_mark(bootstrap: str, topic: str, partition: int,
     return found
 
 
-async def send_all(producer: AIOKafkaProducer, outputs: list[Output],
-                   names: dict[str, str]) -> None:
+async def send_all(
+    producer: AIOKafkaProducer, outputs: list[Output], names: dict[str, str]
+) -> None:
     """Send ``outputs`` and wait until every one is delivered.
 
     Records with a partition go into one ``BatchBuilder`` per topic-partition (in output order,

@@ -67,8 +67,7 @@ def trade_to_raw(
         PayloadError: missing price, amount or timestamp, or a field the schema refuses.
     """
     try:
-        if trade.get("price") is None or trade.get("amount") is None or not trade.get(
-                "timestamp"):
+        if trade.get("price") is None or trade.get("amount") is None or not trade.get("timestamp"):
             raise PayloadError(f"trade for {symbol} lacks price, amount or timestamp")
         side = trade.get("side")
         return RawTrade(
@@ -171,7 +170,10 @@ class CcxtProvider(PollingProvider):
         try:
             return [
                 ticker_to_tick(
-                    ticker, provider=self.name, symbol=symbol, seq=self._seq,
+                    ticker,
+                    provider=self.name,
+                    symbol=symbol,
+                    seq=self._seq,
                     ingest_time_ms=self.clock(),
                 )
             ]
@@ -184,7 +186,10 @@ class CcxtProvider(PollingProvider):
         try:
             return [
                 trade_to_raw(
-                    trade, provider=self.name, symbol=symbol, seq=self._seq,
+                    trade,
+                    provider=self.name,
+                    symbol=symbol,
+                    seq=self._seq,
                     ingest_time_ms=self.clock(),
                 )
             ]

@@ -157,8 +157,9 @@ async def _run(
                 while not waiter.done() and not stop.is_set():
                     if duration is not None and time.monotonic() - started >= duration:
                         break
-                    await asyncio.wait({waiter, stopper}, timeout=1.0,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {waiter, stopper}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                    )
                     runner.report_losses()
                     live.update(_status_table(runner, started))  # type: ignore[arg-type]
         finally:
@@ -187,7 +188,9 @@ def register(app: typer.Typer) -> None:
     @app.command("ingest")
     def ingest(
         provider: list[str] = typer.Option(  # noqa: B008 - typer's declaration style
-            ["sim"], "--provider", "-p",
+            ["sim"],
+            "--provider",
+            "-p",
             help="sim | ccxt:<exchange> | yfinance | alphavantage | fmp | replay:<file>; repeat "
             "for several providers in one process.",
         ),
@@ -207,7 +210,8 @@ def register(app: typer.Typer) -> None:
             "loses nothing) before it is counted as failed.",
         ),
         metrics_port: int | None = typer.Option(
-            None, envvar="FIML_INGEST_METRICS_PORT",
+            None,
+            envvar="FIML_INGEST_METRICS_PORT",
             help="Serve Prometheus metrics on this port (http://127.0.0.1:PORT/metrics).",
         ),
     ) -> None:

@@ -67,7 +67,11 @@ class PayloadError(IngestError):
 #: object was, a number too large for an int): each adapter turns these into ``PayloadError``,
 #: so that the payload is dead-lettered and the provider stays up.
 MALFORMED: tuple[type[Exception], ...] = (
-    TypeError, ValueError, KeyError, AttributeError, ArithmeticError,
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    ArithmeticError,
 )
 
 

@@ -74,8 +74,9 @@ def prepare(event: Event, validate: bool = True, bounds: TimeBounds = _BOUNDS) -
     key = key_text.encode()
     problem = None if isinstance(event, ProviderHealth) else _symbol_problem(key_text)
     if problem is None and not isinstance(event, ProviderHealth):
-        problem = bounds.problem(event.event_time_ms, event.ingest_time_ms,
-                                 event.asset_type.value, event.history)
+        problem = bounds.problem(
+            event.event_time_ms, event.ingest_time_ms, event.asset_type.value, event.history
+        )
     if validate and problem is None:
         try:
             decode(type(event), value)

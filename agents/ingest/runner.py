@@ -68,9 +68,13 @@ class IngestRunner:
         if dropped <= self._drops_reported:
             return
         report = ProviderHealth(
-            provider=LOSS_REPORTER, state="degraded", event_time_ms=wall_clock_ms(),
+            provider=LOSS_REPORTER,
+            state="degraded",
+            event_time_ms=wall_clock_ms(),
             reason=f"{dropped - self._drops_reported:,} live records dropped since the last "
-            f"report ({dropped:,} in all): the buffer toward Kafka was full", errors=dropped)
+            f"report ({dropped:,} in all): the buffer toward Kafka was full",
+            errors=dropped,
+        )
         if self.producer.offer(report):
             self._drops_reported = dropped
 
@@ -78,24 +82,53 @@ class IngestRunner:
         """Prometheus metrics (``agents.metrics``): read at scrape time."""
         stats = self.producer.stats
         events: dict[tuple[str, ...], float] = {
-            (p.name, kind): float(n) for p in self.providers
-                  for kind, n in (("tick", p.ticks), ("trade", p.trades), ("rejected", p.errors))}
+            (p.name, kind): float(n)
+            for p in self.providers
+            for kind, n in (("tick", p.ticks), ("trade", p.trades), ("rejected", p.errors))
+        }
         states: dict[tuple[str, ...], float] = {
-            (p.name, s.value): float(p.state is s) for p in self.providers
-                  for s in ProviderState}
+            (p.name, s.value): float(p.state is s) for p in self.providers for s in ProviderState
+        }
         return [
-            Reading("fiml_ingest_events", "Events each provider produced, by kind.", "counter",
-                    events, ("provider", "kind")),
-            Reading("fiml_ingest_records", "Records by outcome: sent to their topic, sent to "
-                    "the dead letters, dropped (buffer full), failed (Kafka gave up).", "counter",
-                    {("sent",): stats.sent, ("deadlettered",): stats.deadlettered,
-                     ("dropped",): stats.dropped, ("failed",): stats.failed}, ("outcome",)),
-            Reading("fiml_ingest_reconnects", "Kafka clients replaced after aiokafka gave up.",
-                    "counter", {(): stats.reconnects}),
-            Reading("fiml_ingest_queued", "Records held in memory ahead of Kafka.", "gauge",
-                    {(): self.producer.queued}),
-            Reading("fiml_ingest_provider_state", "1 for each provider's current state.",
-                    "gauge", states, ("provider", "state")),
+            Reading(
+                "fiml_ingest_events",
+                "Events each provider produced, by kind.",
+                "counter",
+                events,
+                ("provider", "kind"),
+            ),
+            Reading(
+                "fiml_ingest_records",
+                "Records by outcome: sent to their topic, sent to "
+                "the dead letters, dropped (buffer full), failed (Kafka gave up).",
+                "counter",
+                {
+                    ("sent",): stats.sent,
+                    ("deadlettered",): stats.deadlettered,
+                    ("dropped",): stats.dropped,
+                    ("failed",): stats.failed,
+                },
+                ("outcome",),
+            ),
+            Reading(
+                "fiml_ingest_reconnects",
+                "Kafka clients replaced after aiokafka gave up.",
+                "counter",
+                {(): stats.reconnects},
+            ),
+            Reading(
+                "fiml_ingest_queued",
+                "Records held in memory ahead of Kafka.",
+                "gauge",
+                {(): self.producer.queued},
+            ),
+            Reading(
+                "fiml_ingest_provider_state",
+                "1 for each provider's current state.",
+                "gauge",
+                states,
+                ("provider", "state"),
+            ),
         ]
 
     async def _pump(self, provider: Provider) -> None:

@@ -70,14 +70,50 @@ class SimProviderConfig:
 
 
 DEFAULT_PROVIDERS = (
-    SimProviderConfig("sim-alpha", 250, noise_bps=1.5, spread_bps=1.0, delay_ms=0,
-                      gap_rate=0.01, outage_rate=0.0002, outage_ms=5_000, outlier_rate=0.001),
-    SimProviderConfig("sim-beta", 500, noise_bps=3.0, spread_bps=2.0, delay_ms=200,
-                      gap_rate=0.02, outage_rate=0.0005, outage_ms=10_000, outlier_rate=0.003),
-    SimProviderConfig("sim-gamma", 1_000, noise_bps=6.0, spread_bps=4.0, delay_ms=500,
-                      gap_rate=0.05, outage_rate=0.001, outage_ms=20_000, outlier_rate=0.01),
-    SimProviderConfig("sim-delta", 2_000, noise_bps=12.0, spread_bps=8.0, delay_ms=1_000,
-                      gap_rate=0.1, outage_rate=0.005, outage_ms=30_000, outlier_rate=0.02),
+    SimProviderConfig(
+        "sim-alpha",
+        250,
+        noise_bps=1.5,
+        spread_bps=1.0,
+        delay_ms=0,
+        gap_rate=0.01,
+        outage_rate=0.0002,
+        outage_ms=5_000,
+        outlier_rate=0.001,
+    ),
+    SimProviderConfig(
+        "sim-beta",
+        500,
+        noise_bps=3.0,
+        spread_bps=2.0,
+        delay_ms=200,
+        gap_rate=0.02,
+        outage_rate=0.0005,
+        outage_ms=10_000,
+        outlier_rate=0.003,
+    ),
+    SimProviderConfig(
+        "sim-gamma",
+        1_000,
+        noise_bps=6.0,
+        spread_bps=4.0,
+        delay_ms=500,
+        gap_rate=0.05,
+        outage_rate=0.001,
+        outage_ms=20_000,
+        outlier_rate=0.01,
+    ),
+    SimProviderConfig(
+        "sim-delta",
+        2_000,
+        noise_bps=12.0,
+        spread_bps=8.0,
+        delay_ms=1_000,
+        gap_rate=0.1,
+        outage_rate=0.005,
+        outage_ms=30_000,
+        outlier_rate=0.02,
+    ),
 )
 
 

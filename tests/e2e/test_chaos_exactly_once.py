@@ -56,11 +56,21 @@ def raw_log() -> list[tuple[bytes, bytes]]:
     for t in ticks:
         records.append(t)
         if t.provider == "alpha":  # alpha's prints are trades too: volume, fiml.trades
-            records.append(RawTrade(
-                provider="alpha", symbol=t.symbol, provider_symbol=t.provider_symbol,
-                asset_type=t.asset_type, trade_id=str(t.seq), price=t.price,
-                amount=0.5 + t.seq % 7, side="buy", event_time_ms=t.event_time_ms,
-                ingest_time_ms=t.ingest_time_ms, seq=t.seq))
+            records.append(
+                RawTrade(
+                    provider="alpha",
+                    symbol=t.symbol,
+                    provider_symbol=t.provider_symbol,
+                    asset_type=t.asset_type,
+                    trade_id=str(t.seq),
+                    price=t.price,
+                    amount=0.5 + t.seq % 7,
+                    side="buy",
+                    event_time_ms=t.event_time_ms,
+                    ingest_time_ms=t.ingest_time_ms,
+                    seq=t.seq,
+                )
+            )
     log = [(r.symbol.encode(), encode(r)) for r in records]
     year_old = ticks[10].model_copy(update={"event_time_ms": START - 365 * 86_400_000})
     log.insert(300, (b"ETH/USD", b"{not json"))
@@ -74,13 +84,14 @@ LOG = raw_log()
 
 async def feed(bootstrap: str, prefix: str, slice_size: int, pause_s: float) -> None:
     """Produce the log to ``prefix``'s raw topic, ``slice_size`` records at a time."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
     await producer.start()
     try:
         topic = prefix + TOPICS[RAW].name
         for i in range(0, len(LOG), slice_size):
-            futures = [await producer.send(topic, v, key=k) for k, v in LOG[i:i + slice_size]]
+            futures = [await producer.send(topic, v, key=k) for k, v in LOG[i : i + slice_size]]
             await asyncio.gather(*futures)
             await asyncio.sleep(pause_s)
     finally:
@@ -98,8 +109,13 @@ class Run:
 
     def worker(self) -> WorkerProcess:
         i = len(self.workers)
-        w = WorkerProcess(self.bootstrap, self.app_id, self.tmp / f"{self.name}{i}",
-                          self.tmp / f"{self.name}{i}.log", FIML_TOPIC_PREFIX=self.prefix)
+        w = WorkerProcess(
+            self.bootstrap,
+            self.app_id,
+            self.tmp / f"{self.name}{i}",
+            self.tmp / f"{self.name}{i}.log",
+            FIML_TOPIC_PREFIX=self.prefix,
+        )
         w.env["FIML_ARB_SESSION_TIMEOUT_S"] = str(SESSION_S)
         self.workers.append(w)
         return w
@@ -123,8 +139,9 @@ async def derived(bootstrap: str, prefix: str) -> dict[str, dict[Any, list[Any]]
     out: dict[str, dict[Any, list[Any]]] = {}
     for logical in DERIVED:
         groups: dict[Any, list[Any]] = {}
-        for key, value, headers, partition in await read_all(bootstrap, logical, raw=True,
-                                                             prefix=prefix):
+        for key, value, headers, partition in await read_all(
+            bootstrap, logical, raw=True, prefix=prefix
+        ):
             if logical == "fiml.provider.health":
                 group: Any = key
             elif logical == "fiml.deadletter":
@@ -136,8 +153,9 @@ async def derived(bootstrap: str, prefix: str) -> dict[str, dict[Any, list[Any]]
     return out
 
 
-def differences(want: dict[str, dict[Any, list[Any]]],
-                got: dict[str, dict[Any, list[Any]]]) -> dict[str, tuple[int, int, int]]:
+def differences(
+    want: dict[str, dict[Any, list[Any]]], got: dict[str, dict[Any, list[Any]]]
+) -> dict[str, tuple[int, int, int]]:
     """Per topic with a difference: (missing, extra, different) records."""
     found: dict[str, tuple[int, int, int]] = {}
     for topic in want:
@@ -169,8 +187,9 @@ async def test_every_derived_topic_is_a_function_of_the_raw_log(
 ) -> None:
     monkeypatch.setenv("FIML_TOPIC_PREFIX", "")
     rng = random.Random(14)
-    runs = {name: Run(name, kafka_bootstrap, tmp_path)
-            for name in ("fast", "slow", "killed", "stalled")}
+    runs = {
+        name: Run(name, kafka_bootstrap, tmp_path) for name in ("fast", "slow", "killed", "stalled")
+    }
     for run in runs.values():
         await run.create()
     try:
@@ -178,8 +197,10 @@ async def test_every_derived_topic_is_a_function_of_the_raw_log(
         fast, slow = runs["fast"].worker(), runs["slow"].worker()
         fast.start()
         slow.start()
-        await asyncio.gather(feed(kafka_bootstrap, runs["fast"].prefix, len(LOG), 0),
-                             feed(kafka_bootstrap, runs["slow"].prefix, 37, 0.05))
+        await asyncio.gather(
+            feed(kafka_bootstrap, runs["fast"].prefix, len(LOG), 0),
+            feed(kafka_bootstrap, runs["slow"].prefix, 37, 0.05),
+        )
         await runs["fast"].caught_up(fast.alive)
         await runs["slow"].caught_up(slow.alive)
         fast.stop()
@@ -205,16 +226,24 @@ async def test_every_derived_topic_is_a_function_of_the_raw_log(
         one, two = stalled.worker(), stalled.worker()
         one.start()
         feeding = asyncio.create_task(feed(kafka_bootstrap, stalled.prefix, 60, 0.3))
-        await until(lambda: assigned_count(one) >= 1, "the first worker's assignment",
-                    deadline=90)
+        await until(lambda: assigned_count(one) >= 1, "the first worker's assignment", deadline=90)
         two.start()
-        await until(lambda: last_assignment(one) and last_assignment(two)
-                    and last_assignment(one) | last_assignment(two) == {0, 1, 2, 3},
-                    "the partitions shared by two workers", deadline=90)
+        await until(
+            lambda: (
+                last_assignment(one)
+                and last_assignment(two)
+                and last_assignment(one) | last_assignment(two) == {0, 1, 2, 3}
+            ),
+            "the partitions shared by two workers",
+            deadline=90,
+        )
         assert one.proc is not None
         os.killpg(one.proc.pid, signal.SIGSTOP)
-        await until(lambda: last_assignment(two) == {0, 1, 2, 3},
-                    "the running worker taking every partition", deadline=90)
+        await until(
+            lambda: last_assignment(two) == {0, 1, 2, 3},
+            "the running worker taking every partition",
+            deadline=90,
+        )
         await asyncio.sleep(1.0)
         os.killpg(one.proc.pid, signal.SIGCONT)
         await feeding
@@ -226,23 +255,33 @@ async def test_every_derived_topic_is_a_function_of_the_raw_log(
         # producer is fenced: it lets them go until the next assignment), nor the zombie
         for log in logs:
             assert "Traceback" not in log, log[-3000:]
-        assert all(w.proc is None or w.proc.poll() is not None
-                   for r in runs.values() for w in r.workers)
+        assert all(
+            w.proc is None or w.proc.poll() is not None for r in runs.values() for w in r.workers
+        )
 
         target = f"x{uuid.uuid4().hex[:6]}rebuilt."
-        report = await rebuild(kafka_bootstrap, runs["fast"].prefix, target, timeout_s=240,
-                               log_path=tmp_path / "rebuild.log")
+        report = await rebuild(
+            kafka_bootstrap,
+            runs["fast"].prefix,
+            target,
+            timeout_s=240,
+            log_path=tmp_path / "rebuild.log",
+        )
         assert report.raw[runs["fast"].prefix + TOPICS[RAW].name] == len(LOG)
 
         want = await derived(kafka_bootstrap, runs["fast"].prefix)
         counts = {t: sum(map(len, g.values())) for t, g in want.items()}
         assert all(counts[t] > 0 for t in DERIVED), counts  # every topic is exercised
         assert counts["fiml.deadletter"] == 3
-        found = {name: differences(want, await derived(kafka_bootstrap, prefix))
-                 for name, prefix in (("slow", runs["slow"].prefix),
-                                      ("killed", killed.prefix),
-                                      ("stalled", stalled.prefix),
-                                      ("rebuilt", target))}
+        found = {
+            name: differences(want, await derived(kafka_bootstrap, prefix))
+            for name, prefix in (
+                ("slow", runs["slow"].prefix),
+                ("killed", killed.prefix),
+                ("stalled", stalled.prefix),
+                ("rebuilt", target),
+            )
+        }
         assert found == {name: {} for name in found}, (counts, found)
         # the killed workers' successors resumed from marks, not from the start
         resumed = [int(n) for log in logs for n in re.findall(r"resumed at offset (\d+)", log)]

@@ -32,11 +32,20 @@ YEAR_MS = 365 * 86_400_000
 METRICS: dict[str, int] = {}  # the stack's ingestion metrics port; arbitration's is the next
 READ_TOPICS = ("fiml.raw", "fiml.prices", "fiml.quotes", "fiml.trades", "fiml.ohlcv")
 
-scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                           max_leaves=6)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
 times = st.sampled_from([NOW_MS - YEAR_MS, NOW_MS + 86_400_000, NOW_MS, 0, 2**62, -1])
 numbers = st.sampled_from([5e-324, 1.7976931348623157e308, 0.0, -1.0, 1e-300, 65_000.0])
 symbols = st.sampled_from(["BTC/USDT", "ETH/USDT", "NEW/COIN", "ÜNICODE/€", "", "btc/usdt"])
@@ -46,12 +55,22 @@ symbols = st.sampled_from(["BTC/USDT", "ETH/USDT", "NEW/COIN", "ÜNICODE/€", "
 def record_like(draw: st.DrawFn) -> bytes:
     """A raw tick or a derived record with some fields wrong, missing or extreme."""
     base: dict[str, Any] = {
-        "v": 2, "provider": "chaos", "symbol": draw(symbols), "provider_symbol": "X",
+        "v": 2,
+        "provider": "chaos",
+        "symbol": draw(symbols),
+        "provider_symbol": "X",
         "asset_type": draw(st.sampled_from(["crypto", "equity", "nope"])),
-        "price": draw(numbers), "bid": draw(numbers), "ask": draw(numbers),
-        "event_time_ms": draw(times), "ingest_time_ms": NOW_MS, "seq": 1,
-        "trade_id": "t", "amount": draw(numbers), "interval": draw(json_values),
-        "confidence": draw(numbers), "timestamp": draw(json_values),
+        "price": draw(numbers),
+        "bid": draw(numbers),
+        "ask": draw(numbers),
+        "event_time_ms": draw(times),
+        "ingest_time_ms": NOW_MS,
+        "seq": 1,
+        "trade_id": "t",
+        "amount": draw(numbers),
+        "interval": draw(json_values),
+        "confidence": draw(numbers),
+        "timestamp": draw(json_values),
     }
     for key in draw(st.lists(st.sampled_from(sorted(base)), max_size=4)):
         if draw(st.booleans()):
@@ -75,8 +94,15 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FIML_TOPIC_PREFIX", f"chaos{free_port()}.")
         METRICS["port"] = free_port()
-        with fiml_up(kafka_bootstrap, free_port(), tmp, "--symbols", "BTC/USDT,ETH/USDT",
-                     "--metrics-port", str(METRICS["port"])) as up:
+        with fiml_up(
+            kafka_bootstrap,
+            free_port(),
+            tmp,
+            "--symbols",
+            "BTC/USDT,ETH/USDT",
+            "--metrics-port",
+            str(METRICS["port"]),
+        ) as up:
             up.wait_for_line("first price after", timeout=120)
             up.known |= up.descendants()
             yield up
@@ -92,8 +118,16 @@ def rss_kib(pid: int) -> int:
 async def fresh_price(url: str, after_ms: int) -> dict[str, Any]:
     """The first BTC/USDT price a client receives whose event time is after ``after_ms``."""
     async with connect(url.replace("http://", "ws://") + "/ws/stream") as ws:
-        await ws.send(orjson.dumps({"type": "subscribe", "stream_type": "price",
-                                    "symbols": ["BTC/USDT"], "mode": "realtime"}).decode())
+        await ws.send(
+            orjson.dumps(
+                {
+                    "type": "subscribe",
+                    "stream_type": "price",
+                    "symbols": ["BTC/USDT"],
+                    "mode": "realtime",
+                }
+            ).decode()
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             message = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
@@ -103,12 +137,16 @@ async def fresh_price(url: str, after_ms: int) -> dict[str, Any]:
     raise AssertionError("no fresh price within 30 s")
 
 
-@settings(max_examples=15, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(batch=st.lists(st.tuples(st.sampled_from(READ_TOPICS), poison), min_size=5,
-                      max_size=20))
-def test_poison_on_every_topic_beside_live_data(stack: UpProcess, kafka_bootstrap: str,
-                                                batch: list[tuple[str, bytes]]) -> None:
+@settings(
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batch=st.lists(st.tuples(st.sampled_from(READ_TOPICS), poison), min_size=5, max_size=20))
+def test_poison_on_every_topic_beside_live_data(
+    stack: UpProcess, kafka_bootstrap: str, batch: list[tuple[str, bytes]]
+) -> None:
     children = {pid: rss_kib(pid) for pid in stack.known}
     asyncio.run(_produce(kafka_bootstrap, batch))
     price = asyncio.run(fresh_price(stack.gateway_url, int(time.time() * 1000)))
@@ -135,10 +173,16 @@ async def _produce(bootstrap: str, batch: list[tuple[str, bytes]]) -> None:
 def test_the_poison_was_counted(stack: UpProcess) -> None:
     """Runs after the property above: what it produced was skipped and counted."""
     gateway = httpx.get(f"{stack.gateway_url}/metrics", timeout=5).text
-    skipped = next(float(line.split()[-1]) for line in gateway.splitlines()
-                   if line.startswith("fiml_gateway_decode_errors_total"))
+    skipped = next(
+        float(line.split()[-1])
+        for line in gateway.splitlines()
+        if line.startswith("fiml_gateway_decode_errors_total")
+    )
     assert skipped > 0
     worker = httpx.get(f"http://127.0.0.1:{METRICS['port'] + 1}/metrics", timeout=5).text
-    dead = next(float(line.split()[-1]) for line in worker.splitlines()
-                if line.startswith("fiml_arbitration_dead_letters_total"))
+    dead = next(
+        float(line.split()[-1])
+        for line in worker.splitlines()
+        if line.startswith("fiml_arbitration_dead_letters_total")
+    )
     assert dead > 0

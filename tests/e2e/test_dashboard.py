@@ -14,11 +14,24 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
 # Debian's chromium, never a downloaded browser; everything that phones home is off.
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHARTS = (Path(__file__).resolve().parents[2] / "gateway" / "static" / "node_modules"
-          / "lightweight-charts")
+CHARTS = (
+    Path(__file__).resolve().parents[2]
+    / "gateway"
+    / "static"
+    / "node_modules"
+    / "lightweight-charts"
+)
 
 
 def test_dashboard_shows_live_prices_and_candles(
@@ -47,11 +60,11 @@ def test_dashboard_shows_live_prices_and_candles(
                 first = int(page.evaluate("document.body.dataset.prices"))
                 # ... and keep updating.
                 page.wait_for_function(
-                    f"Number(document.body.dataset.prices) > {first + 5}", timeout=30_000)
+                    f"Number(document.body.dataset.prices) > {first + 5}", timeout=30_000
+                )
                 assert page.inner_text("#prices tr[data-symbol='AAPL'] td:nth-child(2)")
                 # The chart draws candles: 1 s candles, so a few seconds give several.
-                page.wait_for_function("Number(document.body.dataset.candles) >= 3",
-                                       timeout=30_000)
+                page.wait_for_function("Number(document.body.dataset.candles) >= 3", timeout=30_000)
                 assert page.locator("#chart canvas").count() > 0
                 page.wait_for_selector("#health tr[data-provider]", timeout=30_000)
                 ARTIFACTS.mkdir(exist_ok=True)

@@ -43,12 +43,12 @@ async def test_200_concurrent_clients_each_get_their_data(gw: str, feed: Feed) -
     try:
         for ws, name in zip(clients, names, strict=True):
             await subscribe(ws, stream_type="price", symbols=[name], mode="realtime")
-        await feed.send("fiml.prices", *[price(n, 1.0 + i, T0, AssetType.EQUITY)
-                                         for i, n in enumerate(names)])
+        await feed.send(
+            "fiml.prices", *[price(n, 1.0 + i, T0, AssetType.EQUITY) for i, n in enumerate(names)]
+        )
         got = await asyncio.gather(*(recv_until(ws, is_type("data")) for ws in clients))
         for i, (message, name) in enumerate(zip(got, names, strict=True)):
-            assert message["data"] == [
-                {**message["data"][0], "symbol": name, "price": 1.0 + i}]
+            assert message["data"] == [{**message["data"][0], "symbol": name, "price": 1.0 + i}]
     finally:
         await asyncio.gather(*(ws.close() for ws in clients))
 
@@ -63,11 +63,18 @@ async def test_a_client_that_stops_reading_is_cut_off_without_hurting_others(
     frames; a send blocked for 1 s gets the client cut. A producer writes small price records
     to one symbol as fast as it can; both clients are in real-time mode.
     """
-    tuned = replace(settings, max_pending_updates=20, max_queued_frames=8,
-                    slow_client_timeout_s=1.0, close_timeout_s=10.0, heartbeat_s=0.25)
-    async with running_gateway(tuned, sndbuf=4096) as address, httpx.AsyncClient(
-        base_url=f"http://{address}"
-    ) as http:
+    tuned = replace(
+        settings,
+        max_pending_updates=20,
+        max_queued_frames=8,
+        slow_client_timeout_s=1.0,
+        close_timeout_s=10.0,
+        heartbeat_s=0.25,
+    )
+    async with (
+        running_gateway(tuned, sndbuf=4096) as address,
+        httpx.AsyncClient(base_url=f"http://{address}") as http,
+    ):
         url = f"ws://{address}/ws/stream"
         host, port = address.split(":")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -82,9 +89,13 @@ async def test_a_client_that_stops_reading_is_cut_off_without_hurting_others(
         async def produce() -> None:
             nonlocal produced
             while True:
-                await feed.send("fiml.prices", *[
-                    price("HOT", float(produced + k + 1), T0, AssetType.EQUITY)
-                    for k in range(200)])
+                await feed.send(
+                    "fiml.prices",
+                    *[
+                        price("HOT", float(produced + k + 1), T0, AssetType.EQUITY)
+                        for k in range(200)
+                    ],
+                )
                 produced += 200
 
         async def read_fast() -> None:
@@ -95,10 +106,22 @@ async def test_a_client_that_stops_reading_is_cut_off_without_hurting_others(
 
         tasks: list[asyncio.Task[None]] = []
         try:
-            await subscribe(slow, stream_type="price", symbols=["HOT"], mode="realtime",
-                            snapshot=False, subscription_id="slow")
-            await subscribe(fast, stream_type="price", symbols=["HOT"], mode="realtime",
-                            snapshot=False, subscription_id="fast")
+            await subscribe(
+                slow,
+                stream_type="price",
+                symbols=["HOT"],
+                mode="realtime",
+                snapshot=False,
+                subscription_id="slow",
+            )
+            await subscribe(
+                fast,
+                stream_type="price",
+                symbols=["HOT"],
+                mode="realtime",
+                snapshot=False,
+                subscription_id="fast",
+            )
             # From here on the slow client reads nothing (its library stops after one frame).
             tasks = [asyncio.create_task(read_fast()), asyncio.create_task(produce())]
             peak = {"pending_updates": 0, "queued_frames": 0}
@@ -106,8 +129,11 @@ async def test_a_client_that_stops_reading_is_cut_off_without_hurting_others(
             end = time.monotonic() + 15
             while True:
                 status = (await http.get("/ws/connections", params={"details": True})).json()
-                slow_conn = [c for c in status["connections"]
-                             if [s["subscription_id"] for s in c["subscriptions"]] == ["slow"]]
+                slow_conn = [
+                    c
+                    for c in status["connections"]
+                    if [s["subscription_id"] for s in c["subscriptions"]] == ["slow"]
+                ]
                 for conn in status["connections"]:
                     for key in peak:
                         peak[key] = max(peak[key], conn[key])

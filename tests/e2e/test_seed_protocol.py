@@ -35,20 +35,39 @@ ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 20.0
 SYMBOLS = "AAPL,GOOGL,MSFT,BTC/USDT,ETH/USDT"
 # The seed's provider ids, and the simulator's (the demo's providers).
-PROVIDERS = {"yahoo_finance", "alpha_vantage", "fmp", "sim-alpha", "sim-beta", "sim-gamma",
-             "sim-delta"}
-SEED_PRICE = {"symbol", "price", "change", "change_percent", "volume", "timestamp", "provider",
-              "confidence"}
+PROVIDERS = {
+    "yahoo_finance",
+    "alpha_vantage",
+    "fmp",
+    "sim-alpha",
+    "sim-beta",
+    "sim-gamma",
+    "sim-delta",
+}
+SEED_PRICE = {
+    "symbol",
+    "price",
+    "change",
+    "change_percent",
+    "volume",
+    "timestamp",
+    "provider",
+    "confidence",
+}
 SEED_OHLCV = {"symbol", "timestamp", "open", "high", "low", "close", "volume", "is_closed"}
 
 _SCHEMAS = {
-    "data": "DataMessage", "subscription_ack": "SubscriptionAck",
-    "unsubscribe_ack": "UnsubscribeAck", "heartbeat": "Heartbeat", "error": "ErrorMessage",
+    "data": "DataMessage",
+    "subscription_ack": "SubscriptionAck",
+    "unsubscribe_ack": "UnsubscribeAck",
+    "heartbeat": "Heartbeat",
+    "error": "ErrorMessage",
     "replay_complete": "ReplayComplete",
 }
 _VALIDATORS = {
-    kind: jsonschema.Draft202012Validator(orjson.loads((DEFAULT_DIR / f"{name}.schema.json")
-                                                       .read_bytes()))
+    kind: jsonschema.Draft202012Validator(
+        orjson.loads((DEFAULT_DIR / f"{name}.schema.json").read_bytes())
+    )
     for kind, name in _SCHEMAS.items()
 }
 
@@ -101,9 +120,16 @@ async def request(ws: ClientConnection, **message: Any) -> dict[str, Any]:
 
 def seed_subscribe(stream_type: str, symbols: list[str], **extra: Any) -> dict[str, Any]:
     asset = "crypto" if "/" in symbols[0] else "equity"
-    return {"type": "subscribe", "stream_type": stream_type, "symbols": symbols,
-            "asset_type": asset, "market": "CRYPTO" if asset == "crypto" else "US",
-            "interval_ms": 1000, "data_type": stream_type, **extra}
+    return {
+        "type": "subscribe",
+        "stream_type": stream_type,
+        "symbols": symbols,
+        "asset_type": asset,
+        "market": "CRYPTO" if asset == "crypto" else "US",
+        "interval_ms": 1000,
+        "data_type": stream_type,
+        **extra,
+    }
 
 
 # --- connection ----------------------------------------------------------------------------
@@ -125,8 +151,10 @@ def connections(up: UpProcess) -> dict[str, Any]:
 
 
 async def test_two_connections_at_once(stack: UpProcess) -> None:
-    async with connect(ws_url(stack, "/ws/stream")) as one, \
-            connect(ws_url(stack, "/ws/stream")) as two:
+    async with (
+        connect(ws_url(stack, "/ws/stream")) as one,
+        connect(ws_url(stack, "/ws/stream")) as two,
+    ):
         acks = [await request(c, **seed_subscribe("price", ["AAPL"])) for c in (one, two)]
         assert [a["type"] for a in acks] == ["subscription_ack"] * 2
         assert acks[0]["subscription_id"] != acks[1]["subscription_id"]
@@ -140,8 +168,9 @@ async def test_heartbeat_carries_active_subscriptions(
     port = free_port()
     env = {"FIML_GATEWAY_HEARTBEAT_S": "1", "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     async with gateway_process(port, env) as url, connect(f"{url}/ws/stream") as client:
-        ack = await request(client, **seed_subscribe("price", ["MSFT"], interval_ms=60_000,
-                                                      snapshot=False))
+        ack = await request(
+            client, **seed_subscribe("price", ["MSFT"], interval_ms=60_000, snapshot=False)
+        )
         assert ack["type"] == "subscription_ack"
         beat = await next_message(client)
         assert beat["type"] == "heartbeat" and beat["active_subscriptions"] == 1
@@ -188,8 +217,7 @@ async def test_unsubscribe_all_of_a_stream_type_and_by_id(ws: ClientConnection) 
     unsub = await request(ws, type="unsubscribe", stream_type="price", symbols=None)
     assert unsub["type"] == "unsubscribe_ack" and unsub["subscription_id"] == one["subscription_id"]
     by_id = await request(ws, type="unsubscribe", subscription_id=two["subscription_id"])
-    assert by_id == {**by_id, "type": "unsubscribe_ack",
-                     "subscription_id": two["subscription_id"]}
+    assert by_id == {**by_id, "type": "unsubscribe_ack", "subscription_id": two["subscription_id"]}
     again = await request(ws, type="unsubscribe", subscription_id=two["subscription_id"])
     assert again["type"] == "error" and again["error_code"] == "UNKNOWN_SUBSCRIPTION"
 
@@ -230,8 +258,9 @@ async def test_price_updates_carry_the_seed_keys(ws: ClientConnection) -> None:
         assert message["metadata"] == {} and isinstance(message["timestamp_ms"], int)
         for update in message["data"]:
             assert set(update) >= SEED_PRICE
-            assert update["provider"] in PROVIDERS and update["provider"] in update[
-                "providers_used"]
+            assert (
+                update["provider"] in PROVIDERS and update["provider"] in update["providers_used"]
+            )
             assert 0 <= update["confidence"] <= 1
             sent = datetime.fromisoformat(update["timestamp"].replace("Z", "+00:00"))
             assert round(sent.timestamp() * 1000) == update["event_time_ms"]
@@ -301,14 +330,16 @@ async def test_connections_status(stack: UpProcess, ws: ClientConnection) -> Non
 
 @pytest.mark.parametrize("example", ["1", "2", "3", "4"])
 def test_streaming_example_runs_and_exits_cleanly(stack: UpProcess, example: str) -> None:
-    out = run_example("websocket_streaming.py", "--url", ws_url(stack, ""), "--example",
-                      example, "--updates", "3")
+    out = run_example(
+        "websocket_streaming.py", "--url", ws_url(stack, ""), "--example", example, "--updates", "3"
+    )
     assert "Running:" in out and "$" in out, out
 
 
 def test_streaming_example_menu_all(stack: UpProcess) -> None:
-    out = run_example("websocket_streaming.py", "--url", ws_url(stack, ""), "--updates", "2",
-                      stdin="all\n")
+    out = run_example(
+        "websocket_streaming.py", "--url", ws_url(stack, ""), "--updates", "2", stdin="all\n"
+    )
     assert out.count("Running:") == 4, out
     assert "Unsubscribed: unsubscribe_ack" in out, out
 
@@ -320,8 +351,14 @@ def test_minimal_demo_runs_and_exits_cleanly(stack: UpProcess) -> None:
 
 
 def run_example(name: str, *args: str, stdin: str = "") -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], input=stdin,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
     return done.stdout
 
@@ -329,9 +366,12 @@ def run_example(name: str, *args: str, stdin: str = "") -> str:
 @contextlib.asynccontextmanager
 async def gateway_process(port: int, env: dict[str, str]) -> AsyncIterator[str]:
     """``fiml gateway`` on ``port`` with ``env`` added; stopped and waited for on exit."""
-    proc = subprocess.Popen(fiml_argv("gateway", "--host", "127.0.0.1", "--port", str(port)),
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        fiml_argv("gateway", "--host", "127.0.0.1", "--port", str(port)),
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60

@@ -30,10 +30,12 @@ def wait_all_gone(pids: set[int], deadline: float = 40.0) -> None:
     assert not left, f"left running after {deadline} s: {sorted(left)}"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
-                         ids=lambda s: s.name)
-def test_no_process_outlives_fiml_up(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path,
-                                     sig: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name
+)
+def test_no_process_outlives_fiml_up(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, sig: signal.Signals
+) -> None:
     with fiml_up(kafka_bootstrap, free_port(), tmp_path, "--symbols", "BTC/USDT") as up:
         up.wait_for_line("first price after", timeout=120)
         children = up.descendants()
@@ -52,12 +54,28 @@ def test_a_broken_stdout_pipe_does_not_leave_children_running(
 ) -> None:
     """``make demo | tee log`` then Ctrl-C: tee dies first, and every line fiml up then writes
     meets a broken pipe."""
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "FIML_ARB_DATADIR": str(tmp_path / "arbitration"), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "FIML_ARB_DATADIR": str(tmp_path / "arbitration"),
+        "PYTHONUNBUFFERED": "1",
+    }
     proc = subprocess.Popen(
-        fiml_argv("up", "--headless", "--gateway-port", str(free_port()), "--symbols",
-                  "BTC/USDT", "--log-dir", str(tmp_path / "logs")),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        fiml_argv(
+            "up",
+            "--headless",
+            "--gateway-port",
+            str(free_port()),
+            "--symbols",
+            "BTC/USDT",
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     children: set[int] = set()
     try:
         assert proc.stdout is not None
@@ -87,9 +105,12 @@ def test_each_child_killed_is_restarted_and_nothing_is_left_after(
         for name in ("ingest", "arbitrate", "gateway"):
             children = up.descendants()
             up.known |= children
-            pid = next(p for p in children
-                       if f"fiml {name}".encode() in Path(f"/proc/{p}/cmdline").read_bytes()
-                       .replace(b"\x00", b" "))
+            pid = next(
+                p
+                for p in children
+                if f"fiml {name}".encode()
+                in Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\x00", b" ")
+            )
             started = count(up, f"{name} started")
             os.kill(pid, signal.SIGKILL)
             up.wait_for_line(f"{name} exited", timeout=30)

@@ -30,20 +30,38 @@ class WorkerProcess:
     """An arbitration worker (``faust -A agents.arbitration.app worker``) in its own process
     group, logging to a file (a pipe nobody reads would block it)."""
 
-    def __init__(self, bootstrap: str, app_id: str, datadir: Path, log: Path,
-                 **env: str) -> None:
-        self.env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, FIML_ARB_APP_ID=app_id,
-                        FIML_ARB_DATADIR=str(datadir), FIML_ARB_SESSION_TIMEOUT_S="10", **env)
+    def __init__(self, bootstrap: str, app_id: str, datadir: Path, log: Path, **env: str) -> None:
+        self.env = dict(
+            os.environ,
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            FIML_ARB_APP_ID=app_id,
+            FIML_ARB_DATADIR=str(datadir),
+            FIML_ARB_SESSION_TIMEOUT_S="10",
+            **env,
+        )
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, loglevel: str = "info") -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "faust", "-A", "agents.arbitration.app", "worker",
-                 "-l", loglevel, "--without-web"],
-                env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "faust",
+                    "-A",
+                    "agents.arbitration.app",
+                    "worker",
+                    "-l",
+                    loglevel,
+                    "--without-web",
+                ],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -71,8 +89,11 @@ class WorkerProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-async def produce(bootstrap: str, logical: str, values: Iterable[tuple[bytes, bytes]],
-                  ) -> list[Produced]:
+async def produce(
+    bootstrap: str,
+    logical: str,
+    values: Iterable[tuple[bytes, bytes]],
+) -> list[Produced]:
     """Send (key, value) pairs in order; their (partition, offset, value)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
@@ -91,16 +112,23 @@ def tick_values(ticks: Iterable[RawTick]) -> list[tuple[bytes, bytes]]:
     return [(t.symbol.encode(), encode(t)) for t in ticks]
 
 
-async def read(bootstrap: str, logical: str, done: Callable[[list[Any]], bool],
-               deadline_s: float = 120, alive: Callable[[], bool] = lambda: True,
-               raw: bool = False, prefix: str | None = None) -> list[Any]:
+async def read(
+    bootstrap: str,
+    logical: str,
+    done: Callable[[list[Any]], bool],
+    deadline_s: float = 120,
+    alive: Callable[[], bool] = lambda: True,
+    raw: bool = False,
+    prefix: str | None = None,
+) -> list[Any]:
     """Every record of ``logical`` from the start, read until ``done(records)`` or the
     deadline (or ``alive()`` turns false). Records are decoded JSON, or ``(key, value,
     headers, partition)`` when ``raw``."""
     name = topic_name(logical) if prefix is None else prefix + TOPICS[logical].name
     # read_committed, as every FIML reader: records of aborted transactions are not there
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     out: list[Any] = []
     try:
@@ -113,15 +141,19 @@ async def read(bootstrap: str, logical: str, done: Callable[[list[Any]], bool],
             batch = await consumer.getmany(timeout_ms=500)
             for tp in sorted(batch, key=lambda t: t.partition):
                 for r in batch[tp]:
-                    out.append((r.key, r.value, dict(r.headers), r.partition) if raw
-                               else orjson.loads(r.value))
+                    out.append(
+                        (r.key, r.value, dict(r.headers), r.partition)
+                        if raw
+                        else orjson.loads(r.value)
+                    )
     finally:
         await consumer.stop()
     return out
 
 
-def reference(records: Iterable[Produced],
-              settings: ArbitrationSettings | None = None) -> dict[str, list[bytes]]:
+def reference(
+    records: Iterable[Produced], settings: ArbitrationSettings | None = None
+) -> dict[str, list[bytes]]:
     """The records of ``fiml.raw`` through one pure processor in (partition, offset) order:
     what a worker must produce, per logical output topic (in each partition's order)."""
     proc = Processor(settings or ArbitrationSettings())
@@ -133,14 +165,23 @@ def reference(records: Iterable[Produced],
     return out
 
 
-async def read_all(bootstrap: str, logical: str, deadline_s: float = 60,
-                   prefix: str | None = None, raw: bool = False) -> list[Any]:
+async def read_all(
+    bootstrap: str,
+    logical: str,
+    deadline_s: float = 60,
+    prefix: str | None = None,
+    raw: bool = False,
+) -> list[Any]:
     """Every committed record of ``logical`` now on the broker: read with ``read_committed``
     up to each partition's last stable offset (the offsets of transaction markers hold no
     record, so counting records against end offsets would not do)."""
     name = topic_name(logical) if prefix is None else prefix + TOPICS[logical].name
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     out: list[Any] = []
     try:
@@ -153,8 +194,11 @@ async def read_all(bootstrap: str, logical: str, deadline_s: float = 60,
             for tp in tps:
                 while await consumer.position(tp) < ends[tp]:
                     for r in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
-                        out.append((r.key, r.value, dict(r.headers), r.partition) if raw
-                                   else orjson.loads(r.value))
+                        out.append(
+                            (r.key, r.value, dict(r.headers), r.partition)
+                            if raw
+                            else orjson.loads(r.value)
+                        )
 
         await asyncio.wait_for(drain(), deadline_s)
     finally:

@@ -51,9 +51,9 @@ async def test_consensus_beats_the_best_single_provider(
         out: dict[tuple[str, str], list[tuple[int, float]]] = {}
         for r in records:
             out.setdefault((r["symbol"], r["provider"]), []).append(
-                (r["event_time_ms"], r["price"]))
-        return {k: ([t for t, _ in sorted(v)], [p for _, p in sorted(v)])
-                for k, v in out.items()}
+                (r["event_time_ms"], r["price"])
+            )
+        return {k: ([t for t, _ in sorted(v)], [p for _, p in sorted(v)]) for k, v in out.items()}
 
     truths = series(truth)
     quotes = series(raw)
@@ -69,7 +69,11 @@ async def test_consensus_beats_the_best_single_provider(
             if (s, p) in quotes and (q := as_of(*quotes[(s, p)], t)) is not None:
                 errors[p].append(abs(q - true) / true * 1e4)
     mean = {k: statistics.mean(v) for k, v in errors.items() if v}
-    print("mean abs error vs truth (bps):",
-          {k: round(v, 3) for k, v in mean.items()}, "prices:", len(errors["consensus"]))
+    print(
+        "mean abs error vs truth (bps):",
+        {k: round(v, 3) for k, v in mean.items()},
+        "prices:",
+        len(errors["consensus"]),
+    )
     best = min(v for k, v in mean.items() if k != "consensus")
     assert mean["consensus"] < best

@@ -44,11 +44,23 @@ async def test_rebuild_reproduces_the_derived_topics(
     await produce(kafka_bootstrap, RAW, [(b"SOL/USD", b'{"v":1}')])
     # alpha's ticks are also trades (volume, fiml.trades), after the ticks in the log: the
     # partition's order is the processing order, for the live worker and the rebuild alike
-    trades = [RawTrade(provider="alpha", symbol=t.symbol, provider_symbol=t.provider_symbol,
-                       asset_type=t.asset_type, trade_id=str(t.seq), price=t.price,
-                       amount=0.5 + t.seq % 7, side="buy", event_time_ms=t.event_time_ms,
-                       ingest_time_ms=t.ingest_time_ms, seq=t.seq)
-              for t in ticks if t.provider == "alpha"]
+    trades = [
+        RawTrade(
+            provider="alpha",
+            symbol=t.symbol,
+            provider_symbol=t.provider_symbol,
+            asset_type=t.asset_type,
+            trade_id=str(t.seq),
+            price=t.price,
+            amount=0.5 + t.seq % 7,
+            side="buy",
+            event_time_ms=t.event_time_ms,
+            ingest_time_ms=t.ingest_time_ms,
+            seq=t.seq,
+        )
+        for t in ticks
+        if t.provider == "alpha"
+    ]
     await produce(kafka_bootstrap, RAW, [(t.symbol.encode(), encode(t)) for t in trades])
     app_id = f"arb-{uuid.uuid4().hex[:8]}"
     worker = WorkerProcess(kafka_bootstrap, app_id, tmp_path / "faust", tmp_path / "w.log")
@@ -61,8 +73,9 @@ async def test_rebuild_reproduces_the_derived_topics(
     assert "Traceback" not in out, out[-3000:]
 
     target = f"r{uuid.uuid4().hex[:8]}."
-    report = await rebuild(kafka_bootstrap, topic_prefix, target, timeout_s=180,
-                           log_path=tmp_path / "rebuild.log")
+    report = await rebuild(
+        kafka_bootstrap, topic_prefix, target, timeout_s=180, log_path=tmp_path / "rebuild.log"
+    )
     assert report.raw[topic_prefix + "fiml.raw"] == len(ticks) + 2 + len(trades)
     for logical in DERIVED:
         n = report.derived[target + TOPICS[logical].name]

@@ -40,8 +40,9 @@ SYMBOLS = ["BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD"]
 
 @pytest.fixture
 def worker(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(kafka_bootstrap, f"arb-{uuid.uuid4().hex[:8]}", tmp_path / "faust",
-                      tmp_path / "worker.log")
+    w = WorkerProcess(
+        kafka_bootstrap, f"arb-{uuid.uuid4().hex[:8]}", tmp_path / "faust", tmp_path / "worker.log"
+    )
     try:
         yield w
     finally:
@@ -50,8 +51,10 @@ def worker(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[
 
 
 def finals(records: list[dict]) -> list[dict]:
-    return sorted((c for c in records if c["is_final"]),
-                  key=lambda c: (c["symbol"], c["interval"], c["window_start_ms"]))
+    return sorted(
+        (c for c in records if c["is_final"]),
+        key=lambda c: (c["symbol"], c["interval"], c["window_start_ms"]),
+    )
 
 
 def _key(c: dict) -> tuple[str, str, int]:
@@ -64,11 +67,13 @@ async def test_ticks_become_prices_and_candles_and_poison_is_dead_lettered(
     await create_topics(kafka_bootstrap)
     ticks, _ = synthetic_ticks(SYMBOLS, PROVIDERS, START, 120_000)
     worker.start()  # before any data, as in production
-    poison = await produce(kafka_bootstrap, RAW, [(b"BTC/USD", b"{not json"),
-                                                    (b"BTC/USD", b'{"v":1}')])
+    poison = await produce(
+        kafka_bootstrap, RAW, [(b"BTC/USD", b"{not json"), (b"BTC/USD", b'{"v":1}')]
+    )
     sent = await produce(kafka_bootstrap, RAW, tick_values(ticks))
-    prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(ticks),
-                        alive=worker.alive)
+    prices = await read(
+        kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(ticks), alive=worker.alive
+    )
     assert worker.alive(), worker.output()[-3000:]
     assert len(prices) == len(ticks)
     for p in prices[:50]:
@@ -77,8 +82,9 @@ async def test_ticks_become_prices_and_candles_and_poison_is_dead_lettered(
     # tick it is no longer used, confidence is lower while it is gone, and prices go on
     dark = [p for p in prices if START + 50_000 < p["event_time_ms"] < START + 80_000]
     assert dark and all("delta" not in p["providers_used"] for p in dark)
-    before = [p["confidence"] for p in prices
-              if START + 20_000 <= p["event_time_ms"] < START + 40_000]
+    before = [
+        p["confidence"] for p in prices if START + 20_000 <= p["event_time_ms"] < START + 40_000
+    ]
     assert sum(p["confidence"] for p in dark) / len(dark) < sum(before) / len(before)
     dead = await read(kafka_bootstrap, "fiml.deadletter", lambda r: len(r) >= 2, raw=True)
     assert [d[1] for d in dead] == [b"{not json", b'{"v":1}']
@@ -86,8 +92,12 @@ async def test_ticks_become_prices_and_candles_and_poison_is_dead_lettered(
     assert [int(d[2]["fiml-offset"]) for d in dead] == [o for _p, o, _v in poison]
 
     want = [orjson.loads(v) for v in reference(sent)["fiml.ohlcv"]]
-    got = await read(kafka_bootstrap, "fiml.ohlcv",
-                     lambda r: len(finals(r)) >= len(finals(want)), alive=worker.alive)
+    got = await read(
+        kafka_bootstrap,
+        "fiml.ohlcv",
+        lambda r: len(finals(r)) >= len(finals(want)),
+        alive=worker.alive,
+    )
     for c in got[:50]:
         OHLCVUpdate.model_validate(c)
     assert finals(got) == finals(want)
@@ -108,19 +118,23 @@ async def test_sigkill_and_restart_loses_and_duplicates_nothing(
     worker.start()
     # kill while the first part is being consumed: as soon as some prices are out
     first = asyncio.create_task(produce(kafka_bootstrap, RAW, tick_values(ticks[:cut])))
-    seen = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= 200,
-                      alive=worker.alive)
+    seen = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= 200, alive=worker.alive)
     assert len(seen) >= 200, worker.output()[-3000:]
     worker.kill()
     sent = await first
     worker.start()
     sent += await produce(kafka_bootstrap, RAW, tick_values(ticks[cut:]))
 
-    want = finals([orjson.loads(v)
-                   for v in reference(sent)["fiml.ohlcv"]])
-    got = finals(await read(kafka_bootstrap, "fiml.ohlcv",
-                            lambda r: len(finals(r)) >= len(want), deadline_s=180,
-                            alive=worker.alive))
+    want = finals([orjson.loads(v) for v in reference(sent)["fiml.ohlcv"]])
+    got = finals(
+        await read(
+            kafka_bootstrap,
+            "fiml.ohlcv",
+            lambda r: len(finals(r)) >= len(want),
+            deadline_s=180,
+            alive=worker.alive,
+        )
+    )
     keys = [(c["symbol"], c["interval"], c["window_start_ms"]) for c in got]
     assert len(keys) == len(set(keys)), "duplicate final candles"
     missing = sorted(set(map(_key, want)) - set(keys))
@@ -141,26 +155,35 @@ async def test_two_workers_share_the_partitions(
     ticks, _ = synthetic_ticks(SYMBOLS, PROVIDERS, START, 300_000)
     cut = len(ticks) // 2
     app_id = f"arb-{uuid.uuid4().hex[:8]}"
-    one, two = (WorkerProcess(kafka_bootstrap, app_id, tmp_path / f"faust{i}",
-                              tmp_path / f"worker{i}.log") for i in (1, 2))
+    one, two = (
+        WorkerProcess(kafka_bootstrap, app_id, tmp_path / f"faust{i}", tmp_path / f"worker{i}.log")
+        for i in (1, 2)
+    )
     try:
         one.start()
         sent = await produce(kafka_bootstrap, RAW, tick_values(ticks[:cut]))
         await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= 200, alive=one.alive)
         two.start()  # joins mid-stream: a rebalance hands it some of one's partitions
-        await until(lambda: len(assigned(two.output())) == 1,
-                    "the second worker's first assignment", deadline=60)
+        await until(
+            lambda: len(assigned(two.output())) == 1,
+            "the second worker's first assignment",
+            deadline=60,
+        )
         sent += await produce(kafka_bootstrap, RAW, tick_values(ticks[cut:]))
-        want = finals([orjson.loads(v)
-                       for v in reference(sent)["fiml.ohlcv"]])
-        got = finals(await read(kafka_bootstrap, "fiml.ohlcv",
-                                lambda r: len(finals(r)) >= len(want), deadline_s=180,
-                                alive=lambda: one.alive() and two.alive()))
+        want = finals([orjson.loads(v) for v in reference(sent)["fiml.ohlcv"]])
+        got = finals(
+            await read(
+                kafka_bootstrap,
+                "fiml.ohlcv",
+                lambda r: len(finals(r)) >= len(want),
+                deadline_s=180,
+                alive=lambda: one.alive() and two.alive(),
+            )
+        )
         assert [_key(c) for c in got] == [_key(c) for c in want]  # none missing, none twice
         assert got == want  # the hand-over loses no record, so the values match too
         want_prices = [orjson.loads(v) for v in reference(sent)["fiml.prices"]]
-        prices = await read(kafka_bootstrap, "fiml.prices",
-                            lambda r: len(r) >= len(want_prices))
+        prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(want_prices))
         assert by_symbol(prices) == by_symbol(want_prices)  # and the rebalance repeats none
     finally:
         logs = [one.stop(), two.stop()]
@@ -185,13 +208,16 @@ def by_symbol(records: list[dict]) -> dict[str, list[dict]]:
 def assigned(log: str) -> list[set[int]]:
     """The raw partitions of each assignment a worker logged, in order."""
     marker = "raw partitions assigned: "
-    return [{int(p) for p in line.split(marker)[1].split(", ") if p.strip().isdigit()}
-            for line in log.splitlines() if marker in line]
+    return [
+        {int(p) for p in line.split(marker)[1].split(", ") if p.strip().isdigit()}
+        for line in log.splitlines()
+        if marker in line
+    ]
 
 
-
-async def test_the_worker_serves_its_metrics(kafka_bootstrap: str, topic_prefix: str,
-                                              tmp_path: Path) -> None:
+async def test_the_worker_serves_its_metrics(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -199,8 +225,13 @@ async def test_the_worker_serves_its_metrics(kafka_bootstrap: str, topic_prefix:
 
     await create_topics(kafka_bootstrap)
     port = free_port()
-    w = WorkerProcess(kafka_bootstrap, f"arb-{uuid.uuid4().hex[:8]}", tmp_path / "faust",
-                      tmp_path / "worker.log", FIML_ARB_METRICS_PORT=str(port))
+    w = WorkerProcess(
+        kafka_bootstrap,
+        f"arb-{uuid.uuid4().hex[:8]}",
+        tmp_path / "faust",
+        tmp_path / "worker.log",
+        FIML_ARB_METRICS_PORT=str(port),
+    )
     ticks, _ = synthetic_ticks(SYMBOLS[:1], PROVIDERS[:2], START, 10_000)
     w.start()
     try:
@@ -213,11 +244,14 @@ async def test_the_worker_serves_its_metrics(kafka_bootstrap: str, topic_prefix:
                     text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
             except httpx.HTTPError:
                 return {}
-            got = {s.name + str(sorted(s.labels.values())): s.value
-                   for f in text_string_to_metric_families(text) for s in f.samples}
-            done = (got.get(f"fiml_arbitration_records_in_total['{RAW}']", 0) >= len(ticks) + 1
-                    and got.get("fiml_arbitration_records_out_total['fiml.prices']", 0)
-                    >= len(ticks))
+            got = {
+                s.name + str(sorted(s.labels.values())): s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+            }
+            done = got.get(f"fiml_arbitration_records_in_total['{RAW}']", 0) >= len(
+                ticks
+            ) + 1 and got.get("fiml_arbitration_records_out_total['fiml.prices']", 0) >= len(ticks)
             return got if done else {}
 
         got = await until(scraped, "the worker's metrics to count every tick", deadline=90)
@@ -228,8 +262,9 @@ async def test_the_worker_serves_its_metrics(kafka_bootstrap: str, topic_prefix:
     assert "Traceback" not in out, out[-3000:]
 
 
-async def test_a_mark_over_one_megabyte_is_saved(kafka_bootstrap: str, topic_prefix: str,
-                                                 tmp_path: Path) -> None:
+async def test_a_mark_over_one_megabyte_is_saved(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
     """A partition's mark is one record holding every symbol state: with thousands of symbols
     it passes Kafka's 1 MB default, which once stopped a worker (MessageSizeTooLargeError)."""
     from agents.arbitration.agent import marks_topic
@@ -241,14 +276,29 @@ async def test_a_mark_over_one_megabyte_is_saved(kafka_bootstrap: str, topic_pre
     app_id = f"arb-{uuid.uuid4().hex[:8]}"
     w = WorkerProcess(kafka_bootstrap, app_id, tmp_path / "faust", tmp_path / "worker.log")
     symbols = [f"S{i:04d}/USD" for i in range(6_000)]  # ~1,500 a partition, ~1 KiB of state each
-    ticks = [RawTick(provider=p, symbol=s, provider_symbol=s, asset_type=AssetType.CRYPTO,
-                     price=100.0 + k, event_time_ms=START + k, ingest_time_ms=START + k,
-                     seq=k) for k, (s, p) in enumerate((s, p) for s in symbols for p in "ab")]
+    ticks = [
+        RawTick(
+            provider=p,
+            symbol=s,
+            provider_symbol=s,
+            asset_type=AssetType.CRYPTO,
+            price=100.0 + k,
+            event_time_ms=START + k,
+            ingest_time_ms=START + k,
+            seq=k,
+        )
+        for k, (s, p) in enumerate((s, p) for s in symbols for p in "ab")
+    ]
     w.start()
     try:
         await produce(kafka_bootstrap, RAW, tick_values(ticks))
-        prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(ticks),
-                            alive=w.alive, deadline_s=120)
+        prices = await read(
+            kafka_bootstrap,
+            "fiml.prices",
+            lambda r: len(r) >= len(ticks),
+            alive=w.alive,
+            deadline_s=120,
+        )
         assert len(prices) == len(ticks)
         changelog = marks_topic(app_id)
         sizes = await changelog_sizes(kafka_bootstrap, changelog)
@@ -265,8 +315,11 @@ async def changelog_sizes(bootstrap: str, topic: str) -> list[int]:
     """The value sizes of every record on ``topic`` (4 partitions) now."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                max_partition_fetch_bytes=32 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=32 * 1024 * 1024,
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(4)]

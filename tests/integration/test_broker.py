@@ -82,14 +82,40 @@ def test_kafka_console_tools_interoperate(kafka_bootstrap: str, make_topic) -> N
     messages = [f"java-{uuid.uuid4().hex[:6]}" for _ in range(5)]
     classpath = f"{lib}/*"
     subprocess.run(
-        ["java", "-cp", classpath, "org.apache.kafka.tools.ConsoleProducer",
-         "--bootstrap-server", kafka_bootstrap, "--topic", topic],
-        input="\n".join(messages) + "\n", text=True, check=True, timeout=120,
+        [
+            "java",
+            "-cp",
+            classpath,
+            "org.apache.kafka.tools.ConsoleProducer",
+            "--bootstrap-server",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+        ],
+        input="\n".join(messages) + "\n",
+        text=True,
+        check=True,
+        timeout=120,
     )
     consumed = subprocess.run(
-        ["java", "-cp", classpath, "org.apache.kafka.tools.consumer.ConsoleConsumer",
-         "--bootstrap-server", kafka_bootstrap, "--topic", topic, "--from-beginning",
-         "--max-messages", "5", "--timeout-ms", "60000"],
-        capture_output=True, text=True, check=True, timeout=120,
+        [
+            "java",
+            "-cp",
+            classpath,
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            "--bootstrap-server",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--max-messages",
+            "5",
+            "--timeout-ms",
+            "60000",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     assert consumed.stdout.split() == messages

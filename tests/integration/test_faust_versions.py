@@ -30,10 +30,21 @@ async def test_faust_worker_updates_a_table_and_writes_output(
         SMOKE_OUT=output,
     )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "faust", "-A", "tests.integration.faust_smoke_app",
-         "worker", "--loglevel", "warn", "--without-web"],
-        env=env, cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "faust",
+            "-A",
+            "tests.integration.faust_smoke_app",
+            "worker",
+            "--loglevel",
+            "warn",
+            "--without-web",
+        ],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")

@@ -43,24 +43,48 @@ T0 = int(time.time() * 1000) // DAY * DAY - DAY + 10 * HOUR
 
 def price(symbol: str, value: float, t: int, asset: AssetType = AssetType.CRYPTO) -> PriceUpdate:
     return PriceUpdate(
-        symbol=symbol, asset_type=asset, price=value, confidence=0.9,
-        band_low=value * 0.999, band_high=value * 1.001, providers_used=["sim-a", "sim-b"],
-        event_time_ms=t, source_ticks=2, provider="sim-a", day_open=value,
+        symbol=symbol,
+        asset_type=asset,
+        price=value,
+        confidence=0.9,
+        band_low=value * 0.999,
+        band_high=value * 1.001,
+        providers_used=["sim-a", "sim-b"],
+        event_time_ms=t,
+        source_ticks=2,
+        provider="sim-a",
+        day_open=value,
     )
 
 
 def candle(symbol: str, start: int, close: float, rev: int = 0, final: bool = False) -> OHLCVUpdate:
     return OHLCVUpdate(
-        symbol=symbol, interval=Interval.M1, window_start_ms=start, window_end_ms=start + 60_000,
-        open=close, high=close + 1, low=close - 1, close=close, volume=1.0, trade_count=1,
-        rev=rev, is_final=final, event_time_ms=start + rev,
+        symbol=symbol,
+        interval=Interval.M1,
+        window_start_ms=start,
+        window_end_ms=start + 60_000,
+        open=close,
+        high=close + 1,
+        low=close - 1,
+        close=close,
+        volume=1.0,
+        trade_count=1,
+        rev=rev,
+        is_final=final,
+        event_time_ms=start + rev,
     )
 
 
 def tick(symbol: str, value: float, t: int, seq: int) -> RawTick:
     return RawTick(
-        provider="sim-a", symbol=symbol, provider_symbol=symbol.replace("/", ""),
-        asset_type=AssetType.CRYPTO, price=value, event_time_ms=t, ingest_time_ms=t, seq=seq,
+        provider="sim-a",
+        symbol=symbol,
+        provider_symbol=symbol.replace("/", ""),
+        asset_type=AssetType.CRYPTO,
+        price=value,
+        event_time_ms=t,
+        ingest_time_ms=t,
+        seq=seq,
     )
 
 
@@ -107,8 +131,11 @@ async def running_gateway(
     listener.bind(("127.0.0.1", 0))
     port: int = listener.getsockname()[1]
     config = uvicorn.Config(
-        create_app(replace(settings, port=port)), log_level="warning",
-        lifespan="on", timeout_graceful_shutdown=5, **uvicorn_options(settings),
+        create_app(replace(settings, port=port)),
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        **uvicorn_options(settings),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[listener]))
@@ -222,8 +249,7 @@ async def test_price_snapshot_then_live(gw: str, feed: Feed) -> None:
         assert live["subscription_id"] == ack["subscription_id"]
 
 
-async def test_records_that_cannot_be_routed_are_skipped_and_counted(gw: str,
-                                                                      feed: Feed) -> None:
+async def test_records_that_cannot_be_routed_are_skipped_and_counted(gw: str, feed: Feed) -> None:
     async with connect(f"ws://{gw}/ws/stream") as ws:
         await subscribe(ws, stream_type="price", symbols=["ETH/USDT"], mode="realtime")
         for bad in (b"not json", b'{"price": 1.0}'):
@@ -238,8 +264,14 @@ async def test_records_that_cannot_be_routed_are_skipped_and_counted(gw: str,
 async def fiml_tail(*args: str) -> tuple[int, str, str]:
     """``fiml tail ARGS`` in a subprocess: (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "infra.cli", "tail", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "infra.cli",
+        "tail",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), DEADLINE * 2)
     finally:
@@ -253,8 +285,20 @@ async def fiml_tail(*args: str) -> tuple[int, str, str]:
 async def test_fiml_tail_prints_the_snapshot_then_live_records(gw: str, feed: Feed) -> None:
     await feed.send("fiml.prices", price("SOL/USDT", 150.0, T0))
     await wait_cached(gw, "SOL_USDT", 150.0)
-    tail = asyncio.create_task(fiml_tail("price", "SOL/USDT", "--gateway", f"http://{gw}",
-                                         "--json", "--count", "2", "--interval-ms", "100"))
+    tail = asyncio.create_task(
+        fiml_tail(
+            "price",
+            "SOL/USDT",
+            "--gateway",
+            f"http://{gw}",
+            "--json",
+            "--count",
+            "2",
+            "--interval-ms",
+            "100",
+        )
+    )
+
     # the live price goes out once the tail has had the snapshot (its first data message, one
     # interval after the ack: a live price before it would take the snapshot's place)
     async def had_snapshot() -> bool:
@@ -313,7 +357,10 @@ async def test_seed_subscribe_example_byte_for_byte(gw: str, feed: Feed) -> None
         ack = await recv(ws)
         assert ack["type"] == "subscription_ack"
         assert (ack["stream_type"], ack["symbols"], ack["interval_ms"]) == (
-            "price", ["AAPL", "GOOGL"], 1000)
+            "price",
+            ["AAPL", "GOOGL"],
+            1000,
+        )
         await feed.send("fiml.prices", price("AAPL", 190.5, T0, AssetType.EQUITY))
         data = await recv_until(ws, is_type("data"))
         assert data["data"][0]["symbol"] == "AAPL" and data["data"][0]["price"] == 190.5
@@ -338,8 +385,9 @@ async def test_prices_endpoint_auto_subscribes(gw: str, feed: Feed) -> None:
 
 async def test_conflation_respects_interval(gw: str, feed: Feed) -> None:
     async with connect(f"ws://{gw}/ws/stream") as ws:
-        await subscribe(ws, stream_type="price", symbols=["SOL/USDT"], interval_ms=400,
-                        snapshot=False)
+        await subscribe(
+            ws, stream_type="price", symbols=["SOL/USDT"], interval_ms=400, snapshot=False
+        )
         arrivals: list[tuple[float, dict[str, Any]]] = []
 
         async def pump() -> None:
@@ -364,12 +412,16 @@ async def test_unsubscribe_stops_data(gw: str, feed: Feed) -> None:
         first = await subscribe(ws, stream_type="price", symbols=["XRP/USDT"], mode="realtime")
         await feed.send("fiml.prices", price("XRP/USDT", 1.0, T0))
         await recv_until(ws, is_type("data"))
-        await ws.send(orjson.dumps(
-            {"type": "unsubscribe", "subscription_id": first["subscription_id"]}).decode())
+        await ws.send(
+            orjson.dumps(
+                {"type": "unsubscribe", "subscription_id": first["subscription_id"]}
+            ).decode()
+        )
         ack = await recv_until(ws, is_type("unsubscribe_ack"))
         assert ack["subscription_id"] == first["subscription_id"]
-        second = await subscribe(ws, stream_type="price", symbols=["XRP/USDT"], mode="realtime",
-                                 snapshot=False)
+        second = await subscribe(
+            ws, stream_type="price", symbols=["XRP/USDT"], mode="realtime", snapshot=False
+        )
         await feed.send("fiml.prices", price("XRP/USDT", 2.0, T0 + 1))
         # The sentinel subscription sees the update; the first one must not have, before it.
         message = await recv_until(ws, is_type("data"))
@@ -385,13 +437,13 @@ async def test_unsubscribe_in_the_seed_form(gw: str, feed: Feed) -> None:
         # Ends the price subscriptions whose symbols are all listed: "only", not "both".
         await ws.send('{"type": "unsubscribe", "stream_type": "price", "symbols": ["AAPL"]}')
         ack = await recv_until(ws, lambda m: m["type"] in ("unsubscribe_ack", "error"))
-        assert ack == {**ack, "type": "unsubscribe_ack",
-                       "subscription_id": only["subscription_id"]}
+        assert ack == {**ack, "type": "unsubscribe_ack", "subscription_id": only["subscription_id"]}
         await ws.send('{"type": "unsubscribe", "stream_type": "price", "symbols": ["AAPL"]}')
         error = await recv_until(ws, lambda m: m["type"] in ("unsubscribe_ack", "error"))
         assert (error["error_code"], error["field"]) == ("UNKNOWN_SUBSCRIPTION", "symbols")
-        await ws.send('{"type": "unsubscribe", "stream_type": "price", '
-                      '"symbols": ["MSFT", "AAPL", "GOOGL"]}')
+        await ws.send(
+            '{"type": "unsubscribe", "stream_type": "price", "symbols": ["MSFT", "AAPL", "GOOGL"]}'
+        )
         ack = await recv_until(ws, lambda m: m["type"] in ("unsubscribe_ack", "error"))
         assert ack["subscription_id"] == both["subscription_id"]
         await feed.send("fiml.prices", price("AAPL", 4.0, T0, AssetType.EQUITY))
@@ -416,21 +468,45 @@ BAD_INPUTS = [
     ("[1, 2]", "INVALID_MESSAGE_TYPE", "type"),
     ('{"type": "dance"}', "INVALID_MESSAGE_TYPE", "type"),
     ('{"type": "subscribe", "symbols": ["AAPL"]}', "SUBSCRIPTION_ERROR", "stream_type"),
-    ('{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL"], "interval_ms": 50}',
-     "SUBSCRIPTION_ERROR", "interval_ms"),
-    ('{"type": "subscribe", "stream_type": "price", "symbols": []}', "SUBSCRIPTION_ERROR",
-     "symbols"),
-    (orjson.dumps({"type": "subscribe", "stream_type": "price",
-                   "symbols": [f"S{i}" for i in range(51)]}).decode(),
-     "SUBSCRIPTION_ERROR", "symbols"),
-    ('{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL", "no such!"]}',
-     "UNKNOWN_SYMBOL", "symbols.1"),
-    ('{"type": "subscribe", "stream_type": "ohlcv", "symbols": ["AAPL"], '
-     '"params": {"interval": "7m"}}', "SUBSCRIPTION_ERROR", "params.interval"),
-    ('{"type": "unsubscribe", "subscription_id": "nope"}', "UNKNOWN_SUBSCRIPTION",
-     "subscription_id"),
-    ('{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL"], '
-     '"subscription_id": "gone", "resume_from": 3}', "RESUME_UNAVAILABLE", "resume_from"),
+    (
+        '{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL"], "interval_ms": 50}',
+        "SUBSCRIPTION_ERROR",
+        "interval_ms",
+    ),
+    (
+        '{"type": "subscribe", "stream_type": "price", "symbols": []}',
+        "SUBSCRIPTION_ERROR",
+        "symbols",
+    ),
+    (
+        orjson.dumps(
+            {"type": "subscribe", "stream_type": "price", "symbols": [f"S{i}" for i in range(51)]}
+        ).decode(),
+        "SUBSCRIPTION_ERROR",
+        "symbols",
+    ),
+    (
+        '{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL", "no such!"]}',
+        "UNKNOWN_SYMBOL",
+        "symbols.1",
+    ),
+    (
+        '{"type": "subscribe", "stream_type": "ohlcv", "symbols": ["AAPL"], '
+        '"params": {"interval": "7m"}}',
+        "SUBSCRIPTION_ERROR",
+        "params.interval",
+    ),
+    (
+        '{"type": "unsubscribe", "subscription_id": "nope"}',
+        "UNKNOWN_SUBSCRIPTION",
+        "subscription_id",
+    ),
+    (
+        '{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL"], '
+        '"subscription_id": "gone", "resume_from": 3}',
+        "RESUME_UNAVAILABLE",
+        "resume_from",
+    ),
 ]
 
 
@@ -447,7 +523,8 @@ async def test_bad_input_gets_errors_and_connection_stays_usable(
             assert error["message"]
         for _ in range(2):
             assert (await subscribe(ws, stream_type="price", symbols=["AAPL"]))["type"] == (
-                "subscription_ack")
+                "subscription_ack"
+            )
         error = await subscribe(ws, stream_type="price", symbols=["MSFT"])
         assert error["error_code"] == "TOO_MANY_SUBSCRIPTIONS"
         await feed.send("fiml.prices", price("AAPL", 3.0, T0, AssetType.EQUITY))
@@ -457,14 +534,18 @@ async def test_bad_input_gets_errors_and_connection_stays_usable(
 # --- faults: no record stops the hub; a dead hub says so -----------------------------------
 
 
-async def test_a_record_with_an_interval_list_does_not_stop_live_data(gw: str,
-                                                                      feed: Feed) -> None:
+async def test_a_record_with_an_interval_list_does_not_stop_live_data(gw: str, feed: Feed) -> None:
     """One record whose ``interval`` is a JSON list used to kill the hub: live data stopped for
     every client while /health said ok."""
     async with connect(f"ws://{gw}/ws/stream") as ws:
         await subscribe(ws, stream_type="price", symbols=["ETH/USDT"], mode="realtime")
-        poison = [b'{"symbol": "ETH/USDT", "interval": ["1m"]}', b'{"symbol": ["x"]}',
-                  b'{"symbol": "ETH/USDT", "interval": {"a": 1}}', b"\xff\xfe", b"[]"]
+        poison = [
+            b'{"symbol": "ETH/USDT", "interval": ["1m"]}',
+            b'{"symbol": ["x"]}',
+            b'{"symbol": "ETH/USDT", "interval": {"a": 1}}',
+            b"\xff\xfe",
+            b"[]",
+        ]
         for bad in poison:
             for topic in ("fiml.ohlcv", "fiml.prices"):
                 await (await feed.producer.send(topic_name(topic), bad, key=b"ETH/USDT"))
@@ -482,8 +563,9 @@ async def test_a_dead_hub_fails_health(settings: GatewaySettings) -> None:
     address = f"127.0.0.1:{listener.getsockname()[1]}"
     app = create_app(settings)
     hub = app.state.gateway.hub
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                           **uvicorn_options(settings)))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="on", **uvicorn_options(settings))
+    )
     served = asyncio.create_task(server.serve(sockets=[listener]))
     try:
         await until(lambda: server.started, "uvicorn started")

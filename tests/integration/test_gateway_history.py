@@ -33,7 +33,6 @@ from tests.integration.test_gateway import (  # noqa: F401
 pytestmark = pytest.mark.integration
 
 
-
 async def collect_prices(ws: ClientConnection, want: int) -> list[dict[str, Any]]:
     """Data messages until ``want`` records have arrived."""
     messages: list[dict[str, Any]] = []
@@ -45,8 +44,14 @@ async def collect_prices(ws: ClientConnection, want: int) -> list[dict[str, Any]
 async def test_resume_after_reconnect_fills_the_gap_exactly(gw: str, feed: Feed) -> None:
     url = f"ws://{gw}/ws/stream"
     async with connect(url) as ws:
-        ack = await subscribe(ws, stream_type="price", symbols=["ADA/USDT"], mode="realtime",
-                              subscription_id="resume-me", snapshot=False)
+        ack = await subscribe(
+            ws,
+            stream_type="price",
+            symbols=["ADA/USDT"],
+            mode="realtime",
+            subscription_id="resume-me",
+            snapshot=False,
+        )
         assert ack["subscription_id"] == "resume-me"
         await feed.send("fiml.prices", *[price("ADA/USDT", float(i), T0 + i) for i in range(1, 6)])
         seen = await collect_prices(ws, 5)
@@ -56,19 +61,30 @@ async def test_resume_after_reconnect_fills_the_gap_exactly(gw: str, feed: Feed)
     await feed.send("fiml.prices", price("BTC/USDT", 1.0, T0))
     await wait_cached(gw, "BTC_USDT", 1.0)  # the hub has read past the gap
     async with connect(url) as ws:
-        ack = await subscribe(ws, stream_type="price", symbols=["ADA/USDT"],
-                              subscription_id="resume-me", resume_from=last_seq)
+        ack = await subscribe(
+            ws,
+            stream_type="price",
+            symbols=["ADA/USDT"],
+            subscription_id="resume-me",
+            resume_from=last_seq,
+        )
         assert ack["type"] == "subscription_ack" and ack["resumed_from"] == last_seq
         caught_up = await collect_prices(ws, 5)
         assert [m["seq"] for m in caught_up] == list(
-            range(last_seq + 1, last_seq + 1 + len(caught_up)))
+            range(last_seq + 1, last_seq + 1 + len(caught_up))
+        )
         assert [d["price"] for m in caught_up for d in m["data"]] == [6.0, 7.0, 8.0, 9.0, 10.0]
         await feed.send("fiml.prices", price("ADA/USDT", 11.0, T0 + 11))
         live = await recv_until(ws, is_type("data"))
         assert live["seq"] == caught_up[-1]["seq"] + 1 and live["data"][0]["price"] == 11.0
         # Resuming again while it is active, or from a seq never sent, is refused plainly.
-        refused = await subscribe(ws, stream_type="price", symbols=["ADA/USDT"],
-                                  subscription_id="resume-me", resume_from=1)
+        refused = await subscribe(
+            ws,
+            stream_type="price",
+            symbols=["ADA/USDT"],
+            subscription_id="resume-me",
+            resume_from=1,
+        )
         assert refused["error_code"] == "RESUME_UNAVAILABLE"
 
 
@@ -79,8 +95,9 @@ async def test_replay_of_a_recorded_hour_returns_exactly_its_records(gw: str, fe
     other = [price("BTC/USDT", 2.0, T0 + 5)]
     await feed.send("fiml.prices", *before, *inside, *after, *other)
     async with connect(f"ws://{gw}/ws/stream") as ws:
-        ack = await subscribe(ws, stream_type="price", symbols=["DOT/USDT"],
-                              replay_from=T0, replay_to=T0 + HOUR)
+        ack = await subscribe(
+            ws, stream_type="price", symbols=["DOT/USDT"], replay_from=T0, replay_to=T0 + HOUR
+        )
         assert ack["replay"] is True
         got: list[dict[str, Any]] = []
         while True:
@@ -104,8 +121,9 @@ async def test_replay_filters_on_event_time_not_publication_time(gw: str, feed: 
     last = price("UNI/USDT", 60.0, T0 + HOUR - 1)
     await feed.send_at("fiml.prices", T0 + HOUR + 2_000, last)
     async with connect(f"ws://{gw}/ws/stream") as ws:
-        await subscribe(ws, stream_type="price", symbols=["UNI/USDT"],
-                        replay_from=T0, replay_to=T0 + HOUR)
+        await subscribe(
+            ws, stream_type="price", symbols=["UNI/USDT"], replay_from=T0, replay_to=T0 + HOUR
+        )
         got: list[float] = []
         while True:
             message = await recv_until(ws, lambda m: m["type"] in ("data", "replay_complete"))
@@ -133,25 +151,40 @@ async def delete_everything(bootstrap: str, logical: str) -> None:
 async def test_replay_from_before_the_retained_history_is_refused_plainly(
     gw: str, feed: Feed, kafka_bootstrap: str
 ) -> None:
-    await feed.send("fiml.prices", *[price("AVAX/USDT", 1.0 + i, T0 + i * 60_000)
-                                     for i in range(5)])
+    await feed.send(
+        "fiml.prices", *[price("AVAX/USDT", 1.0 + i, T0 + i * 60_000) for i in range(5)]
+    )
     await delete_everything(kafka_bootstrap, "fiml.prices")
     kept_from = T0 + 600_000
-    await feed.send("fiml.prices", *[price("AVAX/USDT", 10.0 + i, kept_from + i * 60_000)
-                                     for i in range(3)])
+    await feed.send(
+        "fiml.prices", *[price("AVAX/USDT", 10.0 + i, kept_from + i * 60_000) for i in range(3)]
+    )
     async with connect(f"ws://{gw}/ws/stream") as ws:
         # Not an empty replay that looks complete: the start of the range is gone.
-        await subscribe(ws, stream_type="price", symbols=["AVAX/USDT"],
-                        replay_from=T0, replay_to=T0 + HOUR, subscription_id="gone")
+        await subscribe(
+            ws,
+            stream_type="price",
+            symbols=["AVAX/USDT"],
+            replay_from=T0,
+            replay_to=T0 + HOUR,
+            subscription_id="gone",
+        )
         refused = await recv_until(ws, is_type("error"))
         assert refused["error_code"] == "REPLAY_ERROR" and refused["field"] == "replay_from"
         assert f"({kept_from})" in refused["message"] and "retention" in refused["message"]
         # From where the message says history starts, the replay is whole.
-        await subscribe(ws, stream_type="price", symbols=["AVAX/USDT"],
-                        replay_from=kept_from, replay_to=T0 + HOUR, subscription_id="kept")
+        await subscribe(
+            ws,
+            stream_type="price",
+            symbols=["AVAX/USDT"],
+            replay_from=kept_from,
+            replay_to=T0 + HOUR,
+            subscription_id="kept",
+        )
         got: list[float] = []
-        while (m := await recv_until(ws, lambda m: m["type"] in ("data", "replay_complete"))
-               )["type"] == "data":
+        while (m := await recv_until(ws, lambda m: m["type"] in ("data", "replay_complete")))[
+            "type"
+        ] == "data":
             got.extend(d["price"] for d in m["data"])
         assert got == [10.0, 11.0, 12.0] and m["records"] == 3
 
@@ -159,12 +192,15 @@ async def test_replay_from_before_the_retained_history_is_refused_plainly(
 async def test_candles_over_deleted_history_say_from_when_they_are_whole(
     gw: str, feed: Feed, kafka_bootstrap: str
 ) -> None:
-    await feed.send("fiml.ohlcv", *[candle("NEAR/USDT", T0 + i * 60_000, 5.0 + i, final=True)
-                                    for i in range(3)])
+    await feed.send(
+        "fiml.ohlcv", *[candle("NEAR/USDT", T0 + i * 60_000, 5.0 + i, final=True) for i in range(3)]
+    )
     await delete_everything(kafka_bootstrap, "fiml.ohlcv")
     kept_from = T0 + 600_000
-    await feed.send("fiml.ohlcv", *[candle("NEAR/USDT", kept_from + i * 60_000, 10.0 + i,
-                                           final=True) for i in range(2)])
+    await feed.send(
+        "fiml.ohlcv",
+        *[candle("NEAR/USDT", kept_from + i * 60_000, 10.0 + i, final=True) for i in range(2)],
+    )
     r = await http_get(gw, f"/ohlcv/NEAR_USDT?interval=1m&start={T0}&end={T0 + HOUR}")
     assert r.status_code == 200, r.text
     assert [c["close"] for c in r.json()["candles"]] == [10.0, 11.0]
@@ -178,10 +214,22 @@ async def test_replay_then_live_for_candles_and_raw_ticks(gw: str, feed: Feed) -
     await feed.send("fiml.ohlcv", *candles)
     await feed.send("fiml.raw", *[tick("LINK/USDT", 7.0 + i, T0 + i, i) for i in range(4)])
     async with connect(f"ws://{gw}/ws/stream") as ws:
-        await subscribe(ws, stream_type="ohlcv", symbols=["LINK/USDT"], replay_from=T0,
-                        subscription_id="candles")
-        await subscribe(ws, stream_type="price", symbols=["LINK/USDT"], replay_from=T0,
-                        replay_to=T0 + HOUR, params={"source": "raw"}, subscription_id="raw")
+        await subscribe(
+            ws,
+            stream_type="ohlcv",
+            symbols=["LINK/USDT"],
+            replay_from=T0,
+            subscription_id="candles",
+        )
+        await subscribe(
+            ws,
+            stream_type="price",
+            symbols=["LINK/USDT"],
+            replay_from=T0,
+            replay_to=T0 + HOUR,
+            params={"source": "raw"},
+            subscription_id="raw",
+        )
         complete: dict[str, int] = {}
         records: dict[str, list[float]] = {"candles": [], "raw": []}
         while len(complete) < 2:

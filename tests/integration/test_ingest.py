@@ -131,9 +131,23 @@ async def test_a_stopped_ingest_drains_its_buffer_and_prints_its_counts(
     await create_topics(kafka_bootstrap)
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        *fiml_argv("ingest", "-p", "sim", "--symbols", "BTC/USDT,ETH/USDT", "--rate", "20",
-                   "--bootstrap", kafka_bootstrap, "--quiet", "--metrics-port", str(port)),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *fiml_argv(
+            "ingest",
+            "-p",
+            "sim",
+            "--symbols",
+            "BTC/USDT,ETH/USDT",
+            "--rate",
+            "20",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--quiet",
+            "--metrics-port",
+            str(port),
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         ticks = topic_name("fiml.raw")
 
@@ -142,8 +156,11 @@ async def test_a_stopped_ingest_drains_its_buffer_and_prints_its_counts(
 
         await until(some_sent, "ingest to send 200 ticks", deadline=60)
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        sent_line = next(line for line in metrics.splitlines()
-                         if line.startswith('fiml_ingest_records_total{outcome="sent"}'))
+        sent_line = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith('fiml_ingest_records_total{outcome="sent"}')
+        )
         assert float(sent_line.split()[-1]) > 0
         proc.send_signal(sig)
         _out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -158,7 +175,10 @@ async def test_a_stopped_ingest_drains_its_buffer_and_prints_its_counts(
     assert counts is not None, summary
     sent, dead = (int(n.replace(",", "")) for n in counts.groups())
     assert "dropped 0, failed 0" in summary, summary
-    on_topics = sum([len(await read_all(kafka_bootstrap, topic_name(t), 0, timeout=5))
-                     for t in ("fiml.raw", "fiml.sim.truth",
-                               "fiml.provider.health", "fiml.deadletter")])
+    on_topics = sum(
+        [
+            len(await read_all(kafka_bootstrap, topic_name(t), 0, timeout=5))
+            for t in ("fiml.raw", "fiml.sim.truth", "fiml.provider.health", "fiml.deadletter")
+        ]
+    )
     assert on_topics == sent + dead  # every record it counted is there, and nothing else

@@ -96,8 +96,9 @@ async def test_broker_restart_loses_nothing_and_duplicates_nothing(
         stats = producer.stats
         assert sent_at_stop < stats.sent
         assert (stats.failed, stats.dropped, stats.deadlettered, stats.reconnects) == (0, 0, 0, 0)
-        raw = [decode_raw(r.value)
-               for r in await read_all(config.bootstrap, topic_name("fiml.raw"), n)]
+        raw = [
+            decode_raw(r.value) for r in await read_all(config.bootstrap, topic_name("fiml.raw"), n)
+        ]
         truth_topic = await read_all(config.bootstrap, topic_name("fiml.sim.truth"), 1)
         health_topic = await read_all(config.bootstrap, topic_name("fiml.provider.health"), 1)
         ticks = [r for r in raw if isinstance(r, RawTick)]

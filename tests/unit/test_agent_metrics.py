@@ -22,22 +22,33 @@ NOW = 1_796_400_000_000
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_arbitration_counts_what_it_read_wrote_and_refused() -> None:
     proc = Processor(ArbitrationSettings())
     counters = WorkerCounters(records_in={RAW: 3})
-    good = RawTick(provider="a", symbol="BTC/USDT", provider_symbol="BTCUSDT",
-                   asset_type=AssetType.CRYPTO, price=1.0, event_time_ms=NOW,
-                   ingest_time_ms=NOW, seq=1)
+    good = RawTick(
+        provider="a",
+        symbol="BTC/USDT",
+        provider_symbol="BTCUSDT",
+        asset_type=AssetType.CRYPTO,
+        price=1.0,
+        event_time_ms=NOW,
+        ingest_time_ms=NOW,
+        seq=1,
+    )
     proc.process(None, encode(good), 0, 0)
     proc.process(None, b"{not json", 0, 1)
     old = good.model_copy(update={"event_time_ms": NOW - 86_400_000, "seq": 2})
     proc.process(None, encode(old), 0, 2)
-    text = generate_latest(registry_for(lambda: readings(
-        proc, counters, lambda: {0: 5}, lambda: {0: 1.5}))).decode()
+    text = generate_latest(
+        registry_for(lambda: readings(proc, counters, lambda: {0: 5}, lambda: {0: 1.5}))
+    ).decode()
     got = samples(text)
     assert got[("fiml_arbitration_records_in_total", (("topic", RAW),))] == 3
     assert got[("fiml_arbitration_dead_letters_total", ())] == 2
@@ -58,8 +69,11 @@ async def test_ingestion_counts_and_reports_its_losses_on_the_health_topic() -> 
         await producer.flush()
         runner.report_losses()
         await producer.flush()
-    reports = [decode(ProviderHealth, value) for _topic, key, value, _h in cluster.log
-               if key == LOSS_REPORTER.encode()]
+    reports = [
+        decode(ProviderHealth, value)
+        for _topic, key, value, _h in cluster.log
+        if key == LOSS_REPORTER.encode()
+    ]
     assert len(reports) == 1, reports
     # two ticks and the first report were lost; the second report says so
     assert reports[0].state == "degraded" and reports[0].errors == 3

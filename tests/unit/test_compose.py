@@ -47,9 +47,7 @@ def test_services(compose: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("service", PIPELINE)
-def test_command_exists_with_its_options(
-    compose: dict[str, Any], cli: Any, service: str
-) -> None:
+def test_command_exists_with_its_options(compose: dict[str, Any], cli: Any, service: str) -> None:
     spec = compose["services"][service]
     assert spec["image"] == "fiml-stream:latest" and spec["build"] == "."
     assert spec["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
@@ -61,7 +59,8 @@ def test_order_and_health(compose: dict[str, Any]) -> None:
     assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     for name in ("ingest", "arbitrate", "gateway"):
         assert services[name]["depends_on"]["topics"]["condition"] == (
-            "service_completed_successfully")
+            "service_completed_successfully"
+        )
     assert "8000:8000" in services["gateway"]["ports"]
     assert "/health" in " ".join(services["gateway"]["healthcheck"]["test"])
     assert "ports" not in services["arbitrate"]  # scalable: --scale arbitrate=3

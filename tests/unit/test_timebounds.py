@@ -14,10 +14,14 @@ NOW = 1_796_400_000_000
 BOUNDS = TimeBounds()
 
 
-@given(offset=st.integers(-10 * 86_400_000, 10 * 86_400_000),
-       asset=st.sampled_from(AssetType), history=st.booleans())
-def test_the_bounds_are_exactly_the_documented_ones(offset: int, asset: AssetType,
-                                                     history: bool) -> None:
+@given(
+    offset=st.integers(-10 * 86_400_000, 10 * 86_400_000),
+    asset=st.sampled_from(AssetType),
+    history=st.booleans(),
+)
+def test_the_bounds_are_exactly_the_documented_ones(
+    offset: int, asset: AssetType, history: bool
+) -> None:
     problem = BOUNDS.problem(NOW + offset, NOW, asset.value, history)
     ahead_ok = offset <= 300_000
     old_ok = history or -offset <= DEFAULT_MAX_AGE_MS[asset.value]
@@ -29,9 +33,17 @@ def test_the_bounds_are_exactly_the_documented_ones(offset: int, asset: AssetTyp
 
 
 def tick(event_ms: int, history: bool = False) -> RawTick:
-    return RawTick(provider="ccxt_binance", symbol="BTC/USDT", provider_symbol="BTCUSDT",
-                   asset_type=AssetType.CRYPTO, price=65_000.0, event_time_ms=event_ms,
-                   ingest_time_ms=NOW, seq=1, history=history)
+    return RawTick(
+        provider="ccxt_binance",
+        symbol="BTC/USDT",
+        provider_symbol="BTCUSDT",
+        asset_type=AssetType.CRYPTO,
+        price=65_000.0,
+        event_time_ms=event_ms,
+        ingest_time_ms=NOW,
+        seq=1,
+        history=history,
+    )
 
 
 def test_ingestion_dead_letters_what_is_out_of_bounds_and_keeps_declared_history() -> None:
@@ -42,9 +54,18 @@ def test_ingestion_dead_letters_what_is_out_of_bounds_and_keeps_declared_history
     assert is_deadletter(prepare(tick(NOW - 86_400_000)))  # a day old, said to be live
     assert not is_deadletter(prepare(tick(NOW - 5 * 365 * 86_400_000, history=True)))
     # a recorded trade 2019 is fine as history, refused as live
-    trade = RawTrade(provider="replay", symbol="XRP/ETH", provider_symbol="XRP/ETH",
-                     asset_type=AssetType.CRYPTO, trade_id="1", price=0.0003, amount=1.0,
-                     event_time_ms=1_570_752_011_000, ingest_time_ms=NOW, seq=1)
+    trade = RawTrade(
+        provider="replay",
+        symbol="XRP/ETH",
+        provider_symbol="XRP/ETH",
+        asset_type=AssetType.CRYPTO,
+        trade_id="1",
+        price=0.0003,
+        amount=1.0,
+        event_time_ms=1_570_752_011_000,
+        ingest_time_ms=NOW,
+        seq=1,
+    )
     assert is_deadletter(prepare(trade))
     assert not is_deadletter(prepare(trade.model_copy(update={"history": True})))
 

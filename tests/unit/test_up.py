@@ -18,11 +18,14 @@ def test_children_get_the_broker_and_options() -> None:
     ingest = specs["ingest"].argv
     assert ingest[ingest.index("--symbols") + 1] == "AAPL,BTC/USDT"
     assert [ingest[i + 1] for i, a in enumerate(ingest) if a == "--provider"] == [
-        "sim", "ccxt:kraken"]
+        "sim",
+        "ccxt:kraken",
+    ]
     gateway = specs["gateway"].argv
     assert gateway[gateway.index("--port") + 1] == "8123"
-    assert all(s.env and s.env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9999"
-               for s in specs.values())
+    assert all(
+        s.env and s.env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9999" for s in specs.values()
+    )
 
 
 def test_every_child_command_exists_in_the_cli() -> None:

@@ -21,17 +21,26 @@ def binance_trades() -> list[RawTrade]:
     with gzip.open(DATA / "XRP_ETH-trades.json.gz") as fh:
         raw = json.load(fh)
     return [
-        RawTrade(provider="binance", symbol="XRP/ETH", provider_symbol="XRPETH",
-                 asset_type=AssetType.CRYPTO, trade_id=str(t["info"]["a"]),
-                 price=float(t["info"]["p"]), amount=float(t["info"]["q"]),
-                 side="sell" if t["info"]["m"] else "buy", event_time_ms=int(t["info"]["T"]),
-                 ingest_time_ms=int(t["info"]["T"]), seq=i)
+        RawTrade(
+            provider="binance",
+            symbol="XRP/ETH",
+            provider_symbol="XRPETH",
+            asset_type=AssetType.CRYPTO,
+            trade_id=str(t["info"]["a"]),
+            price=float(t["info"]["p"]),
+            amount=float(t["info"]["q"]),
+            side="sell" if t["info"]["m"] else "buy",
+            event_time_ms=int(t["info"]["T"]),
+            ingest_time_ms=int(t["info"]["T"]),
+            seq=i,
+        )
         for i, t in enumerate(raw)
     ]
 
 
-def finals_1m(outputs: list[tuple[str, bytes | None, bytes, int | None, object]],
-              ) -> dict[int, dict]:
+def finals_1m(
+    outputs: list[tuple[str, bytes | None, bytes, int | None, object]],
+) -> dict[int, dict]:
     finals: dict[int, dict] = {}
     for topic, _k, value, _p, _h in outputs:
         if topic == "fiml.ohlcv":
@@ -51,8 +60,13 @@ def test_one_minute_candles_equal_binance_klines() -> None:
         if offset % 500 == 0:  # like the worker: drain (and save the state) once per batch
             outputs.extend(proc.drain())
     # flush: a watermark far past the end closes every window
-    last = trades[-1].model_copy(update={"event_time_ms": trades[-1].event_time_ms + 120_000,
-                                         "trade_id": "flush", "amount": 0.0})
+    last = trades[-1].model_copy(
+        update={
+            "event_time_ms": trades[-1].event_time_ms + 120_000,
+            "trade_id": "flush",
+            "amount": 0.0,
+        }
+    )
     proc.process(b"XRP/ETH", encode(last), 0, len(trades))
     outputs.extend(proc.drain())
     finals = finals_1m(outputs)

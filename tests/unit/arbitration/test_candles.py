@@ -37,7 +37,7 @@ def test_matches_independent_computation_with_out_of_order_ticks_inside_grace() 
     points = [(t0 + i * 137, 100 + rng.gauss(0, 1)) for i in range(2000)]
     shuffled = points[:]
     for i in range(0, len(shuffled) - 5, 5):  # local disorder well inside 2 s of grace
-        shuffled[i:i + 5] = rng.sample(shuffled[i:i + 5], 5)
+        shuffled[i : i + 5] = rng.sample(shuffled[i : i + 5], 5)
     c = SymbolCandles.new()
     out: list[dict[str, object]] = []
     wm = 0

@@ -40,8 +40,9 @@ def test_agreeing_providers() -> None:
 
 
 def test_one_bad_print_is_rejected() -> None:
-    r = compute_consensus([q("a", 100.0), q("b", 100.02), q("c", 99.98), q("d", 105.0)],
-                          NOW, REL, {})
+    r = compute_consensus(
+        [q("a", 100.0), q("b", 100.02), q("c", 99.98), q("d", 105.0)], NOW, REL, {}
+    )
     assert r is not None and r.rejected == ("d",) and "outliers_rejected" in r.flags
     assert abs(r.price - 100.0) < 0.03
 
@@ -108,8 +109,13 @@ def test_permuting_providers_changes_nothing(ps: list[float]) -> None:
 # against the straightforward implementation it replaced (kept here verbatim as the oracle).
 
 
-def _reference(quotes: list[Quote], now_ms: int, reliability: dict[str, float],
-               error_bps: dict[str, float], params: ConsensusParams) -> ConsensusResult | None:
+def _reference(
+    quotes: list[Quote],
+    now_ms: int,
+    reliability: dict[str, float],
+    error_bps: dict[str, float],
+    params: ConsensusParams,
+) -> ConsensusResult | None:
     if not quotes:
         return None
     flags: list[str] = []
@@ -202,7 +208,7 @@ def _reference(quotes: list[Quote], now_ms: int, reliability: dict[str, float],
     dispersion_bps = math.sqrt(var) / mean * 1e4 + unc_bps / total_w
     agreement = 1.0 / (1.0 + dispersion_bps / params.agreement_bps)
     m = len(keep)
-    sources = 1.0 - 0.5 ** m
+    sources = 1.0 - 0.5**m
     fresh_score = sum_wf / total_w
     if flags and flags[0] == _STALE:
         fresh_score *= 0.25
@@ -238,26 +244,47 @@ def _by_provider(q: Quote) -> str:
 
 
 _price = st.one_of(st.sampled_from([99.0, 100.0, 100.5]), st.floats(95, 105))
-_quote = st.tuples(st.sampled_from("abcdef"), _price, st.integers(-1_000, 30_000),
-                   st.one_of(st.none(), st.floats(0, 0.5)), st.booleans())
+_quote = st.tuples(
+    st.sampled_from("abcdef"),
+    _price,
+    st.integers(-1_000, 30_000),
+    st.one_of(st.none(), st.floats(0, 0.5)),
+    st.booleans(),
+)
 
 
-@given(st.lists(_quote, max_size=7, unique_by=lambda x: x[0]),
-       st.dictionaries(st.sampled_from("abcdef"), st.floats(0, 1)),
-       st.dictionaries(st.sampled_from("abcdef"), st.floats(0, 50)),
-       st.sampled_from([10_000, 0, 1]), st.sampled_from([0.0, 0.5]))
+@given(
+    st.lists(_quote, max_size=7, unique_by=lambda x: x[0]),
+    st.dictionaries(st.sampled_from("abcdef"), st.floats(0, 1)),
+    st.dictionaries(st.sampled_from("abcdef"), st.floats(0, 50)),
+    st.sampled_from([10_000, 0, 1]),
+    st.sampled_from([0.0, 0.5]),
+)
 def test_optimised_consensus_equals_the_reference(
-        raw: list[tuple[str, float, int, float | None, bool]], rel: dict[str, float],
-        err: dict[str, float], stale: int, min_c: float) -> None:
+    raw: list[tuple[str, float, int, float | None, bool]],
+    rel: dict[str, float],
+    err: dict[str, float],
+    stale: int,
+    min_c: float,
+) -> None:
     params = ConsensusParams(stale_ms=stale, min_c_bps=min_c)
-    quotes = [Quote(p, px, NOW - age, None if s is None else px - s, None if s is None or bad
-                    else px + s) for p, px, age, s, bad in raw]
+    quotes = [
+        Quote(p, px, NOW - age, None if s is None else px - s, None if s is None or bad else px + s)
+        for p, px, age, s, bad in raw
+    ]
     got = compute_consensus(quotes, NOW, rel, err, params)
     assert got == _reference(quotes, NOW, rel, err, params)
     core = consensus(quotes, NOW, rel, err, params)
     if got is None:
         assert core is None
         return
-    assert core is not None and core[:7] == (got.price, got.band_low, got.band_high,
-                                             got.confidence, got.used, got.rejected, got.flags)
+    assert core is not None and core[:7] == (
+        got.price,
+        got.band_low,
+        got.band_high,
+        got.confidence,
+        got.used,
+        got.rejected,
+        got.flags,
+    )
     assert {q.provider: quote_error_bps(q, got.price) for q in core[7]} == got.errors_bps

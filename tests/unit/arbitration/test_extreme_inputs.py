@@ -14,13 +14,19 @@ from schemas.codec import RECORD_TYPES, decode, encode
 from schemas.records import AssetType, RawTick, RawTrade
 
 NOW = 1_796_400_000_000
-prices = st.floats(min_value=5e-324, max_value=1.7976931348623157e308, allow_nan=False,
-                   allow_infinity=False)
+prices = st.floats(
+    min_value=5e-324, max_value=1.7976931348623157e308, allow_nan=False, allow_infinity=False
+)
 
 
 @settings(deadline=None, max_examples=200)
-@given(ticks=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), prices,
-                                st.none() | prices), min_size=1, max_size=12))
+@given(
+    ticks=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), prices, st.none() | prices),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_every_output_is_valid_whatever_the_prices(
     ticks: list[tuple[str, float, float | None]],
 ) -> None:
@@ -29,9 +35,18 @@ def test_every_output_is_valid_whatever_the_prices(
         bid = ask = None
         if spread is not None and price - spread > 0 and price + spread < 1.7e308:
             bid, ask = price - spread, price + spread
-        tick = RawTick(provider=provider, symbol="BTC/USDT", provider_symbol="BTCUSDT",
-                       asset_type=AssetType.CRYPTO, price=price, bid=bid, ask=ask,
-                       event_time_ms=NOW + i * 100, ingest_time_ms=NOW + i * 100, seq=i)
+        tick = RawTick(
+            provider=provider,
+            symbol="BTC/USDT",
+            provider_symbol="BTCUSDT",
+            asset_type=AssetType.CRYPTO,
+            price=price,
+            bid=bid,
+            ask=ask,
+            event_time_ms=NOW + i * 100,
+            ingest_time_ms=NOW + i * 100,
+            seq=i,
+        )
         proc.process(None, encode(tick), 0, i)
     outputs = proc.drain()
     for topic, _key, value, _p, _h in outputs:
@@ -48,9 +63,16 @@ def test_every_output_is_valid_whatever_the_prices(
 def test_a_band_that_overflows_is_dead_lettered_with_its_input() -> None:
     proc = Processor(ArbitrationSettings())
     for i, price in enumerate((1.7e308, 1.0e308, 1.6e308)):
-        tick = RawTick(provider="abc"[i], symbol="BTC/USDT", provider_symbol="BTCUSDT",
-                       asset_type=AssetType.CRYPTO, price=price, event_time_ms=NOW + i,
-                       ingest_time_ms=NOW + i, seq=i)
+        tick = RawTick(
+            provider="abc"[i],
+            symbol="BTC/USDT",
+            provider_symbol="BTCUSDT",
+            asset_type=AssetType.CRYPTO,
+            price=price,
+            event_time_ms=NOW + i,
+            ingest_time_ms=NOW + i,
+            seq=i,
+        )
         proc.process(None, encode(tick), 0, i)
     outputs = proc.drain()
     prices_out = [orjson.loads(v) for t, _k, v, _p, _h in outputs if t == "fiml.prices"]
@@ -61,29 +83,55 @@ def test_a_band_that_overflows_is_dead_lettered_with_its_input() -> None:
 
 
 @settings(deadline=None, max_examples=150)
-@given(trades=st.lists(st.tuples(st.sampled_from(["a", "b"]), prices, prices), min_size=1,
-                       max_size=10))
+@given(
+    trades=st.lists(st.tuples(st.sampled_from(["a", "b"]), prices, prices), min_size=1, max_size=10)
+)
 def test_every_output_is_valid_whatever_the_trades(trades: list[tuple[str, float, float]]) -> None:
     """Trade amounts near the float limit add up to infinity in a candle's volume."""
     proc = Processor(ArbitrationSettings())
     for i, (provider, price, amount) in enumerate(trades):
-        trade = RawTrade(provider=provider, symbol="BTC/USDT", provider_symbol="BTCUSDT",
-                         asset_type=AssetType.CRYPTO, trade_id=str(i), price=price,
-                         amount=amount, event_time_ms=NOW + i * 400, ingest_time_ms=NOW + i * 400,
-                         seq=i)
+        trade = RawTrade(
+            provider=provider,
+            symbol="BTC/USDT",
+            provider_symbol="BTCUSDT",
+            asset_type=AssetType.CRYPTO,
+            trade_id=str(i),
+            price=price,
+            amount=amount,
+            event_time_ms=NOW + i * 400,
+            ingest_time_ms=NOW + i * 400,
+            seq=i,
+        )
         proc.process(None, encode(trade), 0, i)
     # close every window: a tick far enough ahead in the same partition
-    late = RawTick(provider="a", symbol="ETH/USDT", provider_symbol="ETHUSDT",
-                   asset_type=AssetType.CRYPTO, price=1.0, event_time_ms=NOW + 90_000_000,
-                   ingest_time_ms=NOW + 90_000_000, seq=99)
+    late = RawTick(
+        provider="a",
+        symbol="ETH/USDT",
+        provider_symbol="ETHUSDT",
+        asset_type=AssetType.CRYPTO,
+        price=1.0,
+        event_time_ms=NOW + 90_000_000,
+        ingest_time_ms=NOW + 90_000_000,
+        seq=99,
+    )
     proc.process(None, encode(late), 0, len(trades))
     for topic, _key, value, _p, _h in proc.drain():
         if topic in RECORD_TYPES:
             decode(RECORD_TYPES[topic], value)  # raises if a record is invalid
 
 
-@given(bad=st.sampled_from([("low", float("nan")), ("high", float("inf")), ("low", 0.0),
-                            ("high", 0.5), ("volume", float("inf")), ("volume", -1.0)]))
+@given(
+    bad=st.sampled_from(
+        [
+            ("low", float("nan")),
+            ("high", float("inf")),
+            ("low", 0.0),
+            ("high", 0.5),
+            ("volume", float("inf")),
+            ("volume", -1.0),
+        ]
+    )
+)
 def test_an_invalid_candle_is_dead_lettered_not_written(bad: tuple[str, float]) -> None:
     """The candle checks run on every record written, not only in these tests: a candle that
     breaks ``0 < low <= open, close <= high < inf`` (or has no finite volume) is dead-lettered
@@ -92,12 +140,32 @@ def test_an_invalid_candle_is_dead_lettered_not_written(bad: tuple[str, float]) 
     from agents.arbitration.state import SymbolState
 
     proc = Processor(ArbitrationSettings())
-    proc.process(None, encode(RawTick(provider="a", symbol="X/USD", provider_symbol="X",
-                                      asset_type=AssetType.CRYPTO, price=1.0,
-                                      event_time_ms=NOW, ingest_time_ms=NOW, seq=0)), 0, 41)
+    proc.process(
+        None,
+        encode(
+            RawTick(
+                provider="a",
+                symbol="X/USD",
+                provider_symbol="X",
+                asset_type=AssetType.CRYPTO,
+                price=1.0,
+                event_time_ms=NOW,
+                ingest_time_ms=NOW,
+                seq=0,
+            )
+        ),
+        0,
+        41,
+    )
     proc.drain()
-    candle: dict[str, object] = {"open": 1.0, "high": 2.0, "low": 1.0, "close": 1.5,
-                                 "volume": 0.0, bad[0]: bad[1]}
+    candle: dict[str, object] = {
+        "open": 1.0,
+        "high": 2.0,
+        "low": 1.0,
+        "close": 1.5,
+        "volume": 0.0,
+        bad[0]: bad[1],
+    }
     proc._candles([candle], SymbolState("X/USD", "crypto", 0), 0)
     [(topic, _key, value, _p, headers)] = proc.drain()
     assert topic == "fiml.deadletter"
@@ -121,10 +189,23 @@ def test_any_exception_while_applying_a_record_is_that_records_fault(monkeypatch
     monkeypatch.setattr(Processor, "_price", price)
     proc = Processor(ArbitrationSettings())
     for offset, symbol in enumerate(["X/USD", "BAD/USD", "X/USD"]):
-        proc.process(None, encode(RawTick(provider="a", symbol=symbol, provider_symbol="X",
-                                          asset_type=AssetType.CRYPTO, price=1.0 + offset,
-                                          event_time_ms=NOW + offset,
-                                          ingest_time_ms=NOW + offset, seq=offset)), 0, offset)
+        proc.process(
+            None,
+            encode(
+                RawTick(
+                    provider="a",
+                    symbol=symbol,
+                    provider_symbol="X",
+                    asset_type=AssetType.CRYPTO,
+                    price=1.0 + offset,
+                    event_time_ms=NOW + offset,
+                    ingest_time_ms=NOW + offset,
+                    seq=offset,
+                )
+            ),
+            0,
+            offset,
+        )
     outputs = proc.drain()
     dead = [dict(h or []) for topic, _k, _v, _p, h in outputs if topic == "fiml.deadletter"]
     assert [d["fiml-offset"] for d in dead] == [b"1"]
@@ -142,9 +223,18 @@ def test_a_partition_holds_at_most_max_symbols() -> None:
     proc = Processor(replace(ArbitrationSettings(), max_symbols=3))
 
     def tick(symbol: str, offset: int) -> bytes:
-        return encode(RawTick(provider="a", symbol=symbol, provider_symbol="X",
-                              asset_type=AssetType.CRYPTO, price=1.0, event_time_ms=NOW + offset,
-                              ingest_time_ms=NOW + offset, seq=offset))
+        return encode(
+            RawTick(
+                provider="a",
+                symbol=symbol,
+                provider_symbol="X",
+                asset_type=AssetType.CRYPTO,
+                price=1.0,
+                event_time_ms=NOW + offset,
+                ingest_time_ms=NOW + offset,
+                seq=offset,
+            )
+        )
 
     for offset, symbol in enumerate(["A/USD", "B/USD", "C/USD", "D/USD", "A/USD"]):
         proc.process(None, tick(symbol, offset), 0, offset)

@@ -19,10 +19,13 @@ DARK_FROM, DARK_UNTIL = 60_000, 120_000
 
 
 def prices() -> list[dict]:
-    models = [ProviderModel("alpha", noise_bps=2, every_ms=500),
-              ProviderModel("bravo", noise_bps=2, every_ms=700),
-              ProviderModel("charlie", noise_bps=2, every_ms=600, dark_from_ms=DARK_FROM,
-                            dark_until_ms=DARK_UNTIL)]
+    models = [
+        ProviderModel("alpha", noise_bps=2, every_ms=500),
+        ProviderModel("bravo", noise_bps=2, every_ms=700),
+        ProviderModel(
+            "charlie", noise_bps=2, every_ms=600, dark_from_ms=DARK_FROM, dark_until_ms=DARK_UNTIL
+        ),
+    ]
     ticks, _ = synthetic_ticks(["BTC/USD"], models, START, 180_000)
     proc = Processor(ArbitrationSettings())
     for i, t in enumerate(ticks):
@@ -32,16 +35,22 @@ def prices() -> list[dict]:
 
 def test_a_dark_provider_fails_over_and_confidence_drops_and_recovers() -> None:
     out = prices()
-    last_seen = max(p["event_time_ms"] for p in out
-                    if "charlie" in p["providers_used"]
-                    and p["event_time_ms"] < START + DARK_UNTIL)
+    last_seen = max(
+        p["event_time_ms"]
+        for p in out
+        if "charlie" in p["providers_used"] and p["event_time_ms"] < START + DARK_UNTIL
+    )
     assert last_seen <= START + DARK_FROM + STALE  # dropped within the staleness bound
-    assert all("charlie" not in p["providers_used"] for p in out
-               if START + DARK_FROM + STALE < p["event_time_ms"] < START + DARK_UNTIL)
+    assert all(
+        "charlie" not in p["providers_used"]
+        for p in out
+        if START + DARK_FROM + STALE < p["event_time_ms"] < START + DARK_UNTIL
+    )
 
     def conf(lo: int, hi: int) -> float:
-        return statistics.mean(p["confidence"] for p in out
-                               if START + lo <= p["event_time_ms"] < START + hi)
+        return statistics.mean(
+            p["confidence"] for p in out if START + lo <= p["event_time_ms"] < START + hi
+        )
 
     before = conf(30_000, DARK_FROM)
     during = conf(DARK_FROM + STALE, DARK_UNTIL)
@@ -56,8 +65,10 @@ def test_a_dark_provider_fails_over_and_confidence_drops_and_recovers() -> None:
 def test_provider_health_is_kept_per_provider_and_symbol() -> None:
     """``fiml.provider.health`` is compacted: what survives is the last record of each key, and
     each (provider, symbol) measure must be among them."""
-    models = [ProviderModel("alpha", noise_bps=2, every_ms=500),
-              ProviderModel("bravo", noise_bps=2, every_ms=700)]
+    models = [
+        ProviderModel("alpha", noise_bps=2, every_ms=500),
+        ProviderModel("bravo", noise_bps=2, every_ms=700),
+    ]
     ticks, _ = synthetic_ticks(["BTC/USD", "ETH/USD"], models, START, 30_000)
     proc = Processor(ArbitrationSettings())
     for i, t in enumerate(ticks):
@@ -67,5 +78,6 @@ def test_provider_health_is_kept_per_provider_and_symbol() -> None:
         if topic == "fiml.provider.health":
             compacted[key] = orjson.loads(value)  # what compaction keeps: the last per key
     assert {(h["provider"], h["symbol"]) for h in compacted.values()} == {
-        (p, s) for p in ("alpha", "bravo") for s in ("BTC/USD", "ETH/USD")}
+        (p, s) for p in ("alpha", "bravo") for s in ("BTC/USD", "ETH/USD")
+    }
     assert all(key == health_key(h["provider"], h["symbol"]) for key, h in compacted.items())

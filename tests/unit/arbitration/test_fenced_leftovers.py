@@ -26,5 +26,7 @@ def test_only_fenced_leftovers_are_quieted() -> None:
     finally:
         loop.close()
     reported = [(type(c.get("exception")).__name__, c["message"]) for c in seen]
-    assert reported == [("ValueError", "Future exception was never retrieved"),
-                        ("ProducerFenced", "something else")]
+    assert reported == [
+        ("ValueError", "Future exception was never retrieved"),
+        ("ProducerFenced", "something else"),
+    ]

@@ -19,11 +19,22 @@ NOW = 1_796_400_000_000  # 2026-12-04
 YEAR = 365 * 86_400_000
 
 
-def tick(symbol: str, t: int, price: float, seq: int, provider: str = "sim-a",
-         history: bool = False) -> bytes:
-    return encode(RawTick(provider=provider, symbol=symbol, provider_symbol=symbol,
-                          asset_type=AssetType.CRYPTO, price=price, event_time_ms=t,
-                          ingest_time_ms=max(t, NOW), seq=seq, history=history))
+def tick(
+    symbol: str, t: int, price: float, seq: int, provider: str = "sim-a", history: bool = False
+) -> bytes:
+    return encode(
+        RawTick(
+            provider=provider,
+            symbol=symbol,
+            provider_symbol=symbol,
+            asset_type=AssetType.CRYPTO,
+            price=price,
+            event_time_ms=t,
+            ingest_time_ms=max(t, NOW),
+            seq=seq,
+            history=history,
+        )
+    )
 
 
 @settings(deadline=None, max_examples=25)
@@ -51,8 +62,7 @@ def test_an_old_first_tick_beside_live_data_gives_bounded_candles(age_ms: int) -
         # window as the live watermark moves on (30 s): a quiet symbol's candles still close
         assert len(finals) <= 1 + MAX_FLAT_WINDOWS + 30_000 // interval.ms + 1, interval
     # live data is untouched: BTC's 1s candles are all there, one final per second
-    btc = [c for c in out if c["symbol"] == "BTC/USDT" and c["interval"] == "1s"
-           and c["is_final"]]
+    btc = [c for c in out if c["symbol"] == "BTC/USDT" and c["interval"] == "1s" and c["is_final"]]
     assert [c["window_start_ms"] for c in btc] == [NOW + i * 1000 for i in range(len(btc))]
     assert len(btc) >= 55
 
@@ -60,16 +70,35 @@ def test_an_old_first_tick_beside_live_data_gives_bounded_candles(age_ms: int) -
 def test_undeclared_old_and_future_ticks_are_dead_lettered_with_the_reason() -> None:
     proc = Processor(ArbitrationSettings())
     proc.process(None, tick("BTC/USDT", NOW, 65_000.0, 0), 0, 0)
-    old = encode(RawTick(provider="sim-a", symbol="ETH/USDT", provider_symbol="ETHUSDT",
-                         asset_type=AssetType.CRYPTO, price=3000.0,
-                         event_time_ms=NOW - 2 * 3_600_000, ingest_time_ms=NOW, seq=1))
-    ahead = encode(RawTick(provider="sim-a", symbol="ETH/USDT", provider_symbol="ETHUSDT",
-                           asset_type=AssetType.CRYPTO, price=3000.0,
-                           event_time_ms=NOW + 3_600_000, ingest_time_ms=NOW, seq=2))
+    old = encode(
+        RawTick(
+            provider="sim-a",
+            symbol="ETH/USDT",
+            provider_symbol="ETHUSDT",
+            asset_type=AssetType.CRYPTO,
+            price=3000.0,
+            event_time_ms=NOW - 2 * 3_600_000,
+            ingest_time_ms=NOW,
+            seq=1,
+        )
+    )
+    ahead = encode(
+        RawTick(
+            provider="sim-a",
+            symbol="ETH/USDT",
+            provider_symbol="ETHUSDT",
+            asset_type=AssetType.CRYPTO,
+            price=3000.0,
+            event_time_ms=NOW + 3_600_000,
+            ingest_time_ms=NOW,
+            seq=2,
+        )
+    )
     proc.process(None, old, 0, 1)
     proc.process(None, ahead, 0, 2)
-    dead = [(v, dict(h or [])) for topic, _k, v, _p, h in proc.drain()
-            if topic == "fiml.deadletter"]
+    dead = [
+        (v, dict(h or [])) for topic, _k, v, _p, h in proc.drain() if topic == "fiml.deadletter"
+    ]
     assert [v for v, _ in dead] == [old, ahead]
     assert b"too old for live data" in dead[0][1]["fiml-error"]
     assert b"after its ingest time" in dead[1][1]["fiml-error"]

@@ -28,20 +28,31 @@ START = 1_764_892_800_000  # 2025-12-05T00:00:00Z
 def raw_log() -> list[bytes]:
     """Four minutes of two symbols from three providers, a trade every fifth tick, a poison
     record now and then: one partition of ``fiml.raw`` as ingestion writes it."""
-    models = [ProviderModel("alpha", noise_bps=2, every_ms=700),
-              ProviderModel("bravo", noise_bps=4, every_ms=1100),
-              ProviderModel("charlie", noise_bps=8, every_ms=1700)]
+    models = [
+        ProviderModel("alpha", noise_bps=2, every_ms=700),
+        ProviderModel("bravo", noise_bps=4, every_ms=1100),
+        ProviderModel("charlie", noise_bps=8, every_ms=1700),
+    ]
     ticks, _ = synthetic_ticks(["BTC/USD", "ETH/USD"], models, START, 240_000)
     rng = random.Random(5)
     records: list[RawTick | RawTrade] = []
     for i, t in enumerate(ticks):
         records.append(t)
         if i % 5 == 2:
-            records.append(RawTrade(
-                provider=t.provider, symbol=t.symbol, provider_symbol=t.provider_symbol,
-                asset_type=AssetType.CRYPTO, trade_id=f"t{i}", price=t.price,
-                amount=round(rng.uniform(0.1, 2.0), 3), event_time_ms=t.event_time_ms,
-                ingest_time_ms=t.event_time_ms, seq=i))
+            records.append(
+                RawTrade(
+                    provider=t.provider,
+                    symbol=t.symbol,
+                    provider_symbol=t.provider_symbol,
+                    asset_type=AssetType.CRYPTO,
+                    trade_id=f"t{i}",
+                    price=t.price,
+                    amount=round(rng.uniform(0.1, 2.0), 3),
+                    event_time_ms=t.event_time_ms,
+                    ingest_time_ms=t.event_time_ms,
+                    seq=i,
+                )
+            )
     log = [encode(r) for r in records]
     for i in range(50, len(log), 211):
         log.insert(i, b'{"not": "a record"}')
@@ -62,10 +73,8 @@ EXPECTED = uninterrupted()
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.integers(0, len(LOG)), min_size=1, max_size=6, unique=True),
-       st.integers(0, 400))
-def test_restarts_from_marks_give_the_uninterrupted_outputs(commits: list[int],
-                                                            lost: int) -> None:
+@given(st.lists(st.integers(0, len(LOG)), min_size=1, max_size=6, unique=True), st.integers(0, 400))
+def test_restarts_from_marks_give_the_uninterrupted_outputs(commits: list[int], lost: int) -> None:
     """At each commit point the outputs so far and the mark are kept; then a crash loses
     ``lost`` more records' work (an aborted transaction) and a new processor restores the mark
     and goes on from the record after it."""
@@ -98,8 +107,14 @@ def test_restarts_from_marks_give_the_uninterrupted_outputs(commits: list[int],
 
 def test_the_log_exercises_every_output() -> None:
     topics = {out[0] for out in EXPECTED}
-    assert topics >= {"fiml.prices", "fiml.quotes", "fiml.trades", "fiml.ohlcv",
-                      "fiml.provider.health", "fiml.deadletter"}
+    assert topics >= {
+        "fiml.prices",
+        "fiml.quotes",
+        "fiml.trades",
+        "fiml.ohlcv",
+        "fiml.provider.health",
+        "fiml.deadletter",
+    }
     assert any(b'"is_final":true' in out[2] for out in EXPECTED)
 
 

@@ -31,17 +31,30 @@ START = MIDNIGHT - 60_000  # a minute before it, a minute after
 
 def trades(ticks: list[RawTick]) -> list[RawTrade]:
     rng = random.Random(3)
-    return [RawTrade(provider=t.provider, symbol=t.symbol, provider_symbol=t.provider_symbol,
-                     asset_type=AssetType.CRYPTO, trade_id=f"t{i}", price=t.price,
-                     amount=round(rng.uniform(0.1, 2.0), 3), event_time_ms=t.event_time_ms,
-                     ingest_time_ms=t.event_time_ms, seq=i)
-            for i, t in enumerate(ticks) if i % 7 == 3]
+    return [
+        RawTrade(
+            provider=t.provider,
+            symbol=t.symbol,
+            provider_symbol=t.provider_symbol,
+            asset_type=AssetType.CRYPTO,
+            trade_id=f"t{i}",
+            price=t.price,
+            amount=round(rng.uniform(0.1, 2.0), 3),
+            event_time_ms=t.event_time_ms,
+            ingest_time_ms=t.event_time_ms,
+            seq=i,
+        )
+        for i, t in enumerate(ticks)
+        if i % 7 == 3
+    ]
 
 
 def run() -> tuple[list[tuple[str, bytes]], list[RawTick | RawTrade]]:
-    models = [ProviderModel("alpha", noise_bps=2, every_ms=500),
-              ProviderModel("bravo", noise_bps=4, every_ms=700),
-              ProviderModel("charlie", noise_bps=8, every_ms=900)]
+    models = [
+        ProviderModel("alpha", noise_bps=2, every_ms=500),
+        ProviderModel("bravo", noise_bps=4, every_ms=700),
+        ProviderModel("charlie", noise_bps=8, every_ms=900),
+    ]
     ticks, _ = synthetic_ticks(["BTC/USD"], models, START, 120_000)
     raw: list[RawTick | RawTrade] = [*ticks, *trades(ticks)]
     raw.sort(key=lambda r: (r.event_time_ms, isinstance(r, RawTrade)))

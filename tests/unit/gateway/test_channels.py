@@ -34,11 +34,17 @@ def test_stream_types_map_to_topics_and_channels() -> None:
     [
         ({"symbols": ["AAPL", "??"]}, "UNKNOWN_SYMBOL", "symbols.1"),
         ({"asset_type": "crypto"}, "UNKNOWN_SYMBOL", "symbols.0"),
-        ({"stream_type": "ohlcv", "params": {"interval": "2m"}}, "SUBSCRIPTION_ERROR",
-         "params.interval"),
+        (
+            {"stream_type": "ohlcv", "params": {"interval": "2m"}},
+            "SUBSCRIPTION_ERROR",
+            "params.interval",
+        ),
         ({"params": {"source": "nowhere"}}, "SUBSCRIPTION_ERROR", "params.source"),
-        ({"stream_type": "trades", "params": {"source": "raw"}}, "SUBSCRIPTION_ERROR",
-         "params.source"),
+        (
+            {"stream_type": "trades", "params": {"source": "raw"}},
+            "SUBSCRIPTION_ERROR",
+            "params.source",
+        ),
     ],
 )
 def test_bad_targets_name_the_problem(fields: dict[str, object], code: str, field: str) -> None:
@@ -51,32 +57,57 @@ def test_bad_targets_name_the_problem(fields: dict[str, object], code: str, fiel
 
 
 def test_route_gives_the_channel_a_subscription_lists() -> None:
-    price = encode(PriceUpdate(symbol="BTC/USDT", asset_type=AssetType.CRYPTO, price=100.0,
-                               confidence=0.9, band_low=99.0, band_high=101.0,
-                               providers_used=["a"], event_time_ms=1, source_ticks=1,
-                               provider="a", day_open=100.0))
+    price = encode(
+        PriceUpdate(
+            symbol="BTC/USDT",
+            asset_type=AssetType.CRYPTO,
+            price=100.0,
+            confidence=0.9,
+            band_low=99.0,
+            band_high=101.0,
+            providers_used=["a"],
+            event_time_ms=1,
+            source_ticks=1,
+            provider="a",
+            day_open=100.0,
+        )
+    )
     (channel, record) = route("fiml.prices", price)
     spec = resolve(req(stream_type="price", symbols=["BTC/USDT"]), LIVE)
     assert channel in spec.channels and record["event_time_ms"] == 1
-    candle = encode(OHLCVUpdate(symbol="BTC/USDT", interval=Interval.M5, window_start_ms=0,
-                                window_end_ms=300_000, open=1.0, high=2.0, low=0.5, close=1.5,
-                                volume=0.0, trade_count=0, rev=0, is_final=False,
-                                event_time_ms=5))
-    spec = resolve(req(stream_type="ohlcv", symbols=["BTC/USDT"], params={"interval": "5m"}),
-                   LIVE)
+    candle = encode(
+        OHLCVUpdate(
+            symbol="BTC/USDT",
+            interval=Interval.M5,
+            window_start_ms=0,
+            window_end_ms=300_000,
+            open=1.0,
+            high=2.0,
+            low=0.5,
+            close=1.5,
+            volume=0.0,
+            trade_count=0,
+            rev=0,
+            is_final=False,
+            event_time_ms=5,
+        )
+    )
+    spec = resolve(req(stream_type="ohlcv", symbols=["BTC/USDT"], params={"interval": "5m"}), LIVE)
     assert route("fiml.ohlcv", candle)[0] in spec.channels
 
 
-@pytest.mark.parametrize(("topic", "payload", "field"), [
-    ("fiml.prices", b"not json", None),
-    ("fiml.prices", b"[1, 2]", None),
-    ("fiml.prices", b'{"price": 1.0}', "symbol"),
-    ("fiml.prices", b'{"symbol": ""}', "symbol"),
-    ("fiml.ohlcv", b'{"symbol": "BTC/USDT", "interval": "7m"}', "interval"),
-    ("fiml.ohlcv", b'{"symbol": "BTC/USDT"}', "interval"),
-])
-def test_route_rejects_what_cannot_be_routed(topic: str, payload: bytes,
-                                             field: str | None) -> None:
+@pytest.mark.parametrize(
+    ("topic", "payload", "field"),
+    [
+        ("fiml.prices", b"not json", None),
+        ("fiml.prices", b"[1, 2]", None),
+        ("fiml.prices", b'{"price": 1.0}', "symbol"),
+        ("fiml.prices", b'{"symbol": ""}', "symbol"),
+        ("fiml.ohlcv", b'{"symbol": "BTC/USDT", "interval": "7m"}', "interval"),
+        ("fiml.ohlcv", b'{"symbol": "BTC/USDT"}', "interval"),
+    ],
+)
+def test_route_rejects_what_cannot_be_routed(topic: str, payload: bytes, field: str | None) -> None:
     with pytest.raises(DecodeError) as info:
         route(topic, payload)
     assert info.value.field == field
@@ -85,10 +116,23 @@ def test_route_rejects_what_cannot_be_routed(topic: str, payload: bytes,
 def test_a_record_missing_a_key_of_its_model_is_not_routed() -> None:
     """A client reads every documented key; a record without one (a v1 record without the
     seed's keys, a stray producer's object) must not reach it."""
-    full = orjson.loads(encode(PriceUpdate(
-        symbol="BTC/USDT", asset_type=AssetType.CRYPTO, price=100.0, confidence=0.9,
-        band_low=99.0, band_high=101.0, providers_used=["a"], event_time_ms=1, source_ticks=1,
-        provider="a", day_open=100.0)))
+    full = orjson.loads(
+        encode(
+            PriceUpdate(
+                symbol="BTC/USDT",
+                asset_type=AssetType.CRYPTO,
+                price=100.0,
+                confidence=0.9,
+                band_low=99.0,
+                band_high=101.0,
+                providers_used=["a"],
+                event_time_ms=1,
+                source_ticks=1,
+                provider="a",
+                day_open=100.0,
+            )
+        )
+    )
     assert route("fiml.prices", orjson.dumps(full))[0] == ("fiml.prices", "BTC/USDT", "")
     for key in ("change_percent", "timestamp", "provider", "price"):
         partial = {k: v for k, v in full.items() if k != key}

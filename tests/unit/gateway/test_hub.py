@@ -41,16 +41,34 @@ class Owner:
 
 
 def price(symbol: str, value: float) -> bytes:
-    return encode(PriceUpdate(
-        symbol=symbol, asset_type=AssetType.CRYPTO, price=value, confidence=0.9,
-        band_low=value, band_high=value, providers_used=["a"], event_time_ms=1, source_ticks=1,
-        provider="a", day_open=value,
-    ))
+    return encode(
+        PriceUpdate(
+            symbol=symbol,
+            asset_type=AssetType.CRYPTO,
+            price=value,
+            confidence=0.9,
+            band_low=value,
+            band_high=value,
+            providers_used=["a"],
+            event_time_ms=1,
+            source_ticks=1,
+            provider="a",
+            day_open=value,
+        )
+    )
 
 
 def trade(n: int) -> bytes:
-    return encode(TradeUpdate(symbol="BTC/USDT", trade_id=str(n), price=1.0, amount=1.0,
-                              providers=["a"], event_time_ms=1))
+    return encode(
+        TradeUpdate(
+            symbol="BTC/USDT",
+            trade_id=str(n),
+            price=1.0,
+            amount=1.0,
+            providers=["a"],
+            event_time_ms=1,
+        )
+    )
 
 
 def hub_with(spec: StreamSpec, mode: str, max_pending: int) -> tuple[Hub, Subscription, Owner]:
@@ -86,8 +104,11 @@ def test_trades_overflow_disconnects_the_client_instead_of_dropping() -> None:
 # Any JSON value, and bytes that are not JSON at all: what a careless or hostile producer can
 # write to a derived topic.
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
     max_leaves=8,
 )
@@ -95,14 +116,17 @@ poison = st.one_of(
     st.binary(max_size=64),
     json_values.map(lambda v: orjson.dumps(v)),
     st.fixed_dictionaries({"symbol": json_values, "interval": json_values}).map(orjson.dumps),
-    st.fixed_dictionaries({"symbol": st.just("ETH/USDT"), "interval": json_values})
-    .map(orjson.dumps),
+    st.fixed_dictionaries({"symbol": st.just("ETH/USDT"), "interval": json_values}).map(
+        orjson.dumps
+    ),
 )
 
 
 @settings(deadline=None, max_examples=300)
-@given(bad=st.lists(poison, min_size=1, max_size=5), topic=st.sampled_from(
-    ["fiml.ohlcv", "fiml.prices"]))
+@given(
+    bad=st.lists(poison, min_size=1, max_size=5),
+    topic=st.sampled_from(["fiml.ohlcv", "fiml.prices"]),
+)
 def test_no_record_stops_the_hub(bad: list[bytes], topic: str) -> None:
     """Whatever bytes sit between two good records, the good ones reach the subscriber and the
     bad ones are skipped and counted (one record with an ``interval`` that is a list used to
@@ -115,8 +139,9 @@ def test_no_record_stops_the_hub(bad: list[bytes], topic: str) -> None:
         good = [price("ETH/USDT", 10.0), price("ETH/USDT", 11.0)]
     hub, sub, owner = hub_with(spec, "realtime", max_pending=100)
     records = [good[0], *bad, good[1]]
-    hub._dispatch(TopicPartition(topic_name(topic), 0),
-                  [Msg(i, r) for i, r in enumerate(records)], now=0.0)
+    hub._dispatch(
+        TopicPartition(topic_name(topic), 0), [Msg(i, r) for i, r in enumerate(records)], now=0.0
+    )
     delivered = sub.take(0.0)
     assert delivered[0] == good[0] and delivered[-1] == good[1] and not owner.failures
     assert hub._metrics.decode_errors == sum(not routable(topic, r) for r in bad)
@@ -132,7 +157,20 @@ def routable(topic: str, payload: bytes) -> bool:
 
 
 def candle_bytes(close: float) -> bytes:
-    return encode(OHLCVUpdate(symbol="ETH/USDT", interval=Interval.M1, window_start_ms=0,
-                              window_end_ms=60_000, open=close, high=close, low=close,
-                              close=close, volume=0.0, trade_count=0, rev=0, is_final=False,
-                              event_time_ms=1))
+    return encode(
+        OHLCVUpdate(
+            symbol="ETH/USDT",
+            interval=Interval.M1,
+            window_start_ms=0,
+            window_end_ms=60_000,
+            open=close,
+            high=close,
+            low=close,
+            close=close,
+            volume=0.0,
+            trade_count=0,
+            rev=0,
+            is_final=False,
+            event_time_ms=1,
+        )
+    )

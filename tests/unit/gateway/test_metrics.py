@@ -17,13 +17,22 @@ def test_public_api() -> None:
     import gateway
 
     assert set(gateway.__all__) == {
-        "CLOSE_SLOW_CLIENT", "GatewayError", "GatewaySettings", "RangeReadError",
-        "SlowClientError", "create_app",
+        "CLOSE_SLOW_CLIENT",
+        "GatewayError",
+        "GatewaySettings",
+        "RangeReadError",
+        "SlowClientError",
+        "create_app",
     }
 
 
 def test_render_buffered_gauges() -> None:
-    text = render(Metrics(), connections=0, subscriptions={}, lag={},
-                  buffered={"pending_updates": 5, "max_queued_frames": 2})
+    text = render(
+        Metrics(),
+        connections=0,
+        subscriptions={},
+        lag={},
+        buffered={"pending_updates": 5, "max_queued_frames": 2},
+    )
     assert "fiml_gateway_pending_updates 5.0\n" in text
     assert "# TYPE fiml_gateway_max_queued_frames gauge" in text

@@ -32,8 +32,11 @@ def test_conflated_keeps_latest_per_symbol_and_waits_for_the_interval() -> None:
 def test_nothing_is_due_before_the_first_interval_after_the_ack() -> None:
     """The seed's order: a client that sends its next request right after an ack reads that
     request's ack, not data. Conflated and batched streams wait one interval; real-time not."""
-    for spec, mode, first_due in ((PRICE, "conflated", 11.0), (TRADES, "conflated", 11.0),
-                                  (PRICE, "realtime", 10.2)):
+    for spec, mode, first_due in (
+        (PRICE, "conflated", 11.0),
+        (TRADES, "conflated", 11.0),
+        (PRICE, "realtime", 10.2),
+    ):
         s = sub(spec, mode)
         s.begin(now=10.0)  # the ack went out at 10.0
         channel = ("fiml.trades", "A", "") if spec is TRADES else A
@@ -79,9 +82,14 @@ def test_sequence_history_and_rewind() -> None:
     assert s.seq == 2 and s.next_seq((9, 9)) == 3 and s.positions_after(3) == (9, 9)
 
 
-@pytest.mark.parametrize(("spec", "mode"), [
-    (PRICE, "conflated"), (PRICE, "realtime"), (TRADES, "conflated"),
-])
+@pytest.mark.parametrize(
+    ("spec", "mode"),
+    [
+        (PRICE, "conflated"),
+        (PRICE, "realtime"),
+        (TRADES, "conflated"),
+    ],
+)
 def test_offer_many_is_offer_each(spec: StreamSpec, mode: str) -> None:
     channel = spec.channels[0]
     one, many = sub(spec, mode, max_pending=4), sub(spec, mode, max_pending=4)

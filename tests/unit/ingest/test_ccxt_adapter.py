@@ -47,7 +47,9 @@ def _client(exchange: str, module: Any, response: Any) -> Any:
         client.fetch = lambda url, method="GET", headers=None, body=None: response
     else:
 
-        async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:  # noqa: E501
+        async def fetch(
+            url: str, method: str = "GET", headers: Any = None, body: Any = None
+        ) -> Any:
             return response
 
         client.fetch = fetch
@@ -98,7 +100,9 @@ async def test_rest_polling_provider_on_recorded_responses() -> None:
         client = _client("binance", ccxt_async, None)
         await provider.exchange.close()
 
-        async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:  # noqa: E501
+        async def fetch(
+            url: str, method: str = "GET", headers: Any = None, body: Any = None
+        ) -> Any:
             return trades if "trades" in url.lower() else ticker
 
         client.fetch = fetch

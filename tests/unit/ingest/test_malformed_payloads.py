@@ -24,16 +24,21 @@ from tests.conftest import TEST_DATA
 
 FIXTURES = Path(__file__).parent / "fixtures"
 garbage = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size=12),
-    st.floats(), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3),
-                                                                        st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=12),
+    st.floats(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     st.sampled_from(["NaN", "inf", "-1", "1e999", "", "2026-13-45 25:61:00", "0"]),
 )
 
 
 def ccxt(method: str) -> Any:
-    data = json.loads((TEST_DATA / "ccxt-responses" / "binance.marketdata.extract.json")
-                      .read_text())
+    data = json.loads(
+        (TEST_DATA / "ccxt-responses" / "binance.marketdata.extract.json").read_text()
+    )
     parsed = data["methods"][method][0]["parsedResponse"]
     return parsed[0] if isinstance(parsed, list) else parsed
 
@@ -44,17 +49,27 @@ def fixture(name: str) -> Any:
 
 KW = {"seq": 1, "ingest_time_ms": 1_796_400_000_000}
 CASES: dict[str, tuple[Callable[[Any], Any], Any, tuple[str, ...]]] = {
-    "ccxt ticker": (lambda p: ticker_to_tick(p, provider="ccxt_binance", symbol="BTC/USDT",
-                                             **KW), ccxt("fetchTicker"), ()),
-    "ccxt trade": (lambda p: trade_to_raw(p, provider="ccxt_binance", symbol="BTC/USDT", **KW),
-                   ccxt("fetchTrades"), ()),
-    "yfinance": (lambda p: info_to_tick(p, symbol="AAPL", **KW), fixture("yfinance_info.json"),
-                 ()),
-    "alpha vantage quote": (lambda p: global_quote_to_tick(p, symbol="IBM", **KW),
-                            fixture("alphavantage_global_quote.json"), ("Global Quote",)),
-    "alpha vantage fx": (lambda p: exchange_rate_to_tick(p, symbol="EUR/USD", **KW),
-                         fixture("alphavantage_exchange_rate.json"),
-                         ("Realtime Currency Exchange Rate",)),
+    "ccxt ticker": (
+        lambda p: ticker_to_tick(p, provider="ccxt_binance", symbol="BTC/USDT", **KW),
+        ccxt("fetchTicker"),
+        (),
+    ),
+    "ccxt trade": (
+        lambda p: trade_to_raw(p, provider="ccxt_binance", symbol="BTC/USDT", **KW),
+        ccxt("fetchTrades"),
+        (),
+    ),
+    "yfinance": (lambda p: info_to_tick(p, symbol="AAPL", **KW), fixture("yfinance_info.json"), ()),
+    "alpha vantage quote": (
+        lambda p: global_quote_to_tick(p, symbol="IBM", **KW),
+        fixture("alphavantage_global_quote.json"),
+        ("Global Quote",),
+    ),
+    "alpha vantage fx": (
+        lambda p: exchange_rate_to_tick(p, symbol="EUR/USD", **KW),
+        fixture("alphavantage_exchange_rate.json"),
+        ("Realtime Currency Exchange Rate",),
+    ),
     "fmp": (lambda p: quote_to_tick(p, symbol="AAPL", **KW), fixture("fmp_quote.json"), ("0",)),
 }
 
@@ -76,8 +91,9 @@ def mutate(payload: Any, path: tuple[str, ...], key: str | None, value: Any) -> 
 @pytest.mark.parametrize("case", sorted(CASES))
 @settings(deadline=None, max_examples=150)
 @given(data=st.data())
-def test_a_malformed_payload_is_a_payload_error_never_a_crash(case: str,
-                                                             data: st.DataObject) -> None:
+def test_a_malformed_payload_is_a_payload_error_never_a_crash(
+    case: str, data: st.DataObject
+) -> None:
     convert, payload, path = CASES[case]
     inner = payload
     for step in path:

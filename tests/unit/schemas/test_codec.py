@@ -105,17 +105,37 @@ def test_decode_raw_tells_ticks_from_trades(record: RawTick | RawTrade) -> None:
 
 
 def test_decode_raw_reads_a_tick_whose_value_is_the_word_trade_id() -> None:
-    tick = RawTick(provider="p", symbol="BTC/USD", provider_symbol="trade_id",
-                   asset_type=AssetType.CRYPTO, price=1.0, event_time_ms=1, ingest_time_ms=1,
-                   seq=0)
+    tick = RawTick(
+        provider="p",
+        symbol="BTC/USD",
+        provider_symbol="trade_id",
+        asset_type=AssetType.CRYPTO,
+        price=1.0,
+        event_time_ms=1,
+        ingest_time_ms=1,
+        seq=0,
+    )
     assert b'"trade_id"' in encode(tick)
     assert decode_raw(encode(tick)) == tick
 
 
 def test_decode_raw_names_the_trade_field_a_trade_lacks() -> None:
-    trade = orjson.loads(encode(RawTrade(
-        provider="p", symbol="BTC/USD", provider_symbol="BTCUSD", asset_type=AssetType.CRYPTO,
-        trade_id="7", price=1.0, amount=2.0, event_time_ms=1, ingest_time_ms=1, seq=0)))
+    trade = orjson.loads(
+        encode(
+            RawTrade(
+                provider="p",
+                symbol="BTC/USD",
+                provider_symbol="BTCUSD",
+                asset_type=AssetType.CRYPTO,
+                trade_id="7",
+                price=1.0,
+                amount=2.0,
+                event_time_ms=1,
+                ingest_time_ms=1,
+                seq=0,
+            )
+        )
+    )
     del trade["amount"]
     with pytest.raises(DecodeError) as exc:
         decode_raw(orjson.dumps(trade))

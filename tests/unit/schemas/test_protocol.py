@@ -179,22 +179,42 @@ def test_data_message_admits_raw_ticks_and_trades() -> None:
     from schemas.protocol import DataMessage
     from schemas.records import AssetType, RawTick, RawTrade
 
-    tick = RawTick(provider="sim-a", symbol="BTC/USDT", provider_symbol="BTCUSDT",
-                   asset_type=AssetType.CRYPTO, price=1.5, event_time_ms=1, ingest_time_ms=2,
-                   seq=3)
-    trade = RawTrade(provider="sim-a", symbol="BTC/USDT", provider_symbol="BTCUSDT",
-                     asset_type=AssetType.CRYPTO, trade_id="t1", price=1.5, amount=2.0,
-                     event_time_ms=1, ingest_time_ms=2, seq=4)
-    raw = DataMessage(stream_type=StreamType.PRICE, subscription_id="s", data=[tick, trade],
-                      timestamp_ms=5, seq=1).model_dump_json()
+    tick = RawTick(
+        provider="sim-a",
+        symbol="BTC/USDT",
+        provider_symbol="BTCUSDT",
+        asset_type=AssetType.CRYPTO,
+        price=1.5,
+        event_time_ms=1,
+        ingest_time_ms=2,
+        seq=3,
+    )
+    trade = RawTrade(
+        provider="sim-a",
+        symbol="BTC/USDT",
+        provider_symbol="BTCUSDT",
+        asset_type=AssetType.CRYPTO,
+        trade_id="t1",
+        price=1.5,
+        amount=2.0,
+        event_time_ms=1,
+        ingest_time_ms=2,
+        seq=4,
+    )
+    raw = DataMessage(
+        stream_type=StreamType.PRICE, subscription_id="s", data=[tick, trade], timestamp_ms=5, seq=1
+    ).model_dump_json()
     assert DataMessage.model_validate_json(raw).data == [tick, trade]
 
 
-@pytest.mark.parametrize("value", ["253402300800000", str(2**63), str(2**64),
-                                   '"10000-01-01T00:00:00Z"'])
+@pytest.mark.parametrize(
+    "value", ["253402300800000", str(2**63), str(2**64), '"10000-01-01T00:00:00Z"']
+)
 def test_times_past_the_year_9999_are_refused(value: str) -> None:
-    error = rejected('{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL"], '
-                     f'"replay_from": 1, "replay_to": {value}}}')
+    error = rejected(
+        '{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL"], '
+        f'"replay_from": 1, "replay_to": {value}}}'
+    )
     assert (error.code, error.field) == (ErrorCode.SUBSCRIPTION_ERROR, "replay_to")
 
 
@@ -203,11 +223,15 @@ def test_server_timestamps_are_iso_with_a_z_and_epoch_ms_beside() -> None:
 
     from schemas.protocol import Heartbeat
 
-    beat = orjson.loads(Heartbeat(timestamp_ms=1_796_412_018_450,
-                                  active_subscriptions=2).model_dump_json())
+    beat = orjson.loads(
+        Heartbeat(timestamp_ms=1_796_412_018_450, active_subscriptions=2).model_dump_json()
+    )
     assert beat["timestamp"] == "2026-12-04T19:20:18.450Z"
     parsed = datetime.fromisoformat(beat["timestamp"].replace("Z", "+00:00"))
     assert round(parsed.timestamp() * 1000) == beat["timestamp_ms"]
     with pytest.raises(ValueError, match="timestamp must be timestamp_ms"):
-        Heartbeat(timestamp="2026-12-04T19:20:18.451Z", timestamp_ms=1_796_412_018_450,
-                  active_subscriptions=2)
+        Heartbeat(
+            timestamp="2026-12-04T19:20:18.451Z",
+            timestamp_ms=1_796_412_018_450,
+            active_subscriptions=2,
+        )

@@ -196,8 +196,12 @@ def test_the_seed_keys_are_derived_and_a_wrong_copy_is_refused() -> None:
     price = PriceUpdate(**price_update(event_time_ms=1_796_412_018_450))
     assert (price.timestamp, price.change) == ("2026-12-04T19:20:18.450Z", 2.0)
     assert price.change_percent == 2.0 / 188.0 * 100
-    for key, wrong in (("change", 2.5), ("change_percent", 1.0), ("timestamp", "x"),
-                       ("timestamp", "2026-12-04T19:20:18.451Z")):
+    for key, wrong in (
+        ("change", 2.5),
+        ("change_percent", 1.0),
+        ("timestamp", "x"),
+        ("timestamp", "2026-12-04T19:20:18.451Z"),
+    ):
         with pytest.raises(ValidationError, match=key):
             PriceUpdate(**price_update(event_time_ms=1_796_412_018_450, **{key: wrong}))
     with pytest.raises(ValidationError, match="provider must be one of providers_used"):
