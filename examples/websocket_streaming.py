@@ -146,19 +146,25 @@ async def stream_with_error_handling(base: str, updates: int) -> None:
         "subscription_id": f"reconnect-{uuid.uuid4().hex}",
     }
     last_seq: int | None = None  # the last data message received (a documented extra)
+    token: str | None = None  # the ack's resume_token: only its holder can resume
     count, delay, attempts = 0, 1.0, 0
     while count < updates:
         try:
             attempts += 1
             print(f"Connection attempt {attempts}")
             async with websockets.connect(uri) as websocket:
-                resume = {} if last_seq is None else {"resume_from": last_seq}
+                resume = (
+                    {}
+                    if last_seq is None or token is None
+                    else {"resume_from": last_seq, "resume_token": token}
+                )
                 await websocket.send(json.dumps({**request, **resume}))
                 ack = json.loads(await websocket.recv())
                 if ack["type"] == "error":  # cannot resume here: start afresh (with a snapshot)
                     print(f"Cannot resume ({ack['error_code']}): subscribing afresh")
                     last_seq = None
                     continue
+                token = ack.get("resume_token")
                 print(f"Connected, subscribed to: {', '.join(ack['symbols'])}\n")
                 delay = 1.0
                 while count < updates:

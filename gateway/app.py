@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query, Request, WebSocket
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
+from gateway.auth import Principal
 from gateway.channels import resolve_symbol
 from gateway.hub import HubState
 from gateway.service import Gateway, WebSocketMiddleware
@@ -45,29 +47,67 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             await gateway.stop()
 
+    # /docs and /openapi.json are served below, for admins where credentials are required.
     app = FastAPI(
         title="FIML Stream gateway",
         summary="Live, conflated, resumable market data over WebSocket, and history replay.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        openapi_url=None,
     )
     app.state.gateway = gateway
 
     async def ws_stream(websocket: WebSocket, _: str) -> None:
-        await websocket.accept()
-        await gateway.serve(websocket)
+        admitted, principal = await gateway.admit(websocket)
+        if admitted:
+            await gateway.serve(websocket, principal=principal)
 
     async def ws_prices(websocket: WebSocket, symbols: str) -> None:
-        await websocket.accept()
+        admitted, principal = await gateway.admit(websocket)
+        if not admitted:
+            return
         try:
             wanted = symbol_forms.from_url_list(symbols)
         except SymbolError as exc:
             # The connection stays open and usable: the client may still subscribe.
             error = ProtocolError(ErrorCode.UNKNOWN_SYMBOL, str(exc), "symbols")
-            await gateway.serve(websocket, initial_error=error)
+            await gateway.serve(websocket, initial_error=error, principal=principal)
             return
         request = SubscribeRequest(stream_type=StreamType.PRICE, symbols=wanted, interval_ms=1000)
-        await gateway.serve(websocket, initial=[request])
+        await gateway.serve(websocket, initial=[request], principal=principal)
+
+    def caller(request: Request) -> Principal:
+        """The REST caller: its credentials' principal, or the anonymous one where allowed.
+
+        Raises:
+            HTTPException: 401 without valid credentials where anonymous access is refused.
+        """
+        auth = request.headers.get("authorization", "")
+        token = (auth[7:].strip() if auth.lower().startswith("bearer ") else None) or (
+            request.headers.get("x-api-key") or request.query_params.get("token")
+        )
+        principal = gateway.principal_of(token or None)
+        if principal is None:
+            gateway.metrics.auth_failures += 1
+            raise HTTPException(
+                401, "valid credentials required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return principal
+
+    def admin(request: Request) -> Principal:
+        """Raises: HTTPException: 401 (no credentials), 403 (not an admin key)."""
+        principal = caller(request)
+        if not principal.entitlements.admin:
+            raise HTTPException(403, "an admin key is required")
+        return principal
+
+    def entitled(principal: Principal, stream_type: StreamType, symbol: str) -> None:
+        """Raises: HTTPException: 403 naming what was asked."""
+        try:
+            principal.entitlements.check(stream_type, (symbol,), False, None, 0)
+        except ProtocolError as exc:
+            raise HTTPException(403, exc.message) from None
 
     # /ws/stream and /ws/prices/{symbols}, outside FastAPI's routing (WebSocketMiddleware).
     app.add_middleware(
@@ -96,14 +136,25 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(_: Principal = Depends(admin)) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(_: Principal = Depends(admin)) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="FIML Stream gateway")
+
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-    async def metrics() -> PlainTextResponse:
+    async def metrics(_: Principal = Depends(admin)) -> PlainTextResponse:
         return PlainTextResponse(
             gateway.render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
     @app.get("/ws/connections", summary="Open connections, subscriptions, per-stream counts")
-    async def connections(details: bool = False) -> dict[str, Any]:
+    async def connections(request: Request, details: bool = False) -> dict[str, Any]:
+        # The counts are the seed's public endpoint; who is subscribed to what is for admins.
+        if details:
+            admin(request)
         return gateway.status(details)
 
     @app.get(
@@ -111,22 +162,44 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="Latest arbitrated price (with confidence and providers) of one symbol",
         responses={404: {"description": "no price seen for this symbol yet"}},
     )
-    async def latest_price(symbol: str) -> Response:
+    async def latest_price(symbol: str, principal: Principal = Depends(caller)) -> Response:
         canonical = _symbol_or_422(symbol)
+        entitled(principal, StreamType.PRICE, canonical)
         payload = gateway.hub.latest(("fiml.prices", canonical, ""))
         if payload is None:
             raise HTTPException(404, f"no price for {canonical} yet")
         return Response(payload, media_type="application/json")
 
-    @app.get("/ohlcv/{symbol}", summary="Candles of one symbol from the retained topic")
+    @app.get(
+        "/ohlcv/{symbol}",
+        summary="Candles of one symbol from the retained topic",
+        description=(
+            "The latest revision of each candle whose window starts in [start, end), oldest "
+            "first: the newest `max_candles` (5,000 by default) of them. `truncated: true` says "
+            "that older ones were left out; `end=next_end` asks for them. A range is at most 366 "
+            "days."
+        ),
+        responses={
+            422: {
+                "description": "unknown symbol, or a bad range: a bound outside 1970..9999 "
+                "(0..253402300799999), end <= start, or longer than 366 days"
+            },
+            503: {"description": "the broker or the topic cannot be read now"},
+        },
+    )
     async def candles(
         request: Request,
         symbol: str,
         interval: Interval = Interval.M1,
+        # The upper bounds and the range are checked by gateway.rest.candle_range (422).
         start: Annotated[int | None, Query(ge=0, description="epoch ms, inclusive")] = None,
-        end: Annotated[int | None, Query(ge=0, description="epoch ms, exclusive")] = None,
+        end: Annotated[
+            int | None, Query(ge=0, description="epoch ms, exclusive; default now")
+        ] = None,
+        principal: Principal = Depends(caller),
     ) -> dict[str, Any]:
         canonical = _symbol_or_422(symbol)
+        entitled(principal, StreamType.OHLCV, canonical)
         from gateway.rest import read_candles
 
         return await read_candles(gateway, canonical, interval, start, end)

@@ -12,10 +12,28 @@ messages and the connection stays open.
 
 from __future__ import annotations
 
-__all__ = ["CLOSE_SLOW_CLIENT", "GatewayError", "RangeReadError", "SlowClientError"]
+__all__ = [
+    "CLOSE_AUTH",
+    "CLOSE_LIFETIME",
+    "CLOSE_RATE_LIMITED",
+    "CLOSE_SLOW_CLIENT",
+    "CLOSE_TOO_MANY_CONNECTIONS",
+    "GatewayError",
+    "RangeReadError",
+    "SlowClientError",
+]
 
-#: WebSocket close code for a client that fell too far behind (private-use range 4000-4999).
+# WebSocket close codes (private-use range 4000-4999), one per reason (docs/WEBSOCKET.md).
+#: The client fell too far behind.
 CLOSE_SLOW_CLIENT = 4000
+#: No valid credentials in time, or they expired and were not refreshed.
+CLOSE_AUTH = 4001
+#: Too many refused messages in a row (over the messages-a-second limit).
+CLOSE_RATE_LIMITED = 4008
+#: The connection reached its maximum lifetime: reconnect (and resume).
+CLOSE_LIFETIME = 4010
+#: Too many connections from this IP address or with this key.
+CLOSE_TOO_MANY_CONNECTIONS = 4029
 
 
 class GatewayError(Exception):

@@ -6,6 +6,7 @@ hub's, so that a long replay never delays live data and closing it frees everyth
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -41,12 +42,16 @@ class TopicReader:
     async def __aenter__(self) -> TopicReader:
         """Raises: RangeReadError: the broker cannot be reached or the topic is unknown."""
         if not self.partitions:
+            await self._consumer.stop()  # built in __init__: close it (no "Unclosed" warning)
             raise RangeReadError(f"topic {self._topic} has no known partitions")
         try:
             await self._consumer.start()
         except KafkaError as exc:
             await self._consumer.stop()
             raise RangeReadError(f"cannot read {self._topic}: {exc!r}") from exc
+        except BaseException:  # cancelled while connecting (the client left): close it too
+            await asyncio.shield(self._consumer.stop())
+            raise
         self._consumer.assign(self.partitions)
         return self
 

@@ -29,6 +29,9 @@ class Metrics:
     conflations: int = 0
     slow_disconnects: int = 0
     client_errors: int = 0
+    auth_failures: int = 0  # refused credentials (handshake or auth message)
+    rate_limited: int = 0  # client messages refused over the messages-a-second limit
+    refused_connections: int = 0  # origin, connection limits, no credentials in time
     decode_errors: int = 0
     hub_errors: int = 0
     records_in: dict[str, int] = field(default_factory=dict)
@@ -121,6 +124,22 @@ def families(
             "fiml_gateway_client_errors",
             "Error messages sent for bad client input.",
             m.client_errors,
+        ),
+        _counter(
+            "fiml_gateway_auth_failures",
+            "Credentials refused (unknown, revoked, expired or malformed).",
+            m.auth_failures,
+        ),
+        _counter(
+            "fiml_gateway_rate_limited",
+            "Client messages refused over the messages-a-second limit.",
+            m.rate_limited,
+        ),
+        _counter(
+            "fiml_gateway_refused_connections",
+            "Connections refused or closed by a limit: origin, connections per IP or key, "
+            "credentials missing in time.",
+            m.refused_connections,
         ),
         _counter(
             "fiml_gateway_decode_errors",

@@ -1,8 +1,11 @@
 """Who wants which channel, and which closed subscriptions can still be resumed. Pure, no I/O.
 
 The hub looks up ``subscribers(channel)`` once per record; connections add and remove their
-subscriptions. ``ResumeStore`` keeps a bounded number of recently closed subscriptions (their
-sequence numbers and positions) for a while, so that a client that reconnects can resume.
+subscriptions. Subscription ids belong to their connection (two dashboard tabs may both call
+theirs ``prices``), so the registry indexes subscriptions themselves, not their ids.
+``ResumeStore`` keeps a bounded number of recently closed subscriptions (their sequence numbers
+and positions) for a while, each under its secret resume token and for its owner only, so that
+the client that had it, and nobody else, can resume it after a reconnect.
 """
 
 from __future__ import annotations
@@ -27,33 +30,33 @@ class Waker(Protocol):
 
 
 class Registry:
-    """Channel -> subscribers, and subscription id -> subscription, for one gateway process."""
+    """Channel -> subscribers, and every live subscription, for one gateway process."""
 
     def __init__(self) -> None:
         self._by_channel: dict[Channel, list[tuple[Subscription, Waker]]] = {}
-        self._by_id: dict[str, tuple[Subscription, Waker]] = {}
+        self._subs: dict[Subscription, Waker] = {}  # by identity: ids are per connection
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self._subs)
 
-    def __contains__(self, subscription_id: object) -> bool:
-        return subscription_id in self._by_id
+    def __contains__(self, sub: object) -> bool:
+        return sub in self._subs
 
     def add(self, sub: Subscription, owner: Waker) -> None:
         """Index ``sub``; it receives updates from now on.
 
         Raises:
-            KeyError: its id is already registered.
+            KeyError: ``sub`` is already registered.
         """
-        if sub.id in self._by_id:
+        if sub in self._subs:
             raise KeyError(sub.id)
-        self._by_id[sub.id] = (sub, owner)
+        self._subs[sub] = owner
         for channel in sub.spec.channels:
             self._by_channel[channel] = [*self._by_channel.get(channel, ()), (sub, owner)]
 
     def remove(self, sub: Subscription) -> None:
         """Stop delivering to ``sub`` (no-op if it is not registered)."""
-        if self._by_id.pop(sub.id, None) is None:
+        if self._subs.pop(sub, None) is None:
             return
         for channel in sub.spec.channels:
             entries = self._by_channel.get(channel)
@@ -72,7 +75,7 @@ class Registry:
 
     def stream_counts(self) -> dict[str, int]:
         """Subscriptions per stream type."""
-        return dict(Counter(sub.spec.stream_type.value for sub, _ in self._by_id.values()))
+        return dict(Counter(sub.spec.stream_type.value for sub in self._subs))
 
     def symbols(self) -> list[str]:
         """Every symbol with at least one subscriber, sorted."""
@@ -80,37 +83,46 @@ class Registry:
 
 
 class ResumeStore:
-    """Recently closed subscriptions, by id: at most ``max_entries``, each for ``ttl_s``."""
+    """Recently closed subscriptions, by resume token: at most ``max_entries``, each for
+    ``ttl_s``, each claimable only by its owner (the principal that had it)."""
 
     def __init__(self, max_entries: int, ttl_s: float) -> None:
         self._max = max_entries
         self._ttl = ttl_s
-        self._parked: OrderedDict[str, tuple[Subscription, float]] = OrderedDict()
+        self._parked: OrderedDict[str, tuple[Subscription, str, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._parked)
 
-    def park(self, sub: Subscription, now: float) -> None:
-        """Keep ``sub`` (without its pending updates) for a later resume."""
+    def park(self, sub: Subscription, owner: str, now: float) -> None:
+        """Keep ``sub`` (without its pending updates) for a later resume by ``owner``."""
         sub.clear()
-        self._parked.pop(sub.id, None)
-        self._parked[sub.id] = (sub, now)
+        token = sub.resume_token
+        self._parked.pop(token, None)
+        self._parked[token] = (sub, owner, now)
         self.expire(now)
         while len(self._parked) > self._max:
             self._parked.popitem(last=False)
 
-    def claim(self, subscription_id: str, now: float) -> Subscription | None:
-        """Take the parked subscription out, or None if unknown or expired."""
+    def claim(
+        self,
+        token: str,
+        subscription_id: str,
+        owner: str,
+        now: float,
+    ) -> Subscription | None:
+        """Take the parked subscription out, or None if the token is unknown or expired, or
+        names another subscription or another owner's (which stays parked for its owner)."""
         self.expire(now)
-        entry = self._parked.pop(subscription_id, None)
-        return entry[0] if entry else None
-
-    def discard(self, subscription_id: str) -> None:
-        self._parked.pop(subscription_id, None)
+        entry = self._parked.get(token)
+        if entry is None or entry[0].id != subscription_id or entry[1] != owner:
+            return None
+        del self._parked[token]
+        return entry[0]
 
     def expire(self, now: float) -> None:
         while self._parked:
-            _, (_, parked_at) = next(iter(self._parked.items()))
+            _, (_, _, parked_at) = next(iter(self._parked.items()))
             if now - parked_at < self._ttl:
                 break
             self._parked.popitem(last=False)

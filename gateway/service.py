@@ -11,23 +11,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from gateway.auth import ANONYMOUS, Authenticator, KeyFile, Principal, anonymous_allowed
 from gateway.connection import Connection
-from gateway.errors import SlowClientError
+from gateway.errors import (
+    CLOSE_AUTH,
+    CLOSE_LIFETIME,
+    CLOSE_RATE_LIMITED,
+    CLOSE_TOO_MANY_CONNECTIONS,
+    SlowClientError,
+)
 from gateway.hub import Hub
 from gateway.metrics import Metrics, render
 from gateway.registry import Registry, ResumeStore
-from gateway.session import Session
+from gateway.session import ReplaySlots, Session
 from gateway.settings import GatewaySettings
 from schemas.errors import ProtocolError
-from schemas.protocol import SubscribeRequest
+from schemas.protocol import ErrorCode, SubscribeRequest
 
-__all__ = ["ABORT_KEY", "Gateway", "WebSocketEndpoint", "WebSocketMiddleware"]
+__all__ = ["ABORT_KEY", "Gateway", "WebSocketEndpoint", "WebSocketMiddleware", "keys_path"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +91,44 @@ class WebSocketMiddleware:
         await self.app(scope, receive, send)
 
 
+def keys_path(settings: GatewaySettings) -> Path:
+    """The API key file: ``keys_file``, or ``$FIML_HOME/gateway-keys.json``."""
+    if settings.keys_file:
+        return Path(settings.keys_file)
+    from infra.broker import fiml_home
+
+    return fiml_home() / "gateway-keys.json"
+
+
+def _jwt_verifier(settings: GatewaySettings) -> Any:
+    if not (settings.jwt_secret or settings.jwt_jwks_file or settings.jwt_jwks_url):
+        return None
+    from gateway.tokens import JwtVerifier
+
+    return JwtVerifier(
+        secret=settings.jwt_secret or None,
+        jwks_file=settings.jwt_jwks_file or None,
+        jwks_url=settings.jwt_jwks_url or None,
+        audience=settings.jwt_audience or None,
+        issuer=settings.jwt_issuer or None,
+    )
+
+
+def _close_soon(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close from the ticker without waiting on the client (a task of its own)."""
+
+    async def close() -> None:
+        with contextlib.suppress(RuntimeError, OSError):
+            await websocket.close(code, reason)
+
+    task = asyncio.get_running_loop().create_task(close(), name=f"close-{code}")
+    _CLOSING.add(task)  # a reference until it ends: the loop keeps only weak ones
+    task.add_done_callback(_CLOSING.discard)
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
 class Gateway:
     """Everything one gateway process shares between its connections."""
 
@@ -93,6 +140,13 @@ class Gateway:
         self.hub = Hub(settings, self.registry, self.metrics)
         self.connections: dict[str, Connection] = {}
         self._watchdog: asyncio.Task[None] | None = None
+        self.anonymous = anonymous_allowed(settings.anonymous, settings.host)
+        self.authenticator = Authenticator(KeyFile(keys_path(settings)), _jwt_verifier(settings))
+        self.replays = ReplaySlots(settings.max_replays)
+        # Open connections per client address and per owner (key or token subject).
+        self._per_ip: dict[str, int] = {}
+        self._per_owner: dict[str, int] = {}
+        self._deadlines: dict[str, tuple[float, int, str]] = {}  # conn id -> (at, code, why)
 
     async def start(self) -> None:
         """Raises: KafkaError: the broker cannot be reached."""
@@ -119,7 +173,35 @@ class Gateway:
                     conn.fail(SlowClientError(f"a send was blocked for over {limit:g} s"))
                 else:
                     conn.beat(now)
+                deadline = self._deadlines.get(conn.id)
+                if deadline is not None and now >= deadline[0]:
+                    del self._deadlines[conn.id]
+                    _close_soon(conn.websocket, deadline[1], deadline[2])
             self.store.expire(now)
+
+    def credentials(self, websocket: WebSocket) -> str | None:
+        """Credentials sent with the handshake: ``Authorization: Bearer``, ``X-API-Key``, or
+        ``?token=`` (browsers cannot set headers on a WebSocket)."""
+        auth = websocket.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip() or None
+        return websocket.headers.get("x-api-key") or websocket.query_params.get("token") or None
+
+    def principal_of(self, token: str | None) -> Principal | None:
+        """Who a connection is at the handshake: the credentials' principal, the anonymous
+        one where allowed, or None (it must send an ``auth`` message)."""
+        if token is not None:
+            return self.authenticator.authenticate(token)
+        return ANONYMOUS if self.anonymous else None
+
+    def origin_allowed(self, websocket: WebSocket) -> bool:
+        """No Origin (not a browser), the gateway's own origin, or one of ``allowed_origins``."""
+        origin = websocket.headers.get("origin")
+        allowed = self.settings.allowed_origins
+        if origin is None or "*" in allowed or origin in allowed:
+            return True
+        host = websocket.headers.get("host", "")
+        return origin in (f"http://{host}", f"https://{host}")
 
     def status(self, details: bool = False) -> dict[str, Any]:
         """What ``GET /ws/connections`` returns (seed keys first)."""
@@ -151,16 +233,61 @@ class Gateway:
             buffered,
         )
 
+    async def admit(self, websocket: WebSocket) -> tuple[bool, Principal | None]:
+        """The handshake's checks: ``(False, None)`` after refusing or closing the connection
+        (a foreign origin is refused before it is accepted, an HTTP 403; bad credentials are
+        accepted and closed with 4001, so a client can tell why). Otherwise the connection is
+        accepted: ``(True, principal)``, None meaning it must authenticate."""
+        if not self.origin_allowed(websocket):
+            self.metrics.refused_connections += 1
+            log.info("refused a WebSocket from origin %s", websocket.headers.get("origin"))
+            await websocket.close(code=1008)  # before accept: an HTTP 403
+            return False, None
+        await websocket.accept()
+        token = self.credentials(websocket)
+        principal = self.principal_of(token)
+        if token is not None and principal is None:
+            self.metrics.auth_failures += 1
+            await websocket.close(CLOSE_AUTH, "invalid credentials")
+            return False, None
+        return True, principal
+
+    def _count(self, ip: str, owner: str | None, step: int) -> None:
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + step
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+        if owner is not None:
+            self._per_owner[owner] = self._per_owner.get(owner, 0) + step
+            if self._per_owner[owner] <= 0:
+                del self._per_owner[owner]
+
+    def _over_limit(self, ip: str, principal: Principal | None) -> str | None:
+        settings = self.settings
+        if self._per_ip.get(ip, 0) >= settings.max_connections_per_ip:
+            return f"at most {settings.max_connections_per_ip} connections per IP address"
+        owner = principal.owner if principal is not None and principal.authenticated else None
+        if owner is not None and self._per_owner.get(owner, 0) >= settings.max_connections_per_key:
+            return f"at most {settings.max_connections_per_key} connections per key"
+        return None
+
     async def serve(
         self,
         websocket: WebSocket,
         initial: Sequence[SubscribeRequest] = (),
         initial_error: ProtocolError | None = None,
+        principal: Principal | None = ANONYMOUS,
     ) -> None:
-        """Run one accepted connection until the client goes away."""
+        """Run one accepted connection until the client goes away. ``principal`` None: the
+        client must authenticate (``auth``) within ``auth_timeout_s``."""
         loop = asyncio.get_running_loop()
         abort: Callable[[], None] | None = websocket.scope.get(ABORT_KEY)
         session: Session | None = None
+        ip = websocket.client.host if websocket.client is not None else "?"
+        why = self._over_limit(ip, principal)
+        if why is not None:
+            self.metrics.refused_connections += 1
+            await websocket.close(CLOSE_TOO_MANY_CONNECTIONS, why)
+            return
 
         def failed(conn: Connection) -> None:
             self.connections.pop(conn.id, None)
@@ -169,15 +296,41 @@ class Gateway:
 
         conn = Connection(websocket, self.settings, self.metrics, self.hub.positions, failed, abort)
         session = Session(
-            conn, self.settings, self.hub, self.registry, self.store, self.metrics, loop.time
+            conn,
+            self.settings,
+            self.hub,
+            self.registry,
+            self.store,
+            self.metrics,
+            loop.time,
+            principal=principal,
+            authenticator=self.authenticator,
+            replays=self.replays,
         )
+        owner = principal.owner if principal is not None and principal.authenticated else None
+        self._count(ip, owner, +1)
         self.connections[conn.id] = conn
         self.metrics.connections_total += 1
+        now = loop.time()
+        if principal is None:
+            self._deadlines[conn.id] = (
+                now + self.settings.auth_timeout_s,
+                CLOSE_AUTH,
+                "authentication timeout",
+            )
+        else:
+            self._deadlines[conn.id] = (
+                now + self.settings.max_connection_s,
+                CLOSE_LIFETIME,
+                "connection lifetime",
+            )
         try:
             if initial_error is not None:
                 session.error(initial_error)
             for request in initial:
                 try:
+                    if session.principal is None:
+                        raise ProtocolError(ErrorCode.AUTH_REQUIRED, "authenticate first", "type")
                     session.subscribe(request)
                 except ProtocolError as exc:
                     session.error(exc)
@@ -188,11 +341,51 @@ class Gateway:
                 data = message.get("text")
                 if data is None:
                     data = message.get("bytes")
-                if data is not None and conn.failed is None:
-                    session.handle(data)
+                if data is None or conn.failed is not None:
+                    continue
+                was = session.principal
+                await session.receive(data)
+                # authenticated, or refreshed in band
+                changed = session.principal is not was
+                if changed and not self._authenticated(conn, session, was, loop.time()):
+                    self.metrics.refused_connections += 1
+                    limit = self.settings.max_connections_per_key
+                    await websocket.close(
+                        CLOSE_TOO_MANY_CONNECTIONS, f"at most {limit} connections per key"
+                    )
+                    break
+                if session.violations >= self.settings.max_rate_violations:
+                    self.metrics.refused_connections += 1
+                    await websocket.close(CLOSE_RATE_LIMITED, "too many messages")
+                    break
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the client went away: same as a disconnect
         finally:
+            final = session.principal
+            final_owner = final.owner if final is not None and final.authenticated else None
+            self._count(ip, final_owner, -1)
+            self._deadlines.pop(conn.id, None)
             self.connections.pop(conn.id, None)
             await session.close()
             await conn.stop()
+
+    def _authenticated(
+        self, conn: Connection, session: Session, was: Principal | None, now: float
+    ) -> bool:
+        """Count the connection for its new owner (False: over the owner's connection limit);
+        it lives until its credentials expire (a token) or its lifetime ends."""
+        new = session.principal
+        assert new is not None
+        if was is None or not was.authenticated:
+            count = self._per_owner.get(new.owner, 0) + 1
+            self._per_owner[new.owner] = count
+            if count > self.settings.max_connections_per_key:
+                return False
+        end = now + self.settings.max_connection_s
+        code, why = CLOSE_LIFETIME, "connection lifetime"
+        if new.expires_at_ms is not None:
+            left = new.expires_at_ms / 1000 - time.time()
+            if now + left < end:
+                end, code, why = now + left, CLOSE_AUTH, "credentials expired"
+        self._deadlines[conn.id] = (end, code, why)
+        return True

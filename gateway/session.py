@@ -1,8 +1,10 @@
-"""What a client's messages do: subscribe (live, snapshot, replay, resume) and unsubscribe.
+"""What a client's messages do: authenticate, hello, subscribe (live, snapshot, replay,
+resume) and unsubscribe.
 
-Validation is pure (``schemas.protocol`` and ``gateway.channels``); this module applies the
-result to the registry, the hub's positions and the connection. Every rejected message becomes
-an ``error`` message and the connection stays usable.
+Validation is pure (``schemas.protocol``, ``gateway.channels``, ``gateway.auth``); this module
+applies the result to the registry, the hub's positions and the connection. Every rejected
+message becomes an ``error`` message and the connection stays usable; only the published limits
+close it (too many refused messages in a row: 4008).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import logging
 import uuid
 from collections.abc import Callable
 
+from aiolimiter import AsyncLimiter
+
+from gateway.auth import Authenticator, Principal
 from gateway.catchup import catch_up
 from gateway.channels import resolve, resolve_symbol
 from gateway.connection import Connection, now_ms
@@ -24,22 +29,59 @@ from gateway.subscription import Subscription
 from schemas.codec import encode
 from schemas.errors import ProtocolError, SymbolError
 from schemas.protocol import (
+    AuthRequest,
+    ClientMessage,
     ErrorCode,
     ErrorMessage,
+    HelloRequest,
+    StreamType,
     SubscribeRequest,
     SubscriptionAck,
     UnsubscribeAck,
     UnsubscribeRequest,
+    Welcome,
     parse_client_message,
 )
 
-__all__ = ["Session"]
+__all__ = ["ReplaySlots", "Session", "published_limits"]
 
 log = logging.getLogger(__name__)
 
 
+class ReplaySlots:
+    """Replays and resumes running at once in one gateway process, at most ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+
+
+def published_limits(settings: GatewaySettings) -> dict[str, int | float]:
+    """What ``welcome`` tells a client, and docs/WEBSOCKET.md's "Limits" table lists."""
+    from schemas.protocol import MAX_SYMBOLS
+
+    return {
+        "max_subscriptions": settings.max_subscriptions,
+        "max_symbols_per_subscription": MAX_SYMBOLS,
+        "max_messages_per_s": settings.max_messages_per_s,
+        "max_rate_violations": settings.max_rate_violations,
+        "max_connections_per_ip": settings.max_connections_per_ip,
+        "max_connections_per_key": settings.max_connections_per_key,
+        "max_replays_per_connection": settings.max_replays_per_connection,
+        "max_replays_per_gateway": settings.max_replays,
+        "min_replay_speed": settings.min_replay_speed,
+        "max_replay_range_ms": settings.max_replay_range_ms,
+        "max_queued_frames": settings.max_queued_frames,
+        "max_pending_updates": settings.max_pending_updates,
+        "max_frame_bytes": settings.ws_max_size,
+        "max_connection_s": settings.max_connection_s,
+        "auth_timeout_s": settings.auth_timeout_s,
+    }
+
+
 class Session:
-    """Applies one connection's client messages."""
+    """Applies one connection's client messages. ``principal`` is None until the client
+    authenticates (when anonymous access is not allowed)."""
 
     def __init__(
         self,
@@ -50,8 +92,18 @@ class Session:
         store: ResumeStore,
         metrics: Metrics,
         clock: Callable[[], float],
+        principal: Principal | None = None,
+        authenticator: Authenticator | None = None,
+        replays: ReplaySlots | None = None,
     ) -> None:
         self.conn = conn
+        self.principal = principal
+        self._authenticator = authenticator
+        self._replays = replays or ReplaySlots(settings.max_replays)
+        # A token bucket: max_messages_per_s a second, as many at once. aiolimiter rather than
+        # hand code; a message over the limit is refused at once, never waited for.
+        self._limiter = AsyncLimiter(settings.max_messages_per_s, 1.0)
+        self.violations = 0  # refused messages in a row (the service closes past the limit)
         self._settings = settings
         self._hub = hub
         self._registry = registry
@@ -68,11 +120,42 @@ class Session:
     def hub(self) -> Hub:
         return self._hub
 
+    async def receive(self, raw: str | bytes) -> None:
+        """``handle`` one client frame, within the messages-a-second limit: a frame over it is
+        refused with RATE_LIMITED (``violations`` counts them in a row)."""
+        if not self._limiter.has_capacity():
+            self.violations += 1
+            self._metrics.rate_limited += 1
+            self.error(
+                ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"over {self._settings.max_messages_per_s:g} messages a second: message "
+                    f"ignored ({self.violations} in a row; "
+                    f"{self._settings.max_rate_violations} close the connection)",
+                )
+            )
+            return
+        await self._limiter.acquire()  # at once: there is capacity
+        self.violations = 0
+        self.handle(raw)
+
     def handle(self, raw: str | bytes) -> None:
         """Apply one client frame; answers go to the connection's outbox."""
-        message: SubscribeRequest | UnsubscribeRequest | None = None
+        message: ClientMessage | None = None
         try:
             message = parse_client_message(raw)
+            if isinstance(message, AuthRequest):
+                self.authenticate(message.token)
+                return
+            if isinstance(message, HelloRequest):
+                self.welcome()
+                return
+            if self.principal is None:
+                raise ProtocolError(
+                    ErrorCode.AUTH_REQUIRED,
+                    "authenticate first: an auth message with an API key or a JWT",
+                    "type",
+                )
             if isinstance(message, UnsubscribeRequest):
                 if message.subscription_id is not None:
                     self.unsubscribe(message.subscription_id)
@@ -82,7 +165,41 @@ class Session:
                 self.subscribe(message)
         except ProtocolError as exc:
             # A refused subscribe or resume names the client's id, so it knows which one.
-            self.error(exc, message.subscription_id if message is not None else None)
+            sub_id = getattr(message, "subscription_id", None)
+            self.error(exc, sub_id if isinstance(sub_id, str) else None)
+
+    # --- who the client is ----------------------------------------------------------------
+
+    def authenticate(self, token: str) -> None:
+        """Accept credentials, first or in band before the current ones expire (a refreshed
+        token must have the same owner).
+
+        Raises:
+            ProtocolError: AUTH_FAILED (unknown, revoked, expired, or another owner's).
+        """
+        found = self._authenticator.authenticate(token) if self._authenticator else None
+        current = self.principal
+        if found is None or (
+            current is not None and current.authenticated and found.owner != current.owner
+        ):
+            self._metrics.auth_failures += 1
+            raise ProtocolError(ErrorCode.AUTH_FAILED, "invalid credentials", "token")
+        self.principal = found
+        self.welcome()
+
+    def welcome(self) -> None:
+        principal = self.principal
+        self.conn.put(
+            encode(
+                Welcome(
+                    timestamp_ms=now_ms(),
+                    authenticated=principal is not None and principal.authenticated,
+                    principal=principal.name if principal is not None else "none",
+                    expires_at_ms=principal.expires_at_ms if principal is not None else None,
+                    limits=published_limits(self._settings),
+                )
+            )
+        )
 
     def error(self, exc: ProtocolError, subscription_id: str | None = None) -> None:
         self._metrics.client_errors += 1
@@ -102,15 +219,17 @@ class Session:
                 "unsubscribe first",
             )
         sub_id = request.subscription_id or uuid.uuid4().hex
-        if sub_id in self._registry or sub_id in self.conn.subs:
+        if sub_id in self.conn.subs:  # ids belong to their connection
             raise ProtocolError(
                 ErrorCode.SUBSCRIPTION_ERROR,
-                f"subscription_id {sub_id!r} is already in use",
+                f"subscription_id {sub_id!r} is already in use on this connection",
                 "subscription_id",
             )
         spec = resolve(request, self._settings.topics)
-        self._store.discard(sub_id)
+        self._entitled(spec.stream_type, spec.symbols, spec.topic == "fiml.raw", request)
         replay = request.replay_from is not None
+        if replay:
+            self._check_replay(request)
         sub = Subscription(
             id=sub_id,
             spec=spec,
@@ -160,16 +279,22 @@ class Session:
                 "resume_from",
             )
 
-        if sub_id in self._registry:
-            raise unavailable("it is still active (on this or another connection)")
+        if sub_id in self.conn.subs:
+            raise unavailable("it is still active on this connection")
         if len(self.conn.subs) >= self._settings.max_subscriptions:
             raise ProtocolError(
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                 f"at most {self._settings.max_subscriptions} subscriptions per connection",
             )
-        sub = self._store.claim(sub_id, self._clock())
+        self._check_catch_up_slots()
+        assert request.resume_token is not None and self.principal is not None
+        sub = self._store.claim(request.resume_token, sub_id, self.principal.owner, self._clock())
         if sub is None:
-            raise unavailable("unknown here, or expired (gateway restarted or too long away)")
+            raise unavailable(
+                "unknown here, expired (gateway restarted or too long away), or not yours"
+            )
+        # Entitlements may have changed since (a revoked symbol is not resumed).
+        self._entitled(sub.spec.stream_type, sub.spec.symbols, sub.spec.topic == "fiml.raw")
         starts = sub.positions_after(seq)
         if starts is None or seq > sub.seq:
             raise unavailable(f"seq {seq} is not among the last {sub.history_size} sent")
@@ -179,6 +304,54 @@ class Session:
         self._attach(sub)
         self.conn.put(self._ack(sub, round(sub.interval_s * 1000), resumed_from=seq))
         self._start_catch_up(sub, starts, ends, None)
+
+    def _entitled(
+        self,
+        stream_type: StreamType,
+        symbols: tuple[str, ...],
+        raw: bool,
+        request: SubscribeRequest | None = None,
+    ) -> None:
+        """Raises: ProtocolError: FORBIDDEN, naming only what was asked."""
+        assert self.principal is not None
+        replay_from = request.replay_from if request is not None else None
+        self.principal.entitlements.check(stream_type, symbols, raw, replay_from, now_ms())
+
+    def _check_replay(self, request: SubscribeRequest) -> None:
+        """Raises: ProtocolError: over a replay limit (speed, range, replays running)."""
+        settings = self._settings
+        assert request.replay_from is not None
+        speed = request.replay_speed
+        if speed is not None and speed < settings.min_replay_speed:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"replay_speed must be at least {settings.min_replay_speed:g}",
+                "replay_speed",
+            )
+        until = request.replay_to if request.replay_to is not None else now_ms()
+        if until - request.replay_from > settings.max_replay_range_ms:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"a replay covers at most {settings.max_replay_range_ms // 1000:,} s; "
+                "ask for a shorter range",
+                "replay_from",
+            )
+        self._check_catch_up_slots()
+
+    def _check_catch_up_slots(self) -> None:
+        """Raises: ProtocolError: RATE_LIMITED when this connection or the gateway runs as
+        many replays and resumes as it may."""
+        if len(self._tasks) >= self._settings.max_replays_per_connection:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"at most {self._settings.max_replays_per_connection} replays or resumes at "
+                "once per connection; wait for a replay_complete",
+            )
+        if self._replays.running >= self._replays.limit:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                "this gateway runs as many replays as it may; try again shortly",
+            )
 
     def _attach(self, sub: Subscription) -> None:
         self._registry.add(sub, self.conn)
@@ -201,6 +374,7 @@ class Session:
                 mode=sub.mode,
                 replay=replay,
                 resumed_from=resumed_from,
+                resume_token=sub.resume_token if sub.live else None,
             )
         )
 
@@ -215,9 +389,11 @@ class Session:
             catch_up(self, sub, starts, ends, request), name=f"catch-up-{sub.id}"
         )
         self._tasks[sub.id] = task
+        self._replays.running += 1
         task.add_done_callback(lambda t: self._forget(sub.id, t))
 
     def _forget(self, sub_id: str, task: asyncio.Task[None]) -> None:
+        self._replays.running -= 1
         if self._tasks.get(sub_id) is task:
             del self._tasks[sub_id]
 
@@ -292,8 +468,8 @@ class Session:
         now = self._clock()
         for sub in list(self.conn.subs.values()):
             self._detach(sub)
-            if sub.live:
-                self._store.park(sub, now)
+            if sub.live and self.principal is not None:
+                self._store.park(sub, self.principal.owner, now)
 
     async def close(self) -> None:
         """Park everything and wait for cancelled catch-ups to finish."""

@@ -62,6 +62,37 @@ class GatewaySettings:
     #: messages, about 40 KiB more per connection); off: each message compressed on its own.
     ws_deflate_context_takeover: bool = False
     ws_max_size: int = 64 * 1024
+    # --- who may connect, and the published limits (docs/WEBSOCKET.md, "Limits") ---------
+    #: Anonymous clients: ``auto`` (allowed when ``host`` is loopback: the demo and seed
+    #: clients), ``allow`` or ``deny`` (an API key or a JWT is required).
+    anonymous: str = "auto"
+    #: The API key file (``fiml keys``); empty: ``$FIML_HOME/gateway-keys.json``.
+    keys_file: str = ""
+    #: JWTs: HS256 with this secret, and/or ES256 / EdDSA with keys from a JWKS file or URL.
+    jwt_secret: str = ""
+    jwt_jwks_file: str = ""
+    jwt_jwks_url: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    #: A connection without credentials must send an ``auth`` message within this time.
+    auth_timeout_s: float = 5.0
+    #: Browser origins allowed to open a WebSocket (``*``: any). Empty: the gateway's own
+    #: origin (its dashboard), and clients that send no Origin (not browsers).
+    allowed_origins: tuple[str, ...] = ()
+    max_connections_per_ip: int = 256
+    max_connections_per_key: int = 64
+    #: Client messages a second per connection (a token bucket of this size), and how many
+    #: refused messages in a row close the connection.
+    max_messages_per_s: float = 20.0
+    max_rate_violations: int = 20
+    max_replays_per_connection: int = 2
+    max_replays: int = 32  # running at once in this gateway process
+    #: Replays play at least this fast (1.0: as fast as the data happened).
+    min_replay_speed: float = 1.0
+    #: The longest replay (``replay_to`` - ``replay_from``, or up to now).
+    max_replay_range_ms: int = 7 * 86_400_000
+    #: A connection is closed after this long; the client reconnects (and resumes).
+    max_connection_s: float = 86_400.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> GatewaySettings:

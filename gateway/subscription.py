@@ -20,6 +20,7 @@ moment, so that a client resuming from ``seq`` can be sent exactly what came aft
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,6 +60,9 @@ class Subscription:
     _due_at: float = 0.0
     _last_flush: float = float("-inf")
     _history: list[tuple[int, Positions]] = field(default_factory=list)
+    #: The secret a client presents to resume this subscription after a reconnect (sent in
+    #: its ack; unguessable, so a subscription id alone never resumes someone else's).
+    resume_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
     @property
     def pending(self) -> int:

@@ -35,6 +35,8 @@ RECORDS: tuple[type[BaseModel], ...] = records.RECORD_MODELS
 CLIENT_MESSAGES: tuple[type[BaseModel], ...] = (
     protocol.SubscribeRequest,
     protocol.UnsubscribeRequest,
+    protocol.AuthRequest,
+    protocol.HelloRequest,
 )
 SERVER_MESSAGES: tuple[type[BaseModel], ...] = (
     protocol.SubscriptionAck,
@@ -43,6 +45,7 @@ SERVER_MESSAGES: tuple[type[BaseModel], ...] = (
     protocol.Heartbeat,
     protocol.ErrorMessage,
     protocol.ReplayComplete,
+    protocol.Welcome,
 )
 MODELS = RECORDS + CLIENT_MESSAGES + SERVER_MESSAGES
 

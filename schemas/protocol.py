@@ -39,11 +39,13 @@ from schemas.times import MAX_EPOCH_MS, iso_ms, parse_iso_ms
 
 __all__ = [
     "MAX_SYMBOLS",
+    "AuthRequest",
     "ClientMessage",
     "DataMessage",
     "ErrorCode",
     "ErrorMessage",
     "Heartbeat",
+    "HelloRequest",
     "ReplayComplete",
     "ServerMessage",
     "StreamType",
@@ -51,6 +53,7 @@ __all__ = [
     "SubscriptionAck",
     "UnsubscribeAck",
     "UnsubscribeRequest",
+    "Welcome",
     "parse_client_message",
 ]
 
@@ -80,6 +83,14 @@ class ErrorCode(StrEnum):
     UNKNOWN_SUBSCRIPTION = "UNKNOWN_SUBSCRIPTION"
     RESUME_UNAVAILABLE = "RESUME_UNAVAILABLE"
     REPLAY_ERROR = "REPLAY_ERROR"
+    #: The gateway wants credentials first (an ``auth`` message, a header or ``?token=``).
+    AUTH_REQUIRED = "AUTH_REQUIRED"
+    #: The credentials are unknown, revoked, expired or malformed (which, is not said).
+    AUTH_FAILED = "AUTH_FAILED"
+    #: The key or token is not entitled to this stream, symbol, replay or source.
+    FORBIDDEN = "FORBIDDEN"
+    #: Over a published limit (docs/WEBSOCKET.md, "Limits"): messages a second, replays.
+    RATE_LIMITED = "RATE_LIMITED"
 
 
 def _to_epoch_ms(value: object) -> object:
@@ -130,7 +141,17 @@ class SubscribeRequest(_Client):
     snapshot: bool = Field(default=True, strict=True)
     mode: Literal["conflated", "realtime"] = "conflated"
     subscription_id: SubscriptionId | None = Field(default=None, description="client-chosen")
-    resume_from: int | None = Field(default=None, strict=True, ge=0, description="last seq seen")
+    resume_from: int | None = Field(
+        default=None, strict=True, ge=0, le=2**53, description="last seq seen"
+    )
+    # validated even when absent, so that resume_from without it is named
+    resume_token: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        validate_default=True,
+        description="from the subscription's ack",
+    )
 
     # Field validators (not a model validator) so that the error names the offending field;
     # fields are validated in declaration order, so the earlier ones are in ``info.data``.
@@ -150,6 +171,28 @@ class SubscribeRequest(_Client):
         if value is not None and info.data.get("subscription_id") is None:
             raise ValueError("resume_from needs the subscription_id being resumed")
         return value
+
+    @field_validator("resume_token")
+    @classmethod
+    def _with_resume_from(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("resume_from") is not None and value is None:
+            raise ValueError("resume_from needs the resume_token of the subscription's ack")
+        return value
+
+
+class AuthRequest(_Client):
+    """Client -> server: credentials, an API key or a JWT, as the first message (or later, to
+    refresh a token before it expires)."""
+
+    type: Literal["auth"] = "auth"
+    token: str = Field(min_length=1, max_length=4096)
+
+
+class HelloRequest(_Client):
+    """Client -> server: ask for the ``welcome`` message (who you are, the published limits).
+    Nothing of it is sent unasked, so seed clients never see it."""
+
+    type: Literal["hello"] = "hello"
 
 
 class UnsubscribeRequest(_Client):
@@ -217,6 +260,9 @@ class SubscriptionAck(_Server):
     mode: Literal["conflated", "realtime"] = "conflated"
     replay: bool = False
     resumed_from: int | None = None
+    #: Present a live subscription's token with ``resume_from`` to resume it after a reconnect
+    #: (only the same key, or an anonymous client when it was anonymous, can).
+    resume_token: str | None = None
 
 
 class UnsubscribeAck(_Server):
@@ -276,6 +322,18 @@ class ErrorMessage(_Server):
         )
 
 
+class Welcome(_Server):
+    """Server -> client: the answer to ``hello`` and to a successful ``auth``."""
+
+    type: Literal["welcome"] = "welcome"
+    timestamp: Timestamp = ""  # a placeholder: always derived from timestamp_ms
+    timestamp_ms: TimestampMs
+    authenticated: bool
+    principal: str = Field(description="the key's or token's name; 'anonymous' without one")
+    expires_at_ms: int | None = Field(default=None, description="when the credentials expire")
+    limits: dict[str, int | float] = Field(description="docs/WEBSOCKET.md, 'Limits'")
+
+
 class ReplayComplete(_Server):
     """Server -> client: the requested history has been sent; live data may follow."""
 
@@ -286,18 +344,26 @@ class ReplayComplete(_Server):
     records: int = Field(ge=0, description="records replayed")
 
 
-ClientMessage = SubscribeRequest | UnsubscribeRequest
+ClientMessage = SubscribeRequest | UnsubscribeRequest | AuthRequest | HelloRequest
 ServerMessage = (
-    SubscriptionAck | UnsubscribeAck | DataMessage | Heartbeat | ErrorMessage | ReplayComplete
+    SubscriptionAck
+    | UnsubscribeAck
+    | DataMessage
+    | Heartbeat
+    | ErrorMessage
+    | ReplayComplete
+    | Welcome
 )
 
-_CLIENT_TYPES: dict[str, type[SubscribeRequest] | type[UnsubscribeRequest]] = {
+_CLIENT_TYPES: dict[str, type[ClientMessage]] = {
     "subscribe": SubscribeRequest,
     "unsubscribe": UnsubscribeRequest,
+    "auth": AuthRequest,
+    "hello": HelloRequest,
 }
 
 
-def parse_client_message(raw: bytes | str) -> SubscribeRequest | UnsubscribeRequest:
+def parse_client_message(raw: bytes | str) -> ClientMessage:
     """Validate one client frame.
 
     Raises:

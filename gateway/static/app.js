@@ -159,7 +159,11 @@ function send(message) {
 }
 
 function connect() {
-  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/stream`;
+  // Where the gateway wants credentials, open the page as /?token=<key or JWT>: browsers
+  // cannot set headers on a WebSocket, so the token rides in the query (docs/SECURITY.md).
+  const token = new URLSearchParams(location.search).get("token");
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/stream${query}`;
   const ws = new WebSocket(url);
   state.ws = ws;
   ws.onopen = () => {

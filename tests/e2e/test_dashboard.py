@@ -1,5 +1,6 @@
 """The dashboard in headless Chromium (Debian's package, driven by Playwright) against the
-real pipeline started by ``fiml up``: prices appear and update, the chart draws candles."""
+real pipeline started by ``fiml up``: prices appear and update, the chart draws candles, and a
+second tab is live at the same time as the first."""
 
 from __future__ import annotations
 
@@ -69,6 +70,18 @@ def test_dashboard_shows_live_prices_and_candles(
                 page.wait_for_selector("#health tr[data-provider]", timeout=30_000)
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+                # A second tab (a second viewer) is live too, and the first keeps going: both
+                # subscribe with the id "prices", which once left the second with nothing.
+                tab2 = browser.new_page(viewport={"width": 1280, "height": 1000})
+                tab2.on("pageerror", lambda exc: errors.append(str(exc)))
+                tab2.goto(f"{up.gateway_url}/?symbol=ETH/USDT&interval=1s")
+                tab2.wait_for_function("document.body.dataset.ws === 'open'", timeout=20_000)
+                tab2.wait_for_function("Number(document.body.dataset.prices) > 5", timeout=30_000)
+                tab2.wait_for_function("Number(document.body.dataset.candles) >= 2", timeout=30_000)
+                now = int(page.evaluate("document.body.dataset.prices"))
+                page.wait_for_function(
+                    f"Number(document.body.dataset.prices) > {now + 3}", timeout=30_000
+                )
                 assert errors == [], errors
             finally:
                 browser.close()

@@ -503,7 +503,7 @@ BAD_INPUTS = [
     ),
     (
         '{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL"], '
-        '"subscription_id": "gone", "resume_from": 3}',
+        '"subscription_id": "gone", "resume_from": 3, "resume_token": "t"}',
         "RESUME_UNAVAILABLE",
         "resume_from",
     ),

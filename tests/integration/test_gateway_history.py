@@ -53,6 +53,7 @@ async def test_resume_after_reconnect_fills_the_gap_exactly(gw: str, feed: Feed)
             snapshot=False,
         )
         assert ack["subscription_id"] == "resume-me"
+        token = ack["resume_token"]
         await feed.send("fiml.prices", *[price("ADA/USDT", float(i), T0 + i) for i in range(1, 6)])
         seen = await collect_prices(ws, 5)
     last_seq = seen[-1]["seq"]
@@ -61,12 +62,23 @@ async def test_resume_after_reconnect_fills_the_gap_exactly(gw: str, feed: Feed)
     await feed.send("fiml.prices", price("BTC/USDT", 1.0, T0))
     await wait_cached(gw, "BTC_USDT", 1.0)  # the hub has read past the gap
     async with connect(url) as ws:
+        # the id alone resumes nothing (another client may use the same id): the token does
+        refused = await subscribe(
+            ws,
+            stream_type="price",
+            symbols=["ADA/USDT"],
+            subscription_id="resume-me",
+            resume_from=last_seq,
+            resume_token="guessed",
+        )
+        assert refused["error_code"] == "RESUME_UNAVAILABLE"
         ack = await subscribe(
             ws,
             stream_type="price",
             symbols=["ADA/USDT"],
             subscription_id="resume-me",
             resume_from=last_seq,
+            resume_token=token,
         )
         assert ack["type"] == "subscription_ack" and ack["resumed_from"] == last_seq
         caught_up = await collect_prices(ws, 5)
@@ -84,6 +96,7 @@ async def test_resume_after_reconnect_fills_the_gap_exactly(gw: str, feed: Feed)
             symbols=["ADA/USDT"],
             subscription_id="resume-me",
             resume_from=1,
+            resume_token=token,
         )
         assert refused["error_code"] == "RESUME_UNAVAILABLE"
 

@@ -61,7 +61,9 @@ def test_order_and_health(compose: dict[str, Any]) -> None:
         assert services[name]["depends_on"]["topics"]["condition"] == (
             "service_completed_successfully"
         )
-    assert "8000:8000" in services["gateway"]["ports"]
+    # published on loopback only: Kafka and the gateway are not on the network by default
+    assert services["gateway"]["ports"] == ["127.0.0.1:8000:8000"]
+    assert services["kafka"]["ports"] == ["127.0.0.1:9092:9092"]
     assert "/health" in " ".join(services["gateway"]["healthcheck"]["test"])
     assert "ports" not in services["arbitrate"]  # scalable: --scale arbitrate=3
 

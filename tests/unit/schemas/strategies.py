@@ -15,6 +15,7 @@ from schemas.protocol import (
     StreamType,
     SubscriptionAck,
     UnsubscribeAck,
+    Welcome,
 )
 from schemas.records import (
     AssetType,
@@ -198,5 +199,13 @@ SERVER_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     ),
     "ReplayComplete": st.builds(
         _plain(ReplayComplete), timestamp_ms=times, subscription_id=names, records=counts
+    ),
+    "Welcome": st.builds(
+        _plain(Welcome),
+        timestamp_ms=times,
+        authenticated=st.booleans(),
+        principal=names,
+        expires_at_ms=st.none() | times,
+        limits=st.dictionaries(names, counts, max_size=4),
     ),
 }

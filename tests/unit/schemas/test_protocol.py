@@ -109,6 +109,8 @@ def test_invalid_message_type(raw: str) -> None:
         ({"replay_from": 10, "replay_to": 10}, "replay_to"),
         ({"replay_speed": 0}, "replay_speed"),
         ({"resume_from": 4}, "resume_from"),
+        ({"subscription_id": "a", "resume_from": 4}, "resume_token"),
+        ({"subscription_id": "a", "resume_from": 2**60, "resume_token": "t"}, "resume_from"),
         ({"subscription_id": ""}, "subscription_id"),
     ],
 )
@@ -149,7 +151,13 @@ def test_replay_from_is_normalised_to_epoch_ms(value: object, ms: int) -> None:
 
 def test_resume_and_realtime() -> None:
     message = parse_client_message(
-        sub(subscription_id="mine", resume_from=41, mode="realtime", snapshot=False)
+        sub(
+            subscription_id="mine",
+            resume_from=41,
+            resume_token="t",
+            mode="realtime",
+            snapshot=False,
+        )
     )
     assert isinstance(message, SubscribeRequest)
     assert (message.subscription_id, message.resume_from) == ("mine", 41)
