@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from gateway.auth import Principal
 from gateway.channels import resolve_symbol
@@ -113,6 +114,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(
         WebSocketMiddleware, routes={"/ws/stream": ws_stream, "/ws/prices/": ws_prices}
     )
+    if settings.trusted_hosts:  # outermost: a foreign Host header is refused before anything
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.trusted_hosts))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:

@@ -49,6 +49,7 @@ class Connection:
         "_metrics",
         "_on_fail",
         "_outbox",
+        "_outbox_bytes",
         "_positions",
         "_settings",
         "_space",
@@ -87,6 +88,7 @@ class Connection:
         self._abort = abort
         # Created when first needed: an idle connection holds none of these.
         self._outbox: list[tuple[bytes, int]] = []
+        self._outbox_bytes = 0  # held in the outbox: at most max_queued_bytes
         self._space: asyncio.Event | None = None  # only while a catch-up waits for room
         self._waiter: asyncio.Future[None] | None = None  # only while the writer sleeps
         self._writer: asyncio.Task[None] | None = None  # only while something is pending
@@ -118,6 +120,7 @@ class Connection:
         self._metrics.slow_disconnects += 1
         log.info("connection %s: disconnecting slow client: %s", self.id, exc)
         self._outbox.clear()
+        self._outbox_bytes = 0
         self._free_space()
         self._on_fail(self)  # parks the subscriptions
         if self._writer is not None:
@@ -132,7 +135,11 @@ class Connection:
         if len(self._outbox) >= self._settings.max_queued_frames:
             self.fail(SlowClientError(f"{len(self._outbox)} messages waiting"))
             return
+        if self._outbox_bytes + len(frame) > self._settings.max_queued_bytes:
+            self.fail(SlowClientError(f"{self._outbox_bytes:,} bytes waiting"))
+            return
         self._outbox.append((frame, updates))
+        self._outbox_bytes += len(frame)
         self.wake()
 
     async def put_wait(self, frame: bytes, updates: int) -> None:
@@ -141,7 +148,10 @@ class Connection:
         Raises:
             SlowClientError: the connection failed meanwhile.
         """
-        while len(self._outbox) >= self._settings.max_queued_frames // 2:
+        while (
+            len(self._outbox) >= self._settings.max_queued_frames // 2
+            or self._outbox_bytes + len(frame) > self._settings.max_queued_bytes // 2
+        ) and self._outbox:
             if self.failed is not None:
                 raise SlowClientError("connection failed")
             if self._space is None:
@@ -151,6 +161,7 @@ class Connection:
         if self.failed is not None:
             raise SlowClientError("connection failed")
         self._outbox.append((frame, updates))
+        self._outbox_bytes += len(frame)
         self.wake()
 
     def _free_space(self) -> None:
@@ -225,6 +236,7 @@ class Connection:
                     continue
                 while outbox:
                     frame, updates = outbox.pop(0)
+                    self._outbox_bytes -= len(frame)
                     self._free_space()
                     await self._send(frame, updates)
                 for sub in due:
@@ -277,7 +289,7 @@ class Connection:
             "connection_id": self.id,
             "pending_updates": self.pending_updates,
             "queued_frames": self.queued_frames,
-            "queued_bytes": sum(len(frame) for frame, _ in self._outbox),
+            "queued_bytes": self._outbox_bytes,
             "send_blocked_s": (
                 0.0 if since is None else round(asyncio.get_running_loop().time() - since, 3)
             ),

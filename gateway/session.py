@@ -72,6 +72,7 @@ def published_limits(settings: GatewaySettings) -> dict[str, int | float]:
         "min_replay_speed": settings.min_replay_speed,
         "max_replay_range_ms": settings.max_replay_range_ms,
         "max_queued_frames": settings.max_queued_frames,
+        "max_queued_bytes": settings.max_queued_bytes,
         "max_pending_updates": settings.max_pending_updates,
         "max_frame_bytes": settings.ws_max_size,
         "max_connection_s": settings.max_connection_s,

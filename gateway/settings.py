@@ -34,6 +34,9 @@ class GatewaySettings:
     max_subscriptions: int = 20
     #: Frames (acks, errors, heartbeats, catch-up batches) a connection may have waiting.
     max_queued_frames: int = 64
+    #: ... and their bytes (Centrifugo's 1 MiB): a client that does not read its acks and
+    #: errors is not reading at all.
+    max_queued_bytes: int = 1024 * 1024
     #: Updates a real-time or trades subscription may hold before it conflates (real-time) or
     #: is flushed early (trades); bounds memory per subscription.
     max_pending_updates: int = 2_000
@@ -79,6 +82,9 @@ class GatewaySettings:
     #: Browser origins allowed to open a WebSocket (``*``: any). Empty: the gateway's own
     #: origin (its dashboard), and clients that send no Origin (not browsers).
     allowed_origins: tuple[str, ...] = ()
+    #: Host headers the gateway answers (``*.example.com`` patterns); empty: any. Behind a
+    #: proxy, the names clients use: a request for another host gets 400.
+    trusted_hosts: tuple[str, ...] = ()
     max_connections_per_ip: int = 256
     max_connections_per_key: int = 64
     #: Client messages a second per connection (a token bucket of this size), and how many

@@ -21,6 +21,7 @@ topics read with ``read_committed`` equal an uninterrupted run's, record for rec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -80,6 +81,7 @@ class PartitionWriter:
             transaction_timeout_ms=transaction_timeout_ms,
         )
         self._names: dict[str, str] = {}
+        self._committing: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Connect and take the transactional id over: the previous owner's open transaction
@@ -93,6 +95,7 @@ class PartitionWriter:
     async def stop(self) -> None:
         """Close the producer; an open transaction is left to the next owner (who aborts it)
         or to the transaction timeout."""
+        await self._settle()
         await self._producer.stop()
 
     async def send(self, outputs: list[Output]) -> None:
@@ -103,6 +106,7 @@ class PartitionWriter:
             KafkaError: (aiokafka) among them ``ProducerFenced`` when another worker owns the
                 partition now.
         """
+        await self._settle()
         await self._begin()
         await send_all(self._producer, outputs, self._names)
 
@@ -115,9 +119,25 @@ class PartitionWriter:
     ) -> None:
         """Add the mark and the consumer offsets to the transaction and commit it.
 
+        The commit runs to its end even if the caller is cancelled (a worker stopping while a
+        timer commits): a commit cut in the middle would leave this writer believing a
+        transaction is open that the broker already committed, and the stop's own commit then
+        failed ("Not in the middle of a transaction"). The next call waits for it.
+
         Raises:
             KafkaError: (aiokafka) the commit failed, or the producer was fenced.
         """
+        await self._settle()
+        self._committing = asyncio.ensure_future(self._commit(marks_topic, mark, offsets, group_id))
+        await asyncio.shield(self._committing)
+
+    async def _commit(
+        self,
+        marks_topic: str,
+        mark: bytes | None,
+        offsets: dict[TopicPartition, int],
+        group_id: str,
+    ) -> None:
         await self._begin()
         if mark is not None:
             await (
@@ -127,6 +147,13 @@ class PartitionWriter:
             await self._producer.send_offsets_to_transaction(offsets, group_id)
         await self._producer.commit_transaction()
         self.in_transaction = False
+
+    async def _settle(self) -> None:
+        """Wait for a commit a cancelled caller left running (its error was that caller's)."""
+        running = self._committing
+        if running is not None and not running.done():
+            with contextlib.suppress(Exception):
+                await running
 
     async def _begin(self) -> None:
         if not self.in_transaction:

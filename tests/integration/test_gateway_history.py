@@ -245,14 +245,17 @@ async def test_replay_then_live_for_candles_and_raw_ticks(gw: str, feed: Feed) -
         )
         complete: dict[str, int] = {}
         records: dict[str, list[float]] = {"candles": [], "raw": []}
-        while len(complete) < 2:
+        # A replay that continues live reads history up to where the hub is; records the hub
+        # (on a loaded machine) has not read yet come right after replay_complete, live: none
+        # lost, none twice. The bounded raw replay reads to the end offsets: all four.
+        while len(complete) < 2 or len(records["candles"]) < 3:
             m = await recv_until(ws, lambda m: m["type"] in ("data", "replay_complete"))
             if m["type"] == "replay_complete":
                 complete[m["subscription_id"]] = m["records"]
             else:
                 key = m["subscription_id"]
                 records[key] += [d["close"] if key == "candles" else d["price"] for d in m["data"]]
-        assert complete == {"candles": 3, "raw": 4}
+        assert complete["raw"] == 4 and complete["candles"] <= 3
         assert records == {"candles": [5.0, 6.0, 7.0], "raw": [7.0, 8.0, 9.0, 10.0]}
         await feed.send("fiml.ohlcv", candle("LINK/USDT", T0 + 180_000, 42.0))
         live = await recv_until(ws, is_type("data"))

@@ -8,6 +8,7 @@ one past it, and with another client beside it that must not notice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -286,3 +287,74 @@ async def test_a_connection_ends_at_its_lifetime(settings: GatewaySettings) -> N
     gateway = running_gateway(replace(settings, max_connection_s=1.0))
     async with gateway as address, connect(f"ws://{address}/ws/stream") as ws:
         assert await closed_with(ws) == 4010
+
+
+async def test_replays_per_gateway_at_the_limit_and_one_past_it(
+    settings: GatewaySettings, feed: Feed
+) -> None:
+    await feed.send("fiml.prices", *[price("LTC/USDT", 1.0 + i, T0 + i * 1000) for i in range(5)])
+    limited = replace(settings, max_replays=1, max_replays_per_connection=2)
+    async with running_gateway(limited) as address:
+        url = f"ws://{address}/ws/stream"
+        async with connect(url) as one, connect(url) as two:
+            base = {
+                "stream_type": "price",
+                "symbols": ["LTC/USDT"],
+                "replay_from": T0,
+                "replay_to": T0 + 5000,
+            }
+            first = await subscribe(one, **base, replay_speed=1.0, subscription_id="a")
+            assert first["type"] == "subscription_ack"  # at the limit
+            refused = await subscribe(two, **base, subscription_id="b")  # one past it
+            assert refused["error_code"] == "RATE_LIMITED" and "gateway" in refused["message"]
+            live = await subscribe(two, stream_type="price", symbols=["LTC/USDT"])
+            assert live["type"] == "subscription_ack"  # the other client is otherwise served
+            await recv_until(one, is_type("replay_complete"), deadline=30)
+
+
+async def test_connections_per_key_at_the_limit_and_one_past_it(
+    locked: GatewaySettings, keys: KeyFile
+) -> None:
+    key, _ = keys.create("pair", Entitlements())
+    other, _ = keys.create("other", Entitlements())
+    async with running_gateway(replace(locked, max_connections_per_key=2)) as address:
+        url = f"ws://{address}/ws/stream"
+        async with connect(f"{url}?token={key}") as a, connect(url) as b:
+            assert (await send(b, type="auth", token=key))["type"] == "welcome"
+            async with connect(f"{url}?token={key}") as c:
+                assert await closed_with(c) == 4029
+            async with connect(url) as d:  # through an auth message, the same
+                await d.send(orjson.dumps({"type": "auth", "token": key}).decode())
+                assert await closed_with(d) == 4029
+            async with connect(f"{url}?token={other}") as e:  # another key is unaffected
+                assert (await send(e, type="hello"))["authenticated"] is True
+            assert (await send(a, type="hello"))["type"] == "welcome"
+
+
+async def test_a_client_that_does_not_read_is_cut_at_the_queued_bytes_limit(
+    settings: GatewaySettings,
+) -> None:
+    """Errors the client never reads pile up in its outbox: past max_queued_bytes it is
+    closed with 4000, below max_queued_frames; another client is unaffected."""
+    tight = replace(settings, max_queued_bytes=4096, max_queued_frames=1000, max_messages_per_s=1e6)
+    async with running_gateway(tight, sndbuf=4096) as address:
+        url = f"ws://{address}/ws/stream"
+        async with connect(url, max_queue=1) as deaf, connect(url) as calm:
+            bad = orjson.dumps(
+                {"type": "subscribe", "stream_type": "price", "symbols": ["NOPE/" + "X" * 50]}
+            ).decode()
+            with contextlib.suppress(ConnectionClosed):
+                for _ in range(2_000):  # ~400 KiB of errors, unread
+                    await deaf.send(bad)
+            assert await closed_with(deaf, deadline=30) == 4000
+            assert (await send(calm, type="hello"))["type"] == "welcome"
+
+
+async def test_a_foreign_host_header_is_refused_where_hosts_are_listed(
+    settings: GatewaySettings,
+) -> None:
+    gateway = running_gateway(replace(settings, trusted_hosts=("127.0.0.1",)))
+    async with gateway as address, httpx.AsyncClient(base_url=f"http://{address}") as client:
+        assert (await client.get("/health")).status_code == 200
+        spoofed = await client.get("/health", headers={"Host": "evil.example"})
+        assert spoofed.status_code == 400

@@ -177,3 +177,56 @@ def test_the_authenticator_tells_keys_from_tokens(tmp_path: Path) -> None:
     assert auth.authenticate(key) is not None
     assert auth.authenticate(_hs(aud=None, iss=None)) is not None
     assert Authenticator(keys).authenticate(_hs()) is None  # no JWT configured
+
+
+def test_eddsa_tokens_verify_against_a_jwks_url(tmp_path: Path) -> None:
+    """The JWKS fetched from a URL (an identity provider's endpoint; here a local server)."""
+    import http.server
+    import threading
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    body = json.dumps(
+        {
+            "keys": [
+                {
+                    **json.loads(OKPAlgorithm.to_jwk(key.public_key())),
+                    "kid": "k1",
+                    "alg": "EdDSA",
+                    "use": "sig",
+                }
+            ]
+        }
+    ).encode()
+
+    class Jwks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Jwks)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/jwks.json"
+        verifier = JwtVerifier(jwks_url=url, audience="fiml")
+        claims = {"sub": "erin", "exp": int(time.time()) + 60, "aud": "fiml"}
+        good = jwt.encode(claims, key, "EdDSA", headers={"kid": "k1"})
+        assert (p := verifier.verify(good)) is not None and p.owner == "jwt:erin"
+        wrong_aud = jwt.encode({**claims, "aud": "x"}, key, "EdDSA", headers={"kid": "k1"})
+        assert verifier.verify(wrong_aud) is None
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_a_short_hs256_secret_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        JwtVerifier(secret="short")
+    with pytest.raises(ValueError, match="secret, a JWKS"):
+        JwtVerifier()
