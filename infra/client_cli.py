@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import typer
@@ -175,6 +176,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="One JSON record a line (pipes)."),
         count: int | None = typer.Option(None, help="Exit after this many records."),
         duration: float | None = typer.Option(None, help="Exit after this many seconds."),
+        token: str | None = typer.Option(
+            None, envvar="FIML_TOKEN", help="API key or JWT, where the gateway wants one."
+        ),
     ) -> None:
         """Print live updates from the gateway as a refreshing table (or JSON Lines)."""
         request: dict[str, Any] = {
@@ -184,8 +188,10 @@ def register(app: typer.Typer) -> None:
         if stream == "ohlcv":
             request["params"] = {"interval": interval}
         url = gateway.rstrip("/").replace("http", "ws", 1) + "/ws/stream"
+        # the token in the query, as browsers send it; never in a message printed below
+        target = f"{url}?token={quote(token)}" if token else url
         try:
-            code = asyncio.run(_tail(url, request, as_json, count, duration))
+            code = asyncio.run(_tail(target, request, as_json, count, duration))
         except KeyboardInterrupt:
             code = 0
         except OSError as error:
