@@ -6,6 +6,7 @@ arbitration can be measured against the truth without any other part running.
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
 
@@ -23,6 +24,17 @@ class ProviderModel:
     bad_print_rate: float = 0.0  # probability that a quote is off by 2-5 %
     dark_from_ms: int | None = None  # offset from the start at which it goes silent...
     dark_until_ms: int | None = None  # ... and comes back
+    # The fields below change nothing when left at their defaults, and draw no random number
+    # unless set, so callers that do not set them get the same ticks as before they existed.
+    spread_bps: float = 4.0  # bid-ask spread around the quote
+    delay_ms: int = 0  # the quote of event time t arrives (ingest_time_ms) at t + delay_ms
+    gap_rate: float = 0.0  # probability that a tick is silently skipped
+    frozen_from_ms: int | None = None  # offset from which it repeats its last price
+    degrade_from_ms: int | None = None  # offset from which its noise is degraded_noise_bps
+    degraded_noise_bps: float = 0.0
+    # Copies another provider (named earlier in the list): its error is that provider's latest
+    # noise draw for the symbol as of the tick's time, plus its own noise of noise_bps.
+    copy_of: str | None = None
 
 
 def synthetic_ticks(
@@ -31,22 +43,29 @@ def synthetic_ticks(
     start_ms: int,
     duration_ms: int,
     seed: int = 7,
+    step_vol: float = 2e-4,
 ) -> tuple[list[RawTick], dict[str, list[tuple[int, float]]]]:
-    """Ticks of every provider for every symbol in event-time order, and the truth path
-    (symbol -> [(time, price)] every 100 ms)."""
+    """Ticks of every provider for every symbol in arrival order (``ingest_time_ms``, which is
+    the event time unless a provider has a ``delay_ms``), and the truth path
+    (symbol -> [(time, price)] every 100 ms, each step a relative move of sigma ``step_vol``)."""
     rng = random.Random(seed)
     truth: dict[str, list[tuple[int, float]]] = {}
     for i, symbol in enumerate(symbols):
         price, path = 100.0 * (i + 1), []
         for t in range(start_ms, start_ms + duration_ms, 100):
-            price *= 1 + rng.gauss(0, 2e-4)
+            price *= 1 + rng.gauss(0, step_vol)
             path.append((t, price))
         truth[symbol] = path
     ticks: list[RawTick] = []
     seq = 0
+    draws: dict[tuple[str, str], tuple[list[int], list[float]]] = {}  # noise draws, by time
     for p in providers:
         for symbol in symbols:
             path = truth[symbol]
+            times: list[int] = []
+            errors: list[float] = []
+            draws[(p.name, symbol)] = (times, errors)
+            last_px: float | None = None
             for t in range(
                 start_ms + rng.randrange(p.every_ms), start_ms + duration_ms, p.every_ms
             ):
@@ -54,11 +73,25 @@ def synthetic_ticks(
                 dark_until = p.dark_until_ms if p.dark_until_ms is not None else 1 << 60
                 if p.dark_from_ms is not None and p.dark_from_ms <= off < dark_until:
                     continue
-                true = path[max(0, (off - p.lag_ms) // 100)][1]
-                px = true * (1 + rng.gauss(0, p.noise_bps / 1e4))
-                if rng.random() < p.bad_print_rate:
-                    px *= 1 + rng.choice((-1, 1)) * rng.uniform(0.02, 0.05)
-                half = px * 2e-4
+                if p.gap_rate and rng.random() < p.gap_rate:
+                    continue
+                if p.frozen_from_ms is not None and off >= p.frozen_from_ms and last_px:
+                    px = last_px
+                else:
+                    true = path[max(0, (off - p.lag_ms) // 100)][1]
+                    noise = p.noise_bps
+                    if p.degrade_from_ms is not None and off >= p.degrade_from_ms:
+                        noise = p.degraded_noise_bps
+                    eps = rng.gauss(0, noise / 1e4)
+                    if p.copy_of is not None:
+                        eps += _copied(draws, p.copy_of, symbol, t)
+                    times.append(t)
+                    errors.append(eps)
+                    px = true * (1 + eps)
+                    if rng.random() < p.bad_print_rate:
+                        px *= 1 + rng.choice((-1, 1)) * rng.uniform(0.02, 0.05)
+                last_px = px
+                half = px * (p.spread_bps / 2 / 1e4)
                 seq += 1
                 ticks.append(
                     RawTick(
@@ -70,12 +103,27 @@ def synthetic_ticks(
                         bid=px - half,
                         ask=px + half,
                         event_time_ms=t,
-                        ingest_time_ms=t,
+                        ingest_time_ms=t + p.delay_ms,
                         seq=seq,
                     )
                 )
-    ticks.sort(key=lambda r: (r.event_time_ms, r.provider, r.symbol))
+    # in arrival order (event-time order when no provider has a delay)
+    ticks.sort(key=lambda r: (r.ingest_time_ms, r.provider, r.symbol))
     return ticks, truth
+
+
+def _copied(
+    draws: dict[tuple[str, str], tuple[list[int], list[float]]], name: str, symbol: str, t: int
+) -> float:
+    """The noise draw of provider ``name`` for ``symbol`` at or before ``t`` (its first one
+    before it has any)."""
+    got = draws.get((name, symbol))
+    if got is None:
+        raise ValueError(f"copy_of={name!r}: no such provider earlier in the list")
+    times, errors = got
+    if not errors:
+        return 0.0
+    return errors[max(bisect.bisect_right(times, t) - 1, 0)]
 
 
 def truth_at(path: list[tuple[int, float]], start_ms: int, t: int) -> float:
