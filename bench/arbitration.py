@@ -193,7 +193,7 @@ def compute_alone(records: list[tuple[bytes | None, bytes, int, int]], passes: i
                 processor.drain()
         processor.drain()
         for partition in {r[2] for r in records}:  # the state, saved once (once a second here)
-            processor.mark(partition, None)
+            processor.mark(partition)
         best = min(best, time.perf_counter() - started)
     return best
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    LOAD_GATEWAY_ENV,
     MACHINE_NOTE,
     ROOT,
     fiml,
@@ -366,7 +367,12 @@ def orchestrate(args: argparse.Namespace) -> None:
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"fiml-bench-fanout-{os.getpid()}.log"
     with kafka() as bootstrap:
         fresh_prefix(bootstrap)
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "PYTHONPATH": str(ROOT),
+            **LOAD_GATEWAY_ENV,
+        }
         for deflate in (False, True):
             key = "idle_kib_per_conn_deflate" if deflate else "idle_kib_per_conn_plain"
             metrics[key] = round(idle_kib(env, args.procs, deflate, log), 2)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    LOAD_GATEWAY_ENV,
     MACHINE_NOTE,
     fiml,
     free_port,
@@ -138,6 +139,7 @@ def main() -> None:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "FIML_ARB_DATADIR": str(work / f"arb-{os.getpid()}"),
             "PYTHONUNBUFFERED": "1",
+            **LOAD_GATEWAY_ENV,
         }
         port = free_port()
         pieces = {
