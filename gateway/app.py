@@ -84,11 +84,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         Raises:
             HTTPException: 401 without valid credentials where anonymous access is refused.
         """
-        auth = request.headers.get("authorization", "")
-        token = (auth[7:].strip() if auth.lower().startswith("bearer ") else None) or (
-            request.headers.get("x-api-key") or request.query_params.get("token")
-        )
-        principal = gateway.principal_of(token or None)
+        principal = gateway.principal_of(gateway.credentials(request))
         if principal is None:
             gateway.metrics.auth_failures += 1
             raise HTTPException(

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -179,13 +180,12 @@ class Gateway:
                     _close_soon(conn.websocket, deadline[1], deadline[2])
             self.store.expire(now)
 
-    def credentials(self, websocket: WebSocket) -> str | None:
-        """Credentials sent with the handshake: ``Authorization: Bearer``, ``X-API-Key``, or
-        ``?token=`` (browsers cannot set headers on a WebSocket)."""
-        auth = websocket.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            return auth[7:].strip() or None
-        return websocket.headers.get("x-api-key") or websocket.query_params.get("token") or None
+    def credentials(self, conn: HTTPConnection) -> str | None:
+        """Credentials sent with a WebSocket handshake or a REST request: ``Authorization:
+        Bearer``, ``X-API-Key``, or ``?token=`` (browsers cannot set headers on a WebSocket)."""
+        auth = conn.headers.get("authorization", "")
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        return bearer or conn.headers.get("x-api-key") or conn.query_params.get("token") or None
 
     def principal_of(self, token: str | None) -> Principal | None:
         """Who a connection is at the handshake: the credentials' principal, the anonymous
