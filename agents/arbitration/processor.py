@@ -15,13 +15,14 @@ that window, so a quiet symbol's candles close too.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import cast
 
 import orjson
 
 from agents.arbitration.candles import CandleRecord
-from agents.arbitration.consensus import ConsensusParams, Quote, consensus, quote_error_bps
+from agents.arbitration.consensus import ConsensusParams, ConsensusResult, Quote, consensus
 from agents.arbitration.reliability import ProviderStats
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.state import SymbolState
@@ -55,6 +56,12 @@ class OutOfTimeError(ValueError):
 
 class SymbolLimitError(ValueError):
     """A raw record of a new symbol in a partition that holds ``max_symbols`` already."""
+
+
+def _bps2(a: float, b: float) -> float:
+    """The squared relative difference of two prices, in bp²."""
+    d = (a / b - 1.0) * 1e4
+    return d * d
 
 
 def health_key(provider: str, symbol: str) -> bytes:
@@ -265,12 +272,14 @@ class Processor:
         if isinstance(rec, RawTrade):
             if not self._new_trade(st, rec):
                 return
-            quote = Quote(rec.provider, rec.price, t, *self._spread(st, rec.provider))
+            bid, ask = self._spread(st, rec.provider)
         else:
-            quote = Quote(rec.provider, rec.price, t, rec.bid, rec.ask)
+            bid, ask = rec.bid, rec.ask
         old = st.quotes.get(rec.provider)
         if old is None or old.time_ms <= t:  # a provider's older tick never replaces its newer
-            st.quotes[rec.provider] = quote
+            same = old is not None and old.price == rec.price
+            since = old.news_ms if old is not None and same else None
+            st.quotes[rec.provider] = Quote(rec.provider, rec.price, t, bid, ask, since)
         self._price(st, rec, partition)
         if isinstance(rec, RawTrade) and self._counted(st, rec):
             st.candles.on_trade(t, rec.amount)
@@ -338,23 +347,18 @@ class Processor:
         if stats is None:
             stats = st.stats[provider] = ProviderStats()
         stats.on_tick(rec.event_time_ms, now)
-        # Only this provider's statistics changed: refresh its entries, not every provider's.
-        reliability, errors, stale_ms = st.reliability, st.errors, params.stale_ms
-        if len(reliability) != len(st.stats):
-            for p, s in st.stats.items():
-                reliability[p], errors[p] = s.reliability(stale_ms), s.error_bps
-        else:
-            reliability[provider] = stats.reliability(stale_ms)
-        # the plain-tuple consensus: a ConsensusResult per tick, with every provider's error
-        # when only this one's is read, cost ~5 us
-        result = consensus(list(st.quotes.values()), now, reliability, errors, params)
+        copies = st.agreement.copies() if st.agreement.pairs else frozenset()
+        result = consensus(
+            list(st.quotes.values()), now, st.stats, st.volatility.per_ms(), params, copies
+        )
         if result is None:
             return
-        price, band_low, band_high, confidence, used, rejected, flags, fresh = result
+        price, band_low, band_high = result.price, result.band_low, result.band_high
+        confidence, used, rejected = result.confidence, result.used, result.rejected
         key = st.symbol.encode()
         if not (0.0 < band_low <= price <= band_high < _INF and 0.0 <= confidence <= 1.0):
             # Only extreme inputs get here (prices near the float limit overflow the band or the
-            # dispersion): the record would carry a null or infinite band or a NaN confidence
+            # variance): the record would carry a null or infinite band or a NaN confidence
             # (JSON null), so it is dead-lettered, not written. NaN fails every comparison.
             self._invalid(
                 st,
@@ -367,13 +371,7 @@ class Processor:
                 confidence=confidence,
             )
             return
-        if len(used) + len(rejected) >= 2:
-            for q in fresh:
-                if q.provider == provider:
-                    stats.on_consensus(quote_error_bps(q, price), provider in rejected)
-                    reliability[provider] = stats.reliability(stale_ms)
-                    errors[provider] = stats.error_bps
-                    break
+        self._learn(st, rec, stats, result, copies)
         st.candles.on_price(rec.event_time_ms, price)
         # The seed's keys: change and volume against the symbol's UTC day (its 1d candle, so a
         # client can check them), and the provider nearest the consensus.
@@ -413,7 +411,7 @@ class Processor:
                         "band_high": band_high,
                         "providers_used": used,
                         "providers_rejected": rejected,
-                        "flags": flags,
+                        "flags": result.flags,
                         "event_time_ms": now,
                         "source_ticks": len(used) + len(rejected),
                         "timestamp": iso,
@@ -429,7 +427,49 @@ class Processor:
             ),
         )
         self._quote(st, used, key, partition, iso)
-        self._health(st, provider, stats, stale_ms, reliability[provider])
+        self._health(st, provider, stats, params.stale_ms)
+
+    @staticmethod
+    def _learn(
+        st: SymbolState,
+        rec: RawTick | RawTrade,
+        stats: ProviderStats,
+        result: ConsensusResult,
+        copies: AbstractSet[tuple[str, str]],
+    ) -> None:
+        """What this consensus teaches: who is excluded now (hysteresis), the ticking
+        provider's noise against the others' mean (reliability.py), which providers copy each
+        other (copies.py) and the symbol's drift (volatility.py)."""
+        for provider in result.used:
+            st.stats[provider].excluded = False
+        for provider in result.rejected:
+            st.stats[provider].excluded = True
+        me = rec.provider
+        if me in result.rejected:
+            stats.rejections += 1
+        quote = st.quotes[me]
+        drift = st.volatility.per_ms()
+        if me in result.used and quote.time_ms == rec.event_time_ms:
+            stats.learn_white(quote.price, quote.time_ms, drift)
+            mates = {me} | {b for a, b in copies if a == me} | {a for a, b in copies if b == me}
+            others = result.without(mates)
+            if others is not None:
+                other_price, other_var = others
+                miss_bps = (quote.price / other_price - 1.0) * 1e4
+                stats.learn(miss_bps * miss_bps, other_var + drift * (st.newest_ms - quote.news_ms))
+            st.agreement.observe(
+                me,
+                [
+                    (
+                        q.provider,
+                        _bps2(quote.price, q.price) - drift * abs(quote.news_ms - q.news_ms),
+                        max(stats.noise_var, 0.0) + max(st.stats[q.provider].noise_var, 0.0),
+                    )
+                    for q in result.quotes
+                    if q.provider != me
+                ],
+            )
+        st.volatility.observe(st.newest_ms, result.price, result.variance_bps2)
 
     def _invalid(
         self, st: SymbolState, partition: int, model: str, rule: str, **values: float
@@ -503,10 +543,8 @@ class Processor:
             ),
         )
 
-    def _health(
-        self, st: SymbolState, provider: str, stats: ProviderStats, stale: int, reliability: float
-    ) -> None:
-        """``reliability`` is ``stats.reliability(stale)``, already computed for this tick."""
+    def _health(self, st: SymbolState, provider: str, stats: ProviderStats, stale: int) -> None:
+        reliability = stats.reliability(stale)
         now = st.newest_ms
         state = stats.state(now, stale, reliability)
         if state == stats.last_state and now - stats.last_health_ms < self.settings.health_every_ms:

@@ -14,7 +14,9 @@ import orjson
 
 from agents.arbitration.candles import SymbolCandles
 from agents.arbitration.consensus import Quote
+from agents.arbitration.copies import Agreement
 from agents.arbitration.reliability import ProviderStats
+from agents.arbitration.volatility import Volatility
 
 __all__ = ["SymbolState"]
 
@@ -34,44 +36,53 @@ class SymbolState:
     trade_keys: dict[TradeKey, dict[str, int]] = field(default_factory=dict)
     trade_ids: dict[str, int] = field(default_factory=dict)  # "provider\x00id" -> event time
     duplicates: int = 0
-    # derived caches, not saved: each provider's reliability and learned error
-    reliability: dict[str, float] = field(default_factory=dict)
-    errors: dict[str, float] = field(default_factory=dict)
+    volatility: Volatility = field(default_factory=Volatility)
+    agreement: Agreement = field(default_factory=Agreement)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
             [
-                2,
+                3,
                 self.symbol,
                 self.asset_type,
                 self.partition,
                 self.candles.to_list(),
-                [[q.provider, q.price, q.time_ms, q.bid, q.ask] for q in self.quotes.values()],
+                [
+                    [q.provider, q.price, q.time_ms, q.bid, q.ask, q.since_ms]
+                    for q in self.quotes.values()
+                ],
                 {p: s.to_list() for p, s in self.stats.items()},
                 self.newest_ms,
                 [[k[0], k[1], k[2], v] for k, v in self.trade_keys.items()],
                 self.trade_ids,
                 self.duplicates,
+                self.volatility.to_list(),
+                self.agreement.to_list(),
             ]
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SymbolState:
         """Raises: ValueError (or orjson.JSONDecodeError) if ``data`` is not a saved state."""
-        (_v, symbol, asset, partition, candles, quotes, stats, newest, keys, ids, dups) = (
-            orjson.loads(data)
-        )
+        saved = orjson.loads(data)
+        # version 2 (before issue 16) had no volatility: it starts from the prior
+        (_v, symbol, asset, partition, candles, quotes, stats, newest, keys, ids, dups) = saved[:11]
+        new = saved[0] >= 3
+        volatility = Volatility.from_list(saved[11]) if new else Volatility()
+        agreement = Agreement.from_list(saved[12]) if new else Agreement()
         return cls(
             symbol=symbol,
             asset_type=asset,
             partition=partition,
             candles=SymbolCandles.from_list(candles),
-            quotes={q[0]: Quote(q[0], q[1], q[2], q[3], q[4]) for q in quotes},
+            quotes={q[0]: Quote(*q) for q in quotes},
             stats={p: ProviderStats.from_list(s) for p, s in stats.items()},
             newest_ms=newest,
             trade_keys={(k[0], k[1], k[2]): k[3] for k in keys},
             trade_ids=ids,
             duplicates=dups,
+            volatility=volatility,
+            agreement=agreement,
         )
 
     def prune(self, horizon_ms: int) -> None:

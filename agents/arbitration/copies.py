@@ -1,0 +1,71 @@
+"""Providers that copy each other: detected from how often they agree almost exactly, so that a
+copy does not get a second vote.
+
+Pure logic, in event time. Two independent providers' quotes differ by a normal error of
+variance ``v_a + v_b`` (their noise), and are within ``sqrt(NEAR_SHARE)`` of that standard
+deviation of each other (``d² < NEAR_SHARE x (v_a + v_b)``) only 18 % of the time. Two that
+share an error (one re-publishes the other, or both take the same upstream feed) are that close
+most of the time, even when the copy comes late or sometimes misses. For every ordered pair of
+providers of a symbol, the share of "near" observations is averaged each time the first one
+ticks against the second one's latest quote; the two directions are kept apart because a copier
+that re-publishes with a delay matches the original when the original ticks, not when it does
+itself. A pair is a copy when, after ``MIN_SAMPLES`` observations, either direction is near more
+than ``COPY_RATE`` of the time. The consensus then splits each provider's weight with its
+copies (``consensus.py``), and a provider's noise is learned against the providers that do not
+copy it (``processor.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+__all__ = ["COPY_RATE", "MAX_PROVIDERS", "MIN_SAMPLES", "NEAR_SHARE", "Agreement"]
+
+NEAR_SHARE = 0.05  # "near": within 0.22 of the pair's combined standard deviation
+COPY_RATE = 0.5  # independent providers are near 18 % of the time
+MIN_SAMPLES = 20
+#: Pairs are tracked among at most this many providers of a symbol (memory is quadratic).
+MAX_PROVIDERS = 16
+_ALPHA = 0.05  # weight of one observation once warmed up (about the last 40 count)
+
+
+@dataclass(slots=True)
+class Agreement:
+    """Per symbol: ``pairs["a\\x00b"] = [share of near observations, observations]``, observed
+    when ``a`` ticks and ``b`` has a fresh quote."""
+
+    pairs: dict[str, list[float]] = field(default_factory=dict)
+
+    def observe(self, provider: str, differences: Iterable[tuple[str, float, float]]) -> None:
+        """``differences``: for each other provider with a fresh quote, (its name, the squared
+        difference of the two quotes less the true price's move between them, the sum of the
+        two noise variances), all in bp², when ``provider`` ticks."""
+        pairs = self.pairs
+        for other, d2, var_sum in differences:
+            key = f"{provider}\x00{other}"
+            got = pairs.get(key)
+            if got is None:
+                if len(pairs) >= MAX_PROVIDERS * (MAX_PROVIDERS - 1):
+                    continue
+                got = pairs[key] = [0.0, 0.0]
+            near = 1.0 if d2 < NEAR_SHARE * var_sum else 0.0
+            n = got[1]
+            got[0] += max(1.0 / (n + 1.0), _ALPHA) * (near - got[0])
+            got[1] = n + 1.0
+
+    def copies(self) -> set[tuple[str, str]]:
+        """The pairs (a, b), a < b, that share their errors (module docstring)."""
+        out = set()
+        for key, (rate, n) in self.pairs.items():
+            if n >= MIN_SAMPLES and rate > COPY_RATE:
+                a, b = key.split("\x00")
+                out.add((a, b) if a < b else (b, a))
+        return out
+
+    def to_list(self) -> list[list[float | str]]:
+        return [[k, r, n] for k, (r, n) in self.pairs.items()]
+
+    @classmethod
+    def from_list(cls, data: list[list[float | str]]) -> Agreement:
+        return cls({str(k): [float(r), float(n)] for k, r, n in data})
