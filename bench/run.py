@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from agents.arbitration.quality import scenarios as quality_scenarios
 from bench.common import MACHINE_NOTE, ROOT, kafka
 
 RESULTS = ROOT / "bench" / "results"
@@ -36,11 +37,14 @@ SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
     "fanout": (["--quick"], []),
     "replay": (["--records", "30000"], ["--records", "200000"]),
     "startup": ([], []),
+    "quality": ([], []),
 }
 
 # The 1,000-client fan-out phase spends most of its time opening and closing connections: quick
 # mode runs it twice (still a median of several runs) to stay within five minutes.
-QUICK_RUNS = {"fanout": 2}
+QUICK_RUNS = {"fanout": 2, "quality": 1}  # quality is deterministic: one run says it all
+
+QUALITY_SCENARIOS = tuple(s.name for s in quality_scenarios())
 
 # (label, product metric, baseline metric, unit): rows of the markdown table.
 ROWS: list[tuple[str, str, str | None, str]] = [
@@ -73,6 +77,25 @@ ROWS: list[tuple[str, str, str | None, str]] = [
     ("Idle connection, deflate on", "idle_kib_per_conn_deflate", None, "KiB"),
     ("Replay to one client", "replay_records_per_s", None, "records/s"),
     ("`fiml up` to first price (warm)", "startup_to_first_price_s", None, "s"),
+    *[
+        (
+            f"Consensus error vs the best provider alone, {name}",
+            f"quality_{name.replace('-', '_')}_consensus_bps",
+            f"quality_{name.replace('-', '_')}_best_bps",
+            "bp",
+        )
+        for name in QUALITY_SCENARIOS
+    ],
+    *[
+        (
+            f"Consensus error vs the inverse-variance bound, {name}",
+            f"quality_{name.replace('-', '_')}_consensus_bps",
+            f"quality_{name.replace('-', '_')}_bound_bps",
+            "bp",
+        )
+        for name in QUALITY_SCENARIOS
+    ],
+    ("Band coverage (stated 90 %), demo", "quality_demo_coverage_pct", None, "%"),
 ]
 
 

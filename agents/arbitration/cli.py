@@ -62,24 +62,38 @@ def register(app: typer.Typer) -> None:
     @app.command("quality")
     def quality(
         png: str | None = typer.Option(
-            None, "--png", help="write a reliability diagram per scenario into this directory"
+            None,
+            "--png",
+            help="write a reliability diagram per scenario, and reliability.png with all of "
+            "them, into this directory",
         ),
         duration: float = typer.Option(300.0, help="seconds of event time per scenario"),
         only: str = typer.Option("", "--scenario", help="comma-separated names (default: all)"),
     ) -> None:
         """Run every quality scenario (issue 16) and print the consensus error against the
         truth, the best provider's, the inverse-variance bound, band coverage and calibration."""
-        from agents.arbitration.quality import evaluate, format_report, render_reliability
+        from agents.arbitration.quality import (
+            evaluate,
+            format_report,
+            render_grid,
+            render_reliability,
+        )
         from agents.arbitration.quality import scenarios as all_scenarios
 
         names = {n.strip() for n in only.split(",") if n.strip()}
         chosen = [s for s in all_scenarios(int(duration * 1000)) if not names or s.name in names]
         if not chosen:
             raise typer.BadParameter(f"no scenario named {only!r}")
+        reports = []
         for scenario in chosen:
             report = evaluate(scenario)
+            reports.append(report)
             typer.echo(format_report(report))
             if png is not None:
                 target = Path(png) / f"reliability-{scenario.name}.png"
                 why = render_reliability(report, target)
                 typer.echo(f"  {why}" if why else f"  wrote {target}")
+        if png is not None and len(reports) > 1:
+            target = Path(png) / "reliability.png"
+            why = render_grid(reports, target)
+            typer.echo(why or f"wrote {target}")

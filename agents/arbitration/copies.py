@@ -26,7 +26,7 @@ NEAR_SHARE = 0.05  # "near": within 0.22 of the pair's combined standard deviati
 COPY_RATE = 0.5  # independent providers are near 18 % of the time
 MIN_SAMPLES = 20
 #: Pairs are tracked among at most this many providers of a symbol (memory is quadratic).
-MAX_PROVIDERS = 16
+MAX_PROVIDERS = 8
 _ALPHA = 0.05  # weight of one observation once warmed up (about the last 40 count)
 
 
@@ -36,6 +36,11 @@ class Agreement:
     when ``a`` ticks and ``b`` has a fresh quote."""
 
     pairs: dict[str, list[float]] = field(default_factory=dict)
+    _copies: set[tuple[str, str]] | None = None  # derived from pairs, not saved
+
+    @staticmethod
+    def _is_copy(rate: float, n: float) -> bool:
+        return n >= MIN_SAMPLES and rate > COPY_RATE
 
     def observe(self, provider: str, differences: Iterable[tuple[str, float, float]]) -> None:
         """``differences``: for each other provider with a fresh quote, (its name, the squared
@@ -50,18 +55,24 @@ class Agreement:
                     continue
                 got = pairs[key] = [0.0, 0.0]
             near = 1.0 if d2 < NEAR_SHARE * var_sum else 0.0
-            n = got[1]
-            got[0] += max(1.0 / (n + 1.0), _ALPHA) * (near - got[0])
-            got[1] = n + 1.0
+            rate, n = got
+            was = self._is_copy(rate, n)
+            got[0] = rate = rate + max(1.0 / (n + 1.0), _ALPHA) * (near - rate)
+            got[1] = n = n + 1.0
+            if self._is_copy(rate, n) != was:
+                self._copies = None
 
     def copies(self) -> set[tuple[str, str]]:
-        """The pairs (a, b), a < b, that share their errors (module docstring)."""
-        out = set()
-        for key, (rate, n) in self.pairs.items():
-            if n >= MIN_SAMPLES and rate > COPY_RATE:
-                a, b = key.split("\x00")
-                out.add((a, b) if a < b else (b, a))
-        return out
+        """The pairs (a, b), a < b, that share their errors (module docstring); recomputed
+        only when a pair changes side."""
+        if self._copies is None:
+            out = set()
+            for key, (rate, n) in self.pairs.items():
+                if self._is_copy(rate, n):
+                    a, b = key.split("\x00")
+                    out.add((a, b) if a < b else (b, a))
+            self._copies = out
+        return self._copies
 
     def to_list(self) -> list[list[float | str]]:
         return [[k, r, n] for k, (r, n) in self.pairs.items()]

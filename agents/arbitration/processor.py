@@ -151,6 +151,14 @@ class Processor:
         part = self._partitions.get(partition)
         return None if part is None or part.applied < 0 else part.applied + 1
 
+    def symbol_state(self, partition: int, symbol: str) -> SymbolState:
+        """The state of ``symbol`` in ``partition`` (tests and tools read what was learned).
+
+        Raises:
+            KeyError: the partition holds no such symbol.
+        """
+        return self._partition(partition).symbols[symbol]
+
     def late_ticks(self) -> int:
         """Prices that arrived after their window was final (counted, never merged)."""
         return sum(st.candles.late for p in self._partitions.values() for st in p.symbols.values())
@@ -347,7 +355,7 @@ class Processor:
         if stats is None:
             stats = st.stats[provider] = ProviderStats()
         stats.on_tick(rec.event_time_ms, now)
-        copies = st.agreement.copies() if st.agreement.pairs else frozenset()
+        copies = st.agreement.copies()
         result = consensus(
             list(st.quotes.values()), now, st.stats, st.volatility.per_ms(), params, copies
         )

@@ -1,4 +1,4 @@
-"""How good the prices are against the truth: scenarios and metrics (issue 16, measurement).
+"""How good the prices are against the truth: scenarios and metrics (issue 16).
 
 Each scenario is a set of synthetic providers (``synthetic.py``) over a few symbols, seeded, so
 it gives the same ticks every time. The ticks go through the worker's ``Processor`` in arrival
@@ -22,7 +22,11 @@ Definitions (all errors are absolute, in basis points of the truth, ``|x / truth
   ``HIT_BPS`` of the price (``is_hit``, the one place that says so). A calibrated confidence
   has a hit rate equal to its bucket's mean confidence.
 
-Pure: no I/O but ``render_reliability`` (a PNG, with matplotlib if it is importable).
+The targets (issue 16, asserted in tests/unit/arbitration/test_quality.py): the consensus error
+at most 1.1x the bound and below the best provider's, coverage 90 % +/- 3 points, and a
+calibrated confidence, in every scenario.
+
+Pure: no I/O but the ``render_*`` functions (PNGs, with matplotlib if it is importable).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ __all__ = [
     "evaluate",
     "format_report",
     "is_hit",
+    "render_grid",
     "render_reliability",
     "scenarios",
 ]
@@ -357,6 +362,12 @@ def render_reliability(report: Report, path: Path, hit_bps: float = HIT_BPS) -> 
     """Write the reliability diagram of ``report`` (hit rate against mean confidence per
     bucket, point area by count) to ``path`` as a PNG. Returns None, or why nothing was
     written (matplotlib missing)."""
+    return render_grid([report], path, hit_bps)
+
+
+def render_grid(reports: Sequence[Report], path: Path, hit_bps: float = HIT_BPS) -> str | None:
+    """The reliability diagrams of ``reports`` side by side (four a row) in one PNG at
+    ``path``. Returns None, or why nothing was written (matplotlib missing)."""
     try:
         import matplotlib
 
@@ -364,26 +375,32 @@ def render_reliability(report: Report, path: Path, hit_bps: float = HIT_BPS) -> 
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install -e '.[test]'): no diagram"
-    full = [b for b in report.buckets if b.count]
-    total = sum(b.count for b in full) or 1
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
-    ax.plot([b.mean_confidence for b in full], [b.hit_rate for b in full], color="C0")
-    ax.scatter(
-        [b.mean_confidence for b in full],
-        [b.hit_rate for b in full],
-        s=[20 + 400 * b.count / total for b in full],
-        color="C0",
-        label="measured",
-    )
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence (bucket mean)")
-    ax.set_ylabel(f"share with the truth within {hit_bps:g} bp")
-    ax.set_title(f"{report.scenario}: coverage {100 * report.coverage:.0f} %")
-    ax.legend(loc="upper left")
+    cols = min(len(reports), 4)
+    rows = -(-len(reports) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(reports) :]:
+        ax.axis("off")
+    for ax, report in zip(axes.flat, reports, strict=False):
+        full = [b for b in report.buckets if b.count]
+        total = sum(b.count for b in full) or 1
+        xs = [b.mean_confidence for b in full]
+        ys = [b.hit_rate for b in full]
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+        ax.plot(xs, ys, color="C0", linewidth=1)
+        sizes = [10 + 300 * b.count / total for b in full]
+        ax.scatter(xs, ys, s=sizes, color="C0", label="measured")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(
+            f"{report.scenario}: {report.consensus_bps:.2f} bp, band {100 * report.coverage:.0f} %",
+            fontsize=9,
+        )
+        ax.tick_params(labelsize=8)
+    axes[0][0].set_ylabel(f"truth within {hit_bps:g} bp (share)", fontsize=8)
+    axes[0][0].set_xlabel("confidence (bucket mean; area: count)", fontsize=8)
+    axes[0][0].legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return None

@@ -39,10 +39,11 @@ class ArbitrationSettings:
     dedup_ms: int = 10_000  # how long a trade is remembered for de-duplication
     stale_ms: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STALE_MS))
     batch_max: int = 2_000  # most records per consumer fetch, which is one processed batch
-    # Symbols one raw partition may hold: a partition's mark (every symbol state, about 1 KiB
-    # each) must stay under MARK_MAX_BYTES (16 MiB), and the worker's memory bounded whatever
-    # symbols a producer invents. A record of a new symbol past it is dead-lettered.
-    max_symbols: int = 10_000
+    # Symbols one raw partition may hold: a partition's mark (every symbol state, about 4 KiB
+    # each with four providers, their learned statistics and their pairs: copies.py) must stay
+    # under MARK_MAX_BYTES (16 MiB), and the worker's memory bounded whatever symbols a
+    # producer invents. A record of a new symbol past it is dead-lettered.
+    max_symbols: int = 3_000
     # event time against the record's own ingest time (agents/timebounds.py)
     time_bounds: TimeBounds = field(default_factory=TimeBounds)
     # Wall-clock, the knobs that are: how often a partition's transaction (its outputs, state

@@ -60,6 +60,7 @@ function onPrice(p) {
   c[2].title = `${fmt(p.change)} since the UTC day's open ${fmt(p.day_open, 8)}`;
   c[3].innerHTML = `<span class="conf"><i style="width:${(p.confidence * 100).toFixed(0)}%"></i></span>`;
   c[3].append(p.confidence.toFixed(2));
+  c[3].title = `the truth is within 2 bp of ${fmt(p.price, 8)} with probability ${p.confidence.toFixed(2)}`;
   c[4].textContent = `${fmt(p.band_low)} – ${fmt(p.band_high)}`;
   // the provider nearest the consensus first
   c[5].textContent = [p.provider, ...p.providers_used.filter((x) => x !== p.provider)].join(", ");

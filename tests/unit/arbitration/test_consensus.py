@@ -46,6 +46,16 @@ def test_band_and_confidence_follow_from_the_variance() -> None:
     assert math.isclose(r.confidence, 0.6827, abs_tol=1e-4)
 
 
+def test_the_documented_example() -> None:
+    """docs/ARBITRATION.md, "Consensus": the worked example, to the digits it shows."""
+    quotes = [q("a", 100.0), q("b", 100.03, 500), q("c", 99.95, 1_000), q("d", 101.0)]
+    r = compute_consensus(quotes, NOW, stats(a=2.25, b=9.0, c=36.0, d=144.0), 0.0015)
+    assert r is not None and r.used == ("a", "b", "c") and r.rejected == ("d",)
+    assert round(r.price, 5) == 100.00304 and round(r.variance_bps2, 3) == 1.743
+    assert (round(r.band_low, 5), round(r.band_high, 5)) == (99.98132, 100.02476)
+    assert round(r.confidence, 3) == 0.870 and r.flags == ("outliers_rejected",)
+
+
 def test_one_bad_print_is_excluded_and_comes_back_only_within_the_readmit_distance() -> None:
     learned = stats(a=1.0, b=1.0, c=1.0, d=1.0)
     r = compute_consensus(
