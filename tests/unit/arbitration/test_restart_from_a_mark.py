@@ -131,3 +131,24 @@ def test_a_mark_of_another_version_is_refused() -> None:
         assert "version" in str(exc)
     else:
         raise AssertionError("a version 1 mark was restored")
+
+
+def test_a_state_saved_before_issue_16_restores_with_priors() -> None:
+    """A symbol state of version 2 (quotes of five fields, statistics of eight, no volatility
+    or pairs) restores: what it knew of timing stays, the noise starts from the prior."""
+    import orjson
+
+    from agents.arbitration.reliability import PRIOR_NOISE_VAR
+    from agents.arbitration.state import SymbolState
+
+    old = SymbolState("BTC/USD", "crypto", 0).to_bytes()
+    saved = orjson.loads(old)[:11]
+    saved[0] = 2
+    saved[5] = [["a", 100.0, 1_000, 99.9, 100.1]]
+    saved[6] = {"a": [3.0, 250.0, 10.0, 1_000, 7, 1, 900, "up"]}
+    st = SymbolState.from_bytes(orjson.dumps(saved))
+    assert st.quotes["a"].price == 100.0 and st.quotes["a"].news_ms == 1_000
+    stats = st.stats["a"]
+    assert (stats.gap_ms, stats.ticks, stats.last_state) == (250.0, 7, "up")
+    assert stats.noise_var == PRIOR_NOISE_VAR and stats.samples == 0
+    assert SymbolState.from_bytes(st.to_bytes()) == st  # and saves as the new version
