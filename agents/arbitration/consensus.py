@@ -12,16 +12,21 @@ worked example):
 
 1. quotes older than ``stale_ms`` are dropped (if none is fresh, the freshest one is used and
    the result is flagged ``stale``);
-2. exclusion, in the style of the CME CF Real-Time Index, with hysteresis: a quote farther from
-   the plain median of the fresh quotes than ``max(exclude_bps, exclude_sigmas x sqrt(v_i))``
-   is excluded, and an excluded provider comes back only once its quote is within
-   ``max(readmit_bps, readmit_sigmas x sqrt(v_i))``. Nobody is newly excluded with fewer than
-   three fresh quotes (two cannot say which one is wrong), and never all of them;
-3. the price is the inverse-variance weighted mean of the remaining quotes (the best unbiased
-   combination of independent errors), exactly the quote itself when only one remains;
-4. its variance is ``V = 1 / sum(1 / v_i)``; the band is ``price +/- band_z x sqrt(V)`` (90 %
-   of the truth inside it when the model holds), and the confidence is the probability that the
-   truth is within ``hit_bps`` of the price: ``erf(hit_bps / sqrt(2 V))``.
+2. one vote per source: a provider counts ``1 / (1 + its copies)`` (``copies.py``) in the
+   median and in the mean, so copies of one feed cannot outvote the others;
+3. exclusion, in the style of the CME CF Real-Time Index, with hysteresis: a quote farther from
+   the median of the fresh quotes (by votes) than ``max(exclude_bps, exclude_sigmas x s_i)`` is
+   excluded, and an excluded provider comes back only once its quote is within
+   ``max(readmit_bps, readmit_sigmas x s_i)``, where ``s_i`` is the standard deviation of its
+   white noise and ageing (not of its whole error: a feed that is consistently wrong would
+   otherwise widen its own limit). Nobody is newly excluded with fewer than three fresh quotes
+   (two cannot say which one is wrong), and never all of them;
+4. the price is the inverse-variance weighted mean of the remaining quotes (the best unbiased
+   combination of independent errors; weights ``votes_i / v_i``), exactly the quote itself when
+   only one remains;
+5. its variance is ``V = 1 / sum(votes_i / v_i)``; the band is ``price +/- band_z x sqrt(V)``
+   (90 % of the truth inside it when the model holds), and the confidence is the probability
+   that the truth is within ``hit_bps`` of the price: ``erf(hit_bps / sqrt(2 V))``.
 """
 
 from __future__ import annotations
@@ -156,21 +161,25 @@ def consensus(
         fresh = [max(quotes, key=_by_time_provider)]
         flags.append(_STALE)
     floor = params.min_noise_bps**2
-    variances = []
+    variances = []  # v_i: the whole error, for the weights
+    scatter = []  # the white part and the ageing only, for the exclusion limits
     for q in fresh:
         s = stats.get(q.provider)
         noise = s.noise_var if s is not None else PRIOR_NOISE_VAR
-        age = max(now_ms - q.news_ms, 0)
-        variances.append(max(noise, floor) + drift_bps2_per_ms * age)
+        white = s.white_noise_var if s is not None else PRIOR_NOISE_VAR
+        aged = drift_bps2_per_ms * max(now_ms - q.news_ms, 0)
+        variances.append(max(noise, floor) + aged)
+        scatter.append(max(white, floor) + aged)
 
-    keep = _exclusion(fresh, variances, stats, params)
+    # one vote per source: a provider counts 1 / (1 + its copies) in the median and the mean
+    votes = _votes([q.provider for q in fresh], copies)
+    keep = _exclusion(fresh, scatter, votes, stats, params)
     inliers = [fresh[i] for i in keep]
-    weights = [1.0 / variances[i] for i in keep]
-    if copies:
-        names = [q.provider for q in inliers]
-        for i, a in enumerate(names):
-            shared = 1 + sum(1 for b in names if (a, b) in copies or (b, a) in copies)
-            weights[i] /= shared
+    if copies and len(keep) < len(fresh):  # copies that were excluded no longer share a vote
+        inlier_votes = _votes([q.provider for q in inliers], copies)
+    else:
+        inlier_votes = [votes[i] for i in keep]
+    weights = [v / variances[i] for i, v in zip(keep, inlier_votes, strict=True)]
     rejected = tuple(sorted(q.provider for i, q in enumerate(fresh) if i not in keep))
     if rejected:
         flags.append(_OUTLIERS)
@@ -205,16 +214,29 @@ def consensus(
     )
 
 
+def _votes(names: list[str], copies: AbstractSet[tuple[str, str]]) -> list[float]:
+    """Each provider's share of a vote: 1 / (1 + the number of its copies among ``names``)."""
+    if not copies:
+        return [1.0] * len(names)
+    return [
+        1.0 / (1 + sum(1 for b in names if (a, b) in copies or (b, a) in copies)) for a in names
+    ]
+
+
 def _exclusion(
     fresh: list[Quote],
-    variances: list[float],
+    scatter: list[float],
+    votes: list[float],
     stats: Mapping[str, ProviderStats],
     params: ConsensusParams,
 ) -> list[int]:
-    """The indexes of the quotes that stay in (step 2 of the module docstring)."""
+    """The indexes of the quotes that stay in (step 2 of the module docstring). The limits
+    scale with each provider's *white* noise and ageing, not its whole error: an error that
+    persists (a biased or hostile feed) would otherwise widen its own limit until it is never
+    excluded."""
     if len(fresh) < 2:
         return [0]
-    median = _plain_median([q.price for q in fresh])
+    median = _weighted_median([q.price for q in fresh], votes)
     keep = []
     for i, q in enumerate(fresh):
         s = stats.get(q.provider)
@@ -222,7 +244,7 @@ def _exclusion(
         if not was_excluded and len(fresh) < 3:
             keep.append(i)
             continue
-        sd = math.sqrt(variances[i])
+        sd = math.sqrt(scatter[i])
         if was_excluded:
             limit = max(params.readmit_bps, params.readmit_sigmas * sd)
         else:
@@ -245,11 +267,20 @@ def _weighted_mean(prices: list[float], weights: list[float]) -> tuple[float, fl
     return min(max(price, low), high), precision
 
 
-def _plain_median(values: list[float]) -> float:
-    ordered = sorted(values)
-    n = len(ordered)
-    mid = n // 2
-    return ordered[mid] if n % 2 else ordered[mid - 1] / 2 + ordered[mid] / 2
+def _weighted_median(values: list[float], weights: list[float]) -> float:
+    """The value at half the total weight; the midpoint of the two values around it when half
+    falls exactly between them (so equal weights give the plain median)."""
+    pairs = sorted(zip(values, weights, strict=True))
+    half = sum(weights) / 2
+    tolerance = 1e-12 * half
+    acc = 0.0
+    for i, (value, weight) in enumerate(pairs):
+        acc += weight
+        if acc > half + tolerance:
+            return value
+        if acc >= half - tolerance:
+            return value / 2 + pairs[i + 1][0] / 2 if i + 1 < len(pairs) else value
+    return pairs[-1][0]
 
 
 def _by_time_provider(q: Quote) -> tuple[int, str]:

@@ -2,17 +2,22 @@
 copy does not get a second vote.
 
 Pure logic, in event time. Two independent providers' quotes differ by a normal error of
-variance ``v_a + v_b`` (their noise), and are within ``sqrt(NEAR_SHARE)`` of that standard
-deviation of each other (``d² < NEAR_SHARE x (v_a + v_b)``) only 18 % of the time. Two that
-share an error (one re-publishes the other, or both take the same upstream feed) are that close
-most of the time, even when the copy comes late or sometimes misses. For every ordered pair of
-providers of a symbol, the share of "near" observations is averaged each time the first one
-ticks against the second one's latest quote; the two directions are kept apart because a copier
-that re-publishes with a delay matches the original when the original ticks, not when it does
-itself. A pair is a copy when, after ``MIN_SAMPLES`` observations, either direction is near more
-than ``COPY_RATE`` of the time. The consensus then splits each provider's weight with its
-copies (``consensus.py``), and a provider's noise is learned against the providers that do not
-copy it (``processor.py``).
+variance ``v_a + v_b`` (their white noise, each learned from its own ticks alone, so that a
+consensus misled by others cannot make honest providers look like copies), and are within
+``sqrt(NEAR_SHARE)`` of that standard deviation of each other (``d² < NEAR_SHARE x (v_a +
+v_b)``) only 18 % of the time. Two that share an error (one re-publishes the other, or both
+take the same upstream feed) are that close most of the time, even when the copy comes late or
+sometimes misses.
+
+For every ordered pair of providers of a symbol, the share of "near" observations is averaged
+each time the first one ticks against the second one's latest quote. The two directions are
+kept apart because a copier that re-publishes with a delay matches the original when the
+original ticks, not when it does itself; and each quote of the second one is counted once, or a
+fast provider ticking eight times against a slow one's quote would count one draw eight times.
+A pair is a copy when, after ``MIN_SAMPLES`` observations, either direction is near more than
+``COPY_RATE`` of the time. The consensus then gives each provider ``1 / (1 + its copies)`` of
+a vote, in the median and in the mean (``consensus.py``), and a provider's noise is learned
+against the providers that do not copy it (``processor.py``).
 """
 
 from __future__ import annotations
@@ -42,23 +47,27 @@ class Agreement:
     def _is_copy(rate: float, n: float) -> bool:
         return n >= MIN_SAMPLES and rate > COPY_RATE
 
-    def observe(self, provider: str, differences: Iterable[tuple[str, float, float]]) -> None:
-        """``differences``: for each other provider with a fresh quote, (its name, the squared
-        difference of the two quotes less the true price's move between them, the sum of the
-        two noise variances), all in bp², when ``provider`` ticks."""
+    def observe(self, provider: str, differences: Iterable[tuple[str, int, float, float]]) -> None:
+        """``differences``: for each other provider with a fresh quote, (its name, its quote's
+        event time, the squared difference of the two quotes, the sum of the two white noise
+        variances; both in bp²), when ``provider`` ticks. The true price's move between the two
+        quotes is left in: it only makes a pair look less alike."""
         pairs = self.pairs
-        for other, d2, var_sum in differences:
+        for other, other_ms, d2, var_sum in differences:
             key = f"{provider}\x00{other}"
             got = pairs.get(key)
             if got is None:
                 if len(pairs) >= MAX_PROVIDERS * (MAX_PROVIDERS - 1):
                     continue
-                got = pairs[key] = [0.0, 0.0]
+                got = pairs[key] = [0.0, 0.0, -1.0]
+            elif got[2] >= other_ms:  # this quote of ``other`` was counted already
+                continue
             near = 1.0 if d2 < NEAR_SHARE * var_sum else 0.0
-            rate, n = got
+            rate, n, _ = got
             was = self._is_copy(rate, n)
             got[0] = rate = rate + max(1.0 / (n + 1.0), _ALPHA) * (near - rate)
             got[1] = n = n + 1.0
+            got[2] = float(other_ms)
             if self._is_copy(rate, n) != was:
                 self._copies = None
 
@@ -67,7 +76,7 @@ class Agreement:
         only when a pair changes side."""
         if self._copies is None:
             out = set()
-            for key, (rate, n) in self.pairs.items():
+            for key, (rate, n, _) in self.pairs.items():
                 if self._is_copy(rate, n):
                     a, b = key.split("\x00")
                     out.add((a, b) if a < b else (b, a))
@@ -75,8 +84,8 @@ class Agreement:
         return self._copies
 
     def to_list(self) -> list[list[float | str]]:
-        return [[k, r, n] for k, (r, n) in self.pairs.items()]
+        return [[k, *v] for k, v in self.pairs.items()]
 
     @classmethod
     def from_list(cls, data: list[list[float | str]]) -> Agreement:
-        return cls({str(k): [float(r), float(n)] for k, r, n in data})
+        return cls({str(k): [float(r), float(n), float(t)] for k, r, n, t in data})

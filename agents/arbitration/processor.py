@@ -458,7 +458,7 @@ class Processor:
         quote = st.quotes[me]
         drift = st.volatility.per_ms()
         if me in result.used and quote.time_ms == rec.event_time_ms:
-            stats.learn_white(quote.price, quote.time_ms, drift)
+            stats.learn_white(quote.price, quote.time_ms)
             mates = {me} | {b for a, b in copies if a == me} | {a for a, b in copies if b == me}
             others = result.without(mates)
             if others is not None:
@@ -470,8 +470,9 @@ class Processor:
                 [
                     (
                         q.provider,
-                        _bps2(quote.price, q.price) - drift * abs(quote.news_ms - q.news_ms),
-                        max(stats.noise_var, 0.0) + max(st.stats[q.provider].noise_var, 0.0),
+                        q.time_ms,
+                        _bps2(quote.price, q.price),
+                        stats.white_noise_var + st.stats[q.provider].white_noise_var,
                     )
                     for q in result.quotes
                     if q.provider != me

@@ -268,8 +268,9 @@ def calibration(points: Sequence[PricePoint], hit_bps: float = HIT_BPS) -> tuple
     return tuple(out)
 
 
-def _run(scenario: Scenario) -> tuple[list[PricePoint], dict[str, list[float]]]:
-    """The published prices against the truth, and each provider's follow-alone errors."""
+def _run(scenario: Scenario, skip_ms: int = 0) -> tuple[list[PricePoint], dict[str, list[float]]]:
+    """The published prices against the truth, and each provider's follow-alone errors, from
+    ``skip_ms`` after the start on."""
     ticks, truth = synthetic_ticks(
         list(scenario.symbols),
         list(scenario.providers),
@@ -298,6 +299,7 @@ def _run(scenario: Scenario) -> tuple[list[PricePoint], dict[str, list[float]]]:
                 truth_at(truth[rec["symbol"]], scenario.start_ms, t),
             )
         )
+    points = [p for p in points if p.time_ms >= scenario.start_ms + skip_ms]
     # each provider's quotes per symbol in event-time order
     quotes: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
     for tick in sorted(ticks, key=lambda r: r.event_time_ms):
@@ -314,9 +316,10 @@ def _run(scenario: Scenario) -> tuple[list[PricePoint], dict[str, list[float]]]:
     return points, alone
 
 
-def evaluate(scenario: Scenario, hit_bps: float = HIT_BPS) -> Report:
-    """Run ``scenario`` through the processor and measure its prices (module docstring)."""
-    points, alone = _run(scenario)
+def evaluate(scenario: Scenario, hit_bps: float = HIT_BPS, skip_ms: int = 0) -> Report:
+    """Run ``scenario`` through the processor and measure its prices (module docstring),
+    leaving out those of the first ``skip_ms``."""
+    points, alone = _run(scenario, skip_ms)
     providers = {n: statistics.median(e) for n, e in alone.items() if e}
     best = min(providers, key=lambda n: providers[n]) if providers else ""
     return Report(

@@ -15,9 +15,10 @@ is used:
   each observation: it averages slowly (``ALPHA``), and a change detector (a one-sided CUSUM on
   the squared miss in units of its expectation) restarts it from a fast average when the
   provider's error grows, so a provider that degrades is followed within a few of its ticks.
-* ``white_var``, from the provider alone: the squared change between its consecutive quotes,
-  less the true price's move, is twice the part of its noise that changes from tick to tick.
-  Precise (nothing else is in it) but blind to errors that persist.
+* ``white_var``, from the provider alone: the squared change between its consecutive quotes
+  is twice the part of its noise that changes from tick to tick (plus the true price's move in
+  between, small against the noise at a provider's tick rate). Precise (nothing else is in it)
+  but blind to errors that persist.
 
 Both start from a prior and are winsorised (no single observation counts for more than 4 sigma),
 so a bad print that got past the exclusion moves them a little. docs/ARBITRATION.md has the
@@ -56,6 +57,8 @@ CUSUM_H = 30.0
 WINSOR_Z2 = 16.0
 #: Weight of one tick-to-tick change in the white part once warmed up.
 WHITE_ALPHA = 0.02
+#: The least expectation a change is winsorised against (bp²).
+WHITE_FLOOR = 0.01
 ERROR_SCALE_BPS = 10.0  # an error of 10 bp halves the accuracy factor of ``reliability``
 _TIMING_ALPHA = 0.05  # weight of one tick in gap_ms and lag_ms
 
@@ -86,6 +89,15 @@ class ProviderStats:
         """The variance of its error (bp²) the consensus uses: the larger of the two
         estimates (module docstring)."""
         return self.white_var if self.white_var > self.total_var else self.total_var
+
+    @property
+    def white_noise_var(self) -> float:
+        """The white part of its noise (bp², never below 0), the prior until it has ticked
+        twice. Its own, never measured against the others: a consensus that others have
+        misled does not change it (the exclusion limits and the copy test use it)."""
+        if not self.white_samples:
+            return PRIOR_NOISE_VAR
+        return self.white_var if self.white_var > 0.0 else 0.0
 
     @property
     def error_bps(self) -> float:
@@ -129,18 +141,19 @@ class ProviderStats:
                 self.total_var = self.fast_var
                 self.samples = 0
 
-    def learn_white(self, price: float, news_ms: int, drift: float) -> None:
-        """Its new quote (not excluded) against its previous one: the squared change, less
-        the true price's move in between (``drift`` bp² per ms), is twice the white part of its
-        noise."""
+    def learn_white(self, price: float, news_ms: int) -> None:
+        """Its new quote (not excluded) against its previous one: half the squared change is
+        the white part of its noise. The true price's move in between is left in (a little
+        too much, for a slow provider): subtracting the learned drift would let whoever moves
+        the consensus (volatility.py) talk this estimate down."""
         if self.prev_price > 0.0 and news_ms > self.prev_ms:
             change = (price / self.prev_price - 1.0) * 1e4
-            moved = drift * (news_ms - self.prev_ms)
-            # winsorised as in ``learn``: a bad print that got through moves it a little
-            change2 = min(change * change, WINSOR_Z2 * (2.0 * self.noise_var + moved))
-            sample = (change2 - moved) / 2.0
+            # winsorised as in ``learn``: a bad print that got through moves it a little (the
+            # floor keeps a provider whose estimate fell to 0 able to climb back)
+            expected = 2.0 * max(self.noise_var, WHITE_FLOOR)
+            change2 = min(change * change, WINSOR_Z2 * expected)
             alpha = max(1.0 / (self.white_samples + 1), WHITE_ALPHA)
-            self.white_var += alpha * (sample - self.white_var)
+            self.white_var += alpha * (change2 / 2.0 - self.white_var)
             self.white_samples += 1
         self.prev_price, self.prev_ms = price, news_ms
 

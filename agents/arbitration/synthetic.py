@@ -35,6 +35,7 @@ class ProviderModel:
     # Copies another provider (named earlier in the list): its error is that provider's latest
     # noise draw for the symbol as of the tick's time, plus its own noise of noise_bps.
     copy_of: str | None = None
+    bias_bps: float = 0.0  # a constant error on top of the noise (a wrong or hostile feed)
 
 
 def synthetic_ticks(
@@ -87,7 +88,7 @@ def synthetic_ticks(
                         eps += _copied(draws, p.copy_of, symbol, t)
                     times.append(t)
                     errors.append(eps)
-                    px = true * (1 + eps)
+                    px = true * (1 + eps + p.bias_bps / 1e4)
                     if rng.random() < p.bad_print_rate:
                         px *= 1 + rng.choice((-1, 1)) * rng.uniform(0.02, 0.05)
                 last_px = px

@@ -24,8 +24,8 @@ def q(p: str, price: float, age: int = 0, since: int | None = None) -> Quote:
 
 
 def stats(**noise: float) -> dict[str, ProviderStats]:
-    """Providers with a learned noise variance (bp²) each."""
-    return {p: ProviderStats(total_var=v) for p, v in noise.items()}
+    """Providers with a learned noise variance (bp²) each, all of it white."""
+    return {p: ProviderStats(total_var=v, white_var=v, white_samples=1) for p, v in noise.items()}
 
 
 def test_inverse_variance_weighting() -> None:
@@ -164,3 +164,25 @@ def test_permuting_providers_changes_nothing(ps: list[float], vs: list[float]) -
 def test_a_single_quote_is_the_price_exactly(price: float) -> None:
     r = compute_consensus([q("a", price)], NOW, params=ConsensusParams())
     assert r is not None and r.price == price
+
+
+def test_a_persistent_error_does_not_widen_its_own_exclusion_limit() -> None:
+    """A feed 40 bp off with 1 bp of white noise has learned a large error (its miss against
+    the others); the limit is still 25 bp, set by its white noise."""
+    learned = stats(a=1.0, b=1.0, c=1.0, liar=1600.0)
+    learned["liar"].white_var, learned["liar"].white_samples = 1.0, 50
+    quotes = [q("a", 100.0), q("b", 100.01), q("c", 99.99), q("liar", 100.4)]
+    r = compute_consensus(quotes, NOW, learned)
+    assert r is not None and r.rejected == ("liar",)
+
+
+def test_copies_count_one_vote_in_the_median() -> None:
+    """Four honest quotes and four copies of one source 40 bp off: counted once each, the
+    copies are one vote against four, and excluded."""
+    honest = [q(p, 100.0 + d) for p, d in zip("abcd", (0.0, 0.01, -0.01, 0.02), strict=True)]
+    liars = [q(f"l{i}", 100.4) for i in range(4)]
+    pairs = {(f"l{i}", f"l{j}") for i in range(4) for j in range(i + 1, 4)}
+    r = compute_consensus([*honest, *liars], NOW, copies=pairs)
+    assert r is not None and r.used == ("a", "b", "c", "d")
+    counted_apart = compute_consensus([*honest, *liars], NOW)
+    assert counted_apart is not None and counted_apart.rejected == ()  # the median was between

@@ -243,3 +243,38 @@ def test_a_degraded_provider_loses_its_weight_within_20_of_its_ticks() -> None:
                 followed[tick.symbol] = n
     assert set(followed) == set(s.symbols)
     assert max(followed.values()) <= 20
+
+
+# -- a bad day: providers that lie ----------------------------------------------------------
+
+
+def liars(n: int, copies: bool) -> Scenario:
+    """The demo's four honest providers and ``n`` precise ones 40 bp off: independent liars,
+    or one lying source and its copies (a Sybil attack)."""
+    lie = ProviderModel("liar-0", noise_bps=1.0, every_ms=300, bias_bps=40.0)
+    more = [
+        ProviderModel(
+            f"liar-{i}",
+            noise_bps=0.3 if copies else 1.0,
+            every_ms=300 + 37 * i,
+            bias_bps=40.0,
+            copy_of="liar-0" if copies else None,
+        )
+        for i in range(1, n)
+    ]
+    return Scenario(f"liars-{n}", "", (*quality.demo_providers(), lie, *more))
+
+
+@pytest.mark.parametrize(("n", "copies"), [(1, False), (3, False), (4, True), (6, True)])
+def test_liars_in_a_minority_of_sources_do_not_move_the_price(n: int, copies: bool) -> None:
+    """Found by attacking the consensus: six copies of a source 40 bp off outvoted the four
+    honest providers in the median (27 bp off the truth), and a provider that is consistently
+    wrong learned a wide error and widened its own exclusion limit until it was never
+    excluded. Copies now count one vote in the median too, and the limits scale with each
+    provider's white noise only. Copies hold the price until they are found out (20 quotes
+    of each, about 6 s here), so their first 30 s are left out. (Independent liars as many as
+    the honest ones are a tie that no median can break: docs/ARBITRATION.md.)"""
+    r = evaluate(liars(n, copies), skip_ms=30_000 if copies else 0)
+    assert r.best_provider.startswith("sim-")
+    assert r.consensus_bps < r.best_bps
+    assert abs(r.coverage - COVERAGE) <= COVERAGE_SLACK
