@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agents.arbitration.reliability import WINSOR_Z2
+
 __all__ = ["PRIOR_DRIFT", "WINDOW_MS", "Volatility"]
 
 #: The prior (bp² per ms): 1 bp² a second, about 20 % a year; the first windows replace it.
@@ -18,6 +20,7 @@ PRIOR_DRIFT = 0.001
 WINDOW_MS = 10_000
 _PRIOR_SAMPLES = 2
 _ALPHA = 0.1  # weight of one window once warmed up: about the last 20 windows (3 minutes)
+_FLOOR = 0.01  # bp²: the least expectation a move is winsorised against
 
 
 @dataclass(slots=True)
@@ -39,7 +42,13 @@ class Volatility:
             return
         if self.anchor_ms >= 0:
             move_bps = (price / self.anchor_price - 1.0) * 1e4
-            sample = (move_bps * move_bps - variance_bps2 - self.anchor_var) / elapsed
+            # Winsorised like every learned figure (reliability.py): one absurd price (a jump
+            # to 1e300 overflows the square) moves the drift by a bounded step and never makes
+            # it infinite, which would silence the symbol and make its state unsaveable.
+            explained = variance_bps2 + self.anchor_var
+            expected = max(self.per_ms() * elapsed + explained, _FLOOR)
+            move2 = min(move_bps * move_bps, WINSOR_Z2 * expected)
+            sample = (move2 - explained) / elapsed
             alpha = max(1.0 / (self.samples + 1 + _PRIOR_SAMPLES), _ALPHA)
             self.drift += alpha * (sample - self.drift)
             self.samples += 1

@@ -245,3 +245,54 @@ def test_a_partition_holds_at_most_max_symbols() -> None:
     priced = [orjson.loads(v)["symbol"] for t, _k, v, _p, _h in outputs if t == "fiml.prices"]
     assert priced == ["A/USD", "B/USD", "C/USD", "A/USD"]
     assert len(orjson.loads(proc.mark(0))[3]) == 3
+
+
+@settings(deadline=None, max_examples=100)
+@given(
+    bad=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), prices), min_size=1, max_size=6),
+    providers=st.sampled_from(["a", "ab", "abc"]),
+)
+def test_after_extreme_prices_the_symbol_recovers_and_its_state_saves(
+    bad: list[tuple[str, float]], providers: str
+) -> None:
+    """Found by attack: one price of 1e300 from the only provider made the learned drift
+    infinite; every later record of the symbol was dead-lettered (the symbol went silent) and
+    its mark, with the infinity written as null, could not be restored (a worker crash loop).
+    Now: normal prices before and after any extreme ones, and the symbol prices again once the
+    extreme quotes are stale, its mark restores, and the restored processor goes on alike."""
+    proc = Processor(ArbitrationSettings())
+    offset, t = 0, NOW
+
+    def feed(provider: str, price: float) -> None:
+        nonlocal offset, t
+        t += 100
+        tick = RawTick(
+            provider=provider,
+            symbol="X/USD",
+            provider_symbol="XUSD",
+            asset_type=AssetType.CRYPTO,
+            price=price,
+            event_time_ms=t,
+            ingest_time_ms=t,
+            seq=offset,
+        )
+        proc.process(None, encode(tick), 0, offset)
+        offset += 1
+
+    for i in range(60):
+        feed(providers[i % len(providers)], 100.0 + (i % 5) * 0.01)
+    for provider, price in bad:
+        feed(provider, price)
+    for i in range(300):  # 30 s: every extreme quote is stale (10 s) long before the end
+        feed(providers[i % len(providers)], 100.0 + (i % 5) * 0.01)
+    outputs = proc.drain()
+    last = [
+        orjson.loads(v)
+        for topic, _k, v, _p, _h in outputs[-100:]
+        if topic == "fiml.prices" and orjson.loads(v)["event_time_ms"] > t - 5_000
+    ]
+    assert len(last) > 10 and all(99.9 < p["price"] < 100.1 for p in last)
+    mark = proc.mark(0)
+    restored = Processor(ArbitrationSettings())
+    restored.restore(0, mark)  # raises if a saved number was not finite
+    assert restored.mark(0) == mark
