@@ -15,6 +15,11 @@ from agents.arbitration.quality import evaluate, scenarios
 from bench.common import report
 
 
+def metric(scenario: str, what: str) -> str:
+    """The name of one figure of one scenario: ``quality_<scenario>_<what>``."""
+    return f"quality_{scenario.replace('-', '_')}_{what}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=300.0, help="seconds per scenario")
@@ -22,11 +27,10 @@ def main() -> None:
     metrics: dict[str, float] = {}
     for scenario in scenarios(int(args.duration * 1000)):
         r = evaluate(scenario)
-        name = scenario.name.replace("-", "_")
-        metrics[f"quality_{name}_consensus_bps"] = r.consensus_bps
-        metrics[f"quality_{name}_best_bps"] = r.best_bps
-        metrics[f"quality_{name}_bound_bps"] = r.bound
-        metrics[f"quality_{name}_coverage_pct"] = 100 * r.coverage
+        metrics[metric(scenario.name, "consensus_bps")] = r.consensus_bps
+        metrics[metric(scenario.name, "best_bps")] = r.best_bps
+        metrics[metric(scenario.name, "bound_bps")] = r.bound
+        metrics[metric(scenario.name, "coverage_pct")] = 100 * r.coverage
     report("quality", metrics, note="simulated providers against a known truth, fixed seeds")
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from agents.arbitration.quality import scenarios as quality_scenarios
 from bench.common import MACHINE_NOTE, ROOT, kafka
+from bench.quality import metric as quality_metric
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -80,8 +81,8 @@ ROWS: list[tuple[str, str, str | None, str]] = [
     *[
         (
             f"Consensus error vs the best provider alone, {name}",
-            f"quality_{name.replace('-', '_')}_consensus_bps",
-            f"quality_{name.replace('-', '_')}_best_bps",
+            quality_metric(name, "consensus_bps"),
+            quality_metric(name, "best_bps"),
             "bp",
         )
         for name in QUALITY_SCENARIOS
@@ -89,13 +90,13 @@ ROWS: list[tuple[str, str, str | None, str]] = [
     *[
         (
             f"Consensus error vs the inverse-variance bound, {name}",
-            f"quality_{name.replace('-', '_')}_consensus_bps",
-            f"quality_{name.replace('-', '_')}_bound_bps",
+            quality_metric(name, "consensus_bps"),
+            quality_metric(name, "bound_bps"),
             "bp",
         )
         for name in QUALITY_SCENARIOS
     ],
-    ("Band coverage (stated 90 %), demo", "quality_demo_coverage_pct", None, "%"),
+    ("Band coverage (stated 90 %), demo", quality_metric("demo", "coverage_pct"), None, "%"),
 ]
 
 

@@ -57,6 +57,11 @@ class StreamSpec:
         return tuple((self.topic, s, self.variant) for s in self.symbols)
 
     @property
+    def raw(self) -> bool:
+        """The raw log (providers' own ticks and trades), entitled apart."""
+        return self.topic == _RAW_TOPIC
+
+    @property
     def batched(self) -> bool:
         """Trades (and raw ticks) are batched, never conflated: each one is an event."""
         return self.topic in ("fiml.trades", _RAW_TOPIC)

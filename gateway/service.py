@@ -35,7 +35,7 @@ from gateway.registry import Registry, ResumeStore
 from gateway.session import ReplaySlots, Session
 from gateway.settings import GatewaySettings
 from schemas.errors import ProtocolError
-from schemas.protocol import ErrorCode, SubscribeRequest
+from schemas.protocol import SubscribeRequest
 
 __all__ = ["ABORT_KEY", "Gateway", "WebSocketEndpoint", "WebSocketMiddleware", "keys_path"]
 
@@ -252,23 +252,50 @@ class Gateway:
             return False, None
         return True, principal
 
+    @staticmethod
+    def _owner(principal: Principal | None) -> str | None:
+        """Whose connection it is, for the per-key limit (None: anonymous or not known yet)."""
+        return principal.owner if principal is not None and principal.authenticated else None
+
     def _count(self, ip: str, owner: str | None, step: int) -> None:
         self._per_ip[ip] = self._per_ip.get(ip, 0) + step
         if self._per_ip[ip] <= 0:
             del self._per_ip[ip]
         if owner is not None:
-            self._per_owner[owner] = self._per_owner.get(owner, 0) + step
-            if self._per_owner[owner] <= 0:
-                del self._per_owner[owner]
+            self._count_owner(owner, step)
+
+    def _count_owner(self, owner: str, step: int) -> int:
+        """Add ``step`` to ``owner``'s connections and return how many it has now."""
+        count = self._per_owner.get(owner, 0) + step
+        if count > 0:
+            self._per_owner[owner] = count
+        else:
+            self._per_owner.pop(owner, None)
+        return count
+
+    def _per_key_refusal(self) -> str:
+        return f"at most {self.settings.max_connections_per_key} connections per key"
 
     def _over_limit(self, ip: str, principal: Principal | None) -> str | None:
         settings = self.settings
         if self._per_ip.get(ip, 0) >= settings.max_connections_per_ip:
             return f"at most {settings.max_connections_per_ip} connections per IP address"
-        owner = principal.owner if principal is not None and principal.authenticated else None
+        owner = self._owner(principal)
         if owner is not None and self._per_owner.get(owner, 0) >= settings.max_connections_per_key:
-            return f"at most {settings.max_connections_per_key} connections per key"
+            return self._per_key_refusal()
         return None
+
+    def _deadline(self, principal: Principal | None, now: float) -> tuple[float, int, str]:
+        """When the connection is closed, with which code and why: ``auth_timeout_s`` without
+        credentials; else at the end of its lifetime or when its credentials expire."""
+        if principal is None:
+            return now + self.settings.auth_timeout_s, CLOSE_AUTH, "authentication timeout"
+        end, code, why = now + self.settings.max_connection_s, CLOSE_LIFETIME, "connection lifetime"
+        if principal.expires_at_ms is not None:
+            left = principal.expires_at_ms / 1000 - time.time()
+            if now + left < end:
+                end, code, why = now + left, CLOSE_AUTH, "credentials expired"
+        return end, code, why
 
     async def serve(
         self,
@@ -307,8 +334,7 @@ class Gateway:
             authenticator=self.authenticator,
             replays=self.replays,
         )
-        owner = principal.owner if principal is not None and principal.authenticated else None
-        self._count(ip, owner, +1)
+        self._count(ip, self._owner(principal), +1)
         self.connections[conn.id] = conn
         self.metrics.connections_total += 1
         now = loop.time()
@@ -329,8 +355,7 @@ class Gateway:
                 session.error(initial_error)
             for request in initial:
                 try:
-                    if session.principal is None:
-                        raise ProtocolError(ErrorCode.AUTH_REQUIRED, "authenticate first", "type")
+                    session.require_principal()
                     session.subscribe(request)
                 except ProtocolError as exc:
                     session.error(exc)
@@ -349,10 +374,7 @@ class Gateway:
                 changed = session.principal is not was
                 if changed and not self._authenticated(conn, session, was, loop.time()):
                     self.metrics.refused_connections += 1
-                    limit = self.settings.max_connections_per_key
-                    await websocket.close(
-                        CLOSE_TOO_MANY_CONNECTIONS, f"at most {limit} connections per key"
-                    )
+                    await websocket.close(CLOSE_TOO_MANY_CONNECTIONS, self._per_key_refusal())
                     break
                 if session.violations >= self.settings.max_rate_violations:
                     self.metrics.refused_connections += 1
@@ -361,9 +383,7 @@ class Gateway:
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the client went away: same as a disconnect
         finally:
-            final = session.principal
-            final_owner = final.owner if final is not None and final.authenticated else None
-            self._count(ip, final_owner, -1)
+            self._count(ip, self._owner(session.principal), -1)
             self._deadlines.pop(conn.id, None)
             self.connections.pop(conn.id, None)
             await session.close()
@@ -376,16 +396,9 @@ class Gateway:
         it lives until its credentials expire (a token) or its lifetime ends."""
         new = session.principal
         assert new is not None
-        if was is None or not was.authenticated:
-            count = self._per_owner.get(new.owner, 0) + 1
-            self._per_owner[new.owner] = count
-            if count > self.settings.max_connections_per_key:
-                return False
-        end = now + self.settings.max_connection_s
-        code, why = CLOSE_LIFETIME, "connection lifetime"
-        if new.expires_at_ms is not None:
-            left = new.expires_at_ms / 1000 - time.time()
-            if now + left < end:
-                end, code, why = now + left, CLOSE_AUTH, "credentials expired"
-        self._deadlines[conn.id] = (end, code, why)
+        # counted when it first authenticates (uncounted at its end, as its final owner's)
+        first = self._owner(was) is None
+        if first and self._count_owner(new.owner, +1) > self.settings.max_connections_per_key:
+            return False
+        self._deadlines[conn.id] = self._deadline(new, now)
         return True

@@ -29,6 +29,7 @@ from gateway.subscription import Subscription
 from schemas.codec import encode
 from schemas.errors import ProtocolError, SymbolError
 from schemas.protocol import (
+    MAX_SYMBOLS,
     AuthRequest,
     ClientMessage,
     ErrorCode,
@@ -58,8 +59,6 @@ class ReplaySlots:
 
 def published_limits(settings: GatewaySettings) -> dict[str, int | float]:
     """What ``welcome`` tells a client, and docs/WEBSOCKET.md's "Limits" table lists."""
-    from schemas.protocol import MAX_SYMBOLS
-
     return {
         "max_subscriptions": settings.max_subscriptions,
         "max_symbols_per_subscription": MAX_SYMBOLS,
@@ -93,14 +92,14 @@ class Session:
         store: ResumeStore,
         metrics: Metrics,
         clock: Callable[[], float],
-        principal: Principal | None = None,
-        authenticator: Authenticator | None = None,
-        replays: ReplaySlots | None = None,
+        principal: Principal | None,
+        authenticator: Authenticator,
+        replays: ReplaySlots,
     ) -> None:
         self.conn = conn
         self.principal = principal
         self._authenticator = authenticator
-        self._replays = replays or ReplaySlots(settings.max_replays)
+        self._replays = replays
         # A token bucket: max_messages_per_s a second, as many at once. aiolimiter rather than
         # hand code; a message over the limit is refused at once, never waited for.
         self._limiter = AsyncLimiter(settings.max_messages_per_s, 1.0)
@@ -151,12 +150,7 @@ class Session:
             if isinstance(message, HelloRequest):
                 self.welcome()
                 return
-            if self.principal is None:
-                raise ProtocolError(
-                    ErrorCode.AUTH_REQUIRED,
-                    "authenticate first: an auth message with an API key or a JWT",
-                    "type",
-                )
+            self.require_principal()
             if isinstance(message, UnsubscribeRequest):
                 if message.subscription_id is not None:
                     self.unsubscribe(message.subscription_id)
@@ -171,6 +165,15 @@ class Session:
 
     # --- who the client is ----------------------------------------------------------------
 
+    def require_principal(self) -> None:
+        """Raises: ProtocolError: AUTH_REQUIRED until the client has authenticated."""
+        if self.principal is None:
+            raise ProtocolError(
+                ErrorCode.AUTH_REQUIRED,
+                "authenticate first: an auth message with an API key or a JWT",
+                "type",
+            )
+
     def authenticate(self, token: str) -> None:
         """Accept credentials, first or in band before the current ones expire (a refreshed
         token must have the same owner).
@@ -178,7 +181,7 @@ class Session:
         Raises:
             ProtocolError: AUTH_FAILED (unknown, revoked, expired, or another owner's).
         """
-        found = self._authenticator.authenticate(token) if self._authenticator else None
+        found = self._authenticator.authenticate(token)
         current = self.principal
         if found is None or (
             current is not None and current.authenticated and found.owner != current.owner
@@ -227,7 +230,7 @@ class Session:
                 "subscription_id",
             )
         spec = resolve(request, self._settings.topics)
-        self._entitled(spec.stream_type, spec.symbols, spec.topic == "fiml.raw", request)
+        self._entitled(spec.stream_type, spec.symbols, spec.raw, request)
         replay = request.replay_from is not None
         if replay:
             self._check_replay(request)
@@ -295,7 +298,7 @@ class Session:
                 "unknown here, expired (gateway restarted or too long away), or not yours"
             )
         # Entitlements may have changed since (a revoked symbol is not resumed).
-        self._entitled(sub.spec.stream_type, sub.spec.symbols, sub.spec.topic == "fiml.raw")
+        self._entitled(sub.spec.stream_type, sub.spec.symbols, sub.spec.raw)
         starts = sub.positions_after(seq)
         if starts is None or seq > sub.seq:
             raise unavailable(f"seq {seq} is not among the last {sub.history_size} sent")

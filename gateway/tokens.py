@@ -23,6 +23,10 @@ __all__ = ["JwtVerifier"]
 _ASYMMETRIC = ["ES256", "EdDSA"]
 
 
+#: Clock skew tolerated on exp and nbf, in seconds (between the issuer and this gateway).
+LEEWAY_S = 5.0
+
+
 class JwtVerifier:
     """Verifies tokens against one secret and/or one JWKS (a file, or a URL fetched lazily and
     cached by PyJWT)."""
@@ -34,7 +38,6 @@ class JwtVerifier:
         jwks_url: str | None = None,
         audience: str | None = None,
         issuer: str | None = None,
-        leeway_s: float = 5.0,
     ) -> None:
         """Raises: ValueError: nothing to verify with, a secret under 32 bytes, or a JWKS file
         that is not one."""
@@ -50,7 +53,6 @@ class JwtVerifier:
         self._client = PyJWKClient(jwks_url) if jwks_url else None
         self._audience = audience
         self._issuer = issuer
-        self._leeway = leeway_s
 
     def _key(self, token: str) -> tuple[Any, list[str]]:
         header = jwt.get_unverified_header(token)
@@ -78,7 +80,7 @@ class JwtVerifier:
                 algorithms=algorithms,
                 audience=self._audience,
                 issuer=self._issuer,
-                leeway=self._leeway,
+                leeway=LEEWAY_S,
                 options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
             )
             granted = claims.get("fiml") or {}

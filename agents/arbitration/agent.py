@@ -103,11 +103,18 @@ def attach(
             "partition %d: resumed at offset %s", partition, processor.resume_offset(partition) or 0
         )
 
-    async def let_go(partitions: Iterable[int]) -> None:
+    async def let_go(partitions: Iterable[int], quiet: bool = False) -> None:
+        """Drop what this worker holds of ``partitions``; ``quiet``: a producer that fails to
+        close (a fenced one may) is gone either way."""
         for p in sorted(partitions):
             writer = writers.pop(p, None)
             if writer is not None:
-                await writer.stop()
+                try:
+                    await writer.stop()
+                except Exception:
+                    if not quiet:
+                        raise
+                    log.debug("closing the fenced producer of partition %d", p, exc_info=True)
             saved_at.pop(p, None)
             seen.pop(p, None)
         processor.forget(partitions)
@@ -120,30 +127,24 @@ def attach(
             type(exc).__name__,
         )
         lost.add(partition)
-        writer = writers.pop(partition, None)
-        if writer is not None:
-            try:
-                await writer.stop()
-            except Exception:  # a fenced producer may fail to close; it is gone either way
-                log.debug("closing the fenced producer of partition %d", partition, exc_info=True)
-        saved_at.pop(partition, None)
-        processor.forget((partition,))
+        await let_go((partition,), quiet=True)
 
     def due(now: float) -> set[int]:
-        """Owned partitions with uncommitted work whose last commit is ``commit_ms`` old."""
+        """Owned partitions whose last commit is ``commit_ms`` old (``commit`` skips those
+        with nothing to commit)."""
         every = settings.commit_ms / 1000
-        return {
-            p
-            for p, w in writers.items()
-            if (p in processor.marks or w.in_transaction)
-            and now - saved_at.get(p, -math.inf) >= every
-        }
+        return {p for p in writers if now - saved_at.get(p, -math.inf) >= every}
 
     async def commit(partitions: Iterable[int]) -> None:
+        """Commit each partition's outputs, mark and offset in one transaction; a partition
+        with no new state and no open transaction has nothing to commit (its offset went in
+        with its mark)."""
         now = time.monotonic()
         for p in sorted(partitions):
             writer = writers.get(p)
             if writer is None or p in torn:
+                continue
+            if p not in processor.marks and not writer.in_transaction:
                 continue
             mark = processor.mark(p) if p in processor.marks else None
             resume = processor.resume_offset(p)

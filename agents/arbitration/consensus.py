@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
+from agents.arbitration.copies import copies_of
 from agents.arbitration.reliability import PRIOR_NOISE_VAR, ProviderStats
 from schemas.records import QualityFlag
 
@@ -218,9 +219,8 @@ def _votes(names: list[str], copies: AbstractSet[tuple[str, str]]) -> list[float
     """Each provider's share of a vote: 1 / (1 + the number of its copies among ``names``)."""
     if not copies:
         return [1.0] * len(names)
-    return [
-        1.0 / (1 + sum(1 for b in names if (a, b) in copies or (b, a) in copies)) for a in names
-    ]
+    present = set(names)
+    return [1.0 / (1 + len(copies_of(a, copies) & present)) for a in names]
 
 
 def _exclusion(

@@ -23,9 +23,10 @@ against the providers that do not copy it (``processor.py``).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-__all__ = ["COPY_RATE", "MAX_PROVIDERS", "MIN_SAMPLES", "NEAR_SHARE", "Agreement"]
+__all__ = ["COPY_RATE", "MAX_PROVIDERS", "MIN_SAMPLES", "NEAR_SHARE", "Agreement", "copies_of"]
 
 NEAR_SHARE = 0.05  # "near": within 0.22 of the pair's combined standard deviation
 COPY_RATE = 0.5  # independent providers are near 18 % of the time
@@ -89,3 +90,8 @@ class Agreement:
     @classmethod
     def from_list(cls, data: list[list[float | str]]) -> Agreement:
         return cls({str(k): [float(r), float(n), float(t)] for k, r, n, t in data})
+
+
+def copies_of(provider: str, pairs: AbstractSet[tuple[str, str]]) -> set[str]:
+    """The providers that ``pairs`` (as ``Agreement.copies`` gives them) say copy ``provider``."""
+    return {b for a, b in pairs if a == provider} | {a for a, b in pairs if b == provider}

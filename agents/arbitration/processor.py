@@ -23,6 +23,7 @@ import orjson
 
 from agents.arbitration.candles import CandleRecord
 from agents.arbitration.consensus import ConsensusParams, ConsensusResult, Quote, consensus
+from agents.arbitration.copies import copies_of
 from agents.arbitration.reliability import ProviderStats
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.state import SymbolState
@@ -98,7 +99,7 @@ class Processor:
         self.poison = 0
         self.out_of_time = 0  # of the poison: event time outside the bounds (timebounds.py)
         self.invalid = 0  # derived records that failed their checks (dead-lettered, not written)
-        self._applying: tuple[int, int] = (-1, -1)  # (partition, offset) of the record applied
+        self._applying = -1  # the offset of the record applied (named by an invalid output)
         self.skipped = 0
 
     # -- life cycle -------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class Processor:
             return
         part.applied = offset
         self.marks.add(partition)
-        self._applying = (partition, offset)  # the input named by an invalid output's dead letter
+        self._applying = offset
         try:
             record = decode_raw(value)
         except (DecodeError, ValueError, TypeError) as exc:
@@ -459,12 +460,11 @@ class Processor:
         drift = st.volatility.per_ms()
         if me in result.used and quote.time_ms == rec.event_time_ms:
             stats.learn_white(quote.price, quote.time_ms)
-            mates = {me} | {b for a, b in copies if a == me} | {a for a, b in copies if b == me}
-            others = result.without(mates)
+            others = result.without({me} | copies_of(me, copies))
             if others is not None:
                 other_price, other_var = others
-                miss_bps = (quote.price / other_price - 1.0) * 1e4
-                stats.learn(miss_bps * miss_bps, other_var + drift * (st.newest_ms - quote.news_ms))
+                miss2 = _bps2(quote.price, other_price)
+                stats.learn(miss2, other_var + drift * (st.newest_ms - quote.news_ms))
             st.agreement.observe(
                 me,
                 [
@@ -486,7 +486,7 @@ class Processor:
         """A derived record that fails its ``model``'s ``rule``: dead-lettered with the raw
         record that produced it (topic, partition, offset), never written."""
         self.invalid += 1
-        _partition, offset = self._applying
+        offset = self._applying
         body = {
             "symbol": st.symbol,
             "event_time_ms": st.newest_ms,

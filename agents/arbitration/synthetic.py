@@ -10,9 +10,9 @@ import bisect
 import random
 from dataclasses import dataclass
 
-from schemas.records import AssetType, RawTick
+from schemas.records import AssetType, RawTick, RawTrade, Side
 
-__all__ = ["ProviderModel", "synthetic_ticks", "truth_at"]
+__all__ = ["ProviderModel", "synthetic_ticks", "trade_of", "truth_at"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +129,23 @@ def _copied(
 
 def truth_at(path: list[tuple[int, float]], start_ms: int, t: int) -> float:
     return path[min(max((t - start_ms) // 100, 0), len(path) - 1)][1]
+
+
+def trade_of(
+    tick: RawTick, trade_id: str, amount: float, seq: int | None = None, side: Side | None = None
+) -> RawTrade:
+    """A trade by ``tick``'s provider at its price and times (``seq``: the tick's unless
+    given), for tests and benchmarks that need trades beside synthetic ticks."""
+    return RawTrade(
+        provider=tick.provider,
+        symbol=tick.symbol,
+        provider_symbol=tick.provider_symbol,
+        asset_type=tick.asset_type,
+        trade_id=trade_id,
+        price=tick.price,
+        amount=amount,
+        side=side,
+        event_time_ms=tick.event_time_ms,
+        ingest_time_ms=tick.ingest_time_ms,
+        seq=tick.seq if seq is None else seq,
+    )

@@ -65,11 +65,9 @@ def prepare(event: Event, validate: bool = True, bounds: TimeBounds = _BOUNDS) -
         )  # fmt: skip
     if isinstance(event, ProviderHealth):
         logical, key_text = "fiml.provider.health", event.provider
-    elif isinstance(event, RawTick):
-        logical = "fiml.sim.truth" if event.provider == TRUTH_PROVIDER else "fiml.raw"
-        key_text = event.symbol
-    else:
-        logical, key_text = "fiml.raw", event.symbol
+    else:  # ticks and trades share the raw log; the simulator's truth has its own topic
+        truth = isinstance(event, RawTick) and event.provider == TRUTH_PROVIDER
+        logical, key_text = ("fiml.sim.truth" if truth else "fiml.raw"), event.symbol
     value = encode(event)
     key = key_text.encode()
     problem = None if isinstance(event, ProviderHealth) else _symbol_problem(key_text)

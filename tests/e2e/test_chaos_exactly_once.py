@@ -35,12 +35,17 @@ from aiokafka import AIOKafkaProducer
 
 from agents.arbitration.processor import RAW
 from agents.arbitration.rebuild import DERIVED, end_offsets, rebuild, wait_caught_up
-from agents.arbitration.synthetic import synthetic_ticks
+from agents.arbitration.synthetic import synthetic_ticks, trade_of
 from infra.topics import create_topics
 from schemas.codec import encode
 from schemas.records import RawTick, RawTrade
 from schemas.topics import TOPICS
-from tests.integration.arbitration_support import WorkerProcess, read_all
+from tests.integration.arbitration_support import (
+    WorkerProcess,
+    assigned,
+    read_all,
+    tick_values,
+)
 from tests.integration.test_arbitration_worker import PROVIDERS, START, SYMBOLS
 from tests.integration.test_gateway import until
 
@@ -56,22 +61,8 @@ def raw_log() -> list[tuple[bytes, bytes]]:
     for t in ticks:
         records.append(t)
         if t.provider == "alpha":  # alpha's prints are trades too: volume, fiml.trades
-            records.append(
-                RawTrade(
-                    provider="alpha",
-                    symbol=t.symbol,
-                    provider_symbol=t.provider_symbol,
-                    asset_type=t.asset_type,
-                    trade_id=str(t.seq),
-                    price=t.price,
-                    amount=0.5 + t.seq % 7,
-                    side="buy",
-                    event_time_ms=t.event_time_ms,
-                    ingest_time_ms=t.ingest_time_ms,
-                    seq=t.seq,
-                )
-            )
-    log = [(r.symbol.encode(), encode(r)) for r in records]
+            records.append(trade_of(t, str(t.seq), 0.5 + t.seq % 7, side="buy"))
+    log = tick_values(records)
     year_old = ticks[10].model_copy(update={"event_time_ms": START - 365 * 86_400_000})
     log.insert(300, (b"ETH/USD", b"{not json"))
     log.insert(900, (b"SOL/USD", b'{"v":2,"symbol":"SOL/USD"}'))
@@ -171,15 +162,11 @@ def differences(
 
 
 def assigned_count(w: WorkerProcess) -> int:
-    return w.output().count("raw partitions assigned: ")
+    return len(assigned(w.output()))
 
 
 def last_assignment(w: WorkerProcess) -> set[int]:
-    lines = [line for line in w.output().splitlines() if "raw partitions assigned: " in line]
-    if not lines:
-        return set()
-    tail = lines[-1].split("raw partitions assigned: ")[1]
-    return {int(p) for p in tail.split(", ") if p.strip().isdigit()}
+    return (assigned(w.output()) or [set()])[-1]
 
 
 async def test_every_derived_topic_is_a_function_of_the_raw_log(

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from agents.arbitration.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.codec import encode
-from schemas.records import RawTick
+from schemas.records import RawTick, RawTrade
 from schemas.topics import TOPICS, topic_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +108,8 @@ async def produce(
         await producer.stop()
 
 
-def tick_values(ticks: Iterable[RawTick]) -> list[tuple[bytes, bytes]]:
+def tick_values(ticks: Iterable[RawTick | RawTrade]) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs of raw records as ingestion writes them: keyed by symbol."""
     return [(t.symbol.encode(), encode(t)) for t in ticks]
 
 
@@ -204,3 +205,13 @@ async def read_all(
     finally:
         await consumer.stop()
     return out
+
+
+def assigned(log: str) -> list[set[int]]:
+    """The raw partitions of each assignment a worker logged, in order."""
+    marker = "raw partitions assigned: "
+    return [
+        {int(p) for p in line.split(marker)[1].split(", ") if p.strip().isdigit()}
+        for line in log.splitlines()
+        if marker in line
+    ]

@@ -10,10 +10,8 @@ import pytest
 
 from agents.arbitration.processor import RAW
 from agents.arbitration.rebuild import DERIVED, end_offsets, rebuild, wait_caught_up
-from agents.arbitration.synthetic import synthetic_ticks
+from agents.arbitration.synthetic import synthetic_ticks, trade_of
 from infra.topics import create_topics
-from schemas.codec import encode
-from schemas.records import RawTrade
 from schemas.topics import TOPICS
 from tests.integration.arbitration_support import WorkerProcess, produce, read_all, tick_values
 from tests.integration.test_arbitration_worker import PROVIDERS, START, SYMBOLS
@@ -45,23 +43,9 @@ async def test_rebuild_reproduces_the_derived_topics(
     # alpha's ticks are also trades (volume, fiml.trades), after the ticks in the log: the
     # partition's order is the processing order, for the live worker and the rebuild alike
     trades = [
-        RawTrade(
-            provider="alpha",
-            symbol=t.symbol,
-            provider_symbol=t.provider_symbol,
-            asset_type=t.asset_type,
-            trade_id=str(t.seq),
-            price=t.price,
-            amount=0.5 + t.seq % 7,
-            side="buy",
-            event_time_ms=t.event_time_ms,
-            ingest_time_ms=t.ingest_time_ms,
-            seq=t.seq,
-        )
-        for t in ticks
-        if t.provider == "alpha"
+        trade_of(t, str(t.seq), 0.5 + t.seq % 7, side="buy") for t in ticks if t.provider == "alpha"
     ]
-    await produce(kafka_bootstrap, RAW, [(t.symbol.encode(), encode(t)) for t in trades])
+    await produce(kafka_bootstrap, RAW, tick_values(trades))
     app_id = f"arb-{uuid.uuid4().hex[:8]}"
     worker = WorkerProcess(kafka_bootstrap, app_id, tmp_path / "faust", tmp_path / "w.log")
     worker.start()

@@ -18,6 +18,7 @@ from infra.topics import create_topics
 from schemas.records import OHLCVUpdate, PriceUpdate
 from tests.integration.arbitration_support import (
     WorkerProcess,
+    assigned,
     produce,
     read,
     read_all,
@@ -125,7 +126,8 @@ async def test_sigkill_and_restart_loses_and_duplicates_nothing(
     worker.start()
     sent += await produce(kafka_bootstrap, RAW, tick_values(ticks[cut:]))
 
-    want = finals([orjson.loads(v) for v in reference(sent)["fiml.ohlcv"]])
+    ref = reference(sent)  # the pure processor over the same log, once
+    want = finals([orjson.loads(v) for v in ref["fiml.ohlcv"]])
     got = finals(
         await read(
             kafka_bootstrap,
@@ -143,7 +145,7 @@ async def test_sigkill_and_restart_loses_and_duplicates_nothing(
     # Values too: a restart once showed finals off by under 1 bp here; the cause was records
     # lost across the rebalance (agents/arbitration/batches.py), not the restored state.
     assert got == want
-    want_prices = [orjson.loads(v) for v in reference(sent)["fiml.prices"]]
+    want_prices = [orjson.loads(v) for v in ref["fiml.prices"]]
     prices = await read_all(kafka_bootstrap, "fiml.prices")
     assert by_symbol(prices) == by_symbol(want_prices)  # exactly once, every price
 
@@ -170,7 +172,8 @@ async def test_two_workers_share_the_partitions(
             deadline=60,
         )
         sent += await produce(kafka_bootstrap, RAW, tick_values(ticks[cut:]))
-        want = finals([orjson.loads(v) for v in reference(sent)["fiml.ohlcv"]])
+        ref = reference(sent)  # the pure processor over the same log, once
+        want = finals([orjson.loads(v) for v in ref["fiml.ohlcv"]])
         got = finals(
             await read(
                 kafka_bootstrap,
@@ -182,7 +185,7 @@ async def test_two_workers_share_the_partitions(
         )
         assert [_key(c) for c in got] == [_key(c) for c in want]  # none missing, none twice
         assert got == want  # the hand-over loses no record, so the values match too
-        want_prices = [orjson.loads(v) for v in reference(sent)["fiml.prices"]]
+        want_prices = [orjson.loads(v) for v in ref["fiml.prices"]]
         prices = await read(kafka_bootstrap, "fiml.prices", lambda r: len(r) >= len(want_prices))
         assert by_symbol(prices) == by_symbol(want_prices)  # and the rebalance repeats none
     finally:
@@ -203,16 +206,6 @@ def by_symbol(records: list[dict]) -> dict[str, list[dict]]:
     for r in records:
         out.setdefault(r["symbol"], []).append(r)
     return out
-
-
-def assigned(log: str) -> list[set[int]]:
-    """The raw partitions of each assignment a worker logged, in order."""
-    marker = "raw partitions assigned: "
-    return [
-        {int(p) for p in line.split(marker)[1].split(", ") if p.strip().isdigit()}
-        for line in log.splitlines()
-        if marker in line
-    ]
 
 
 async def test_the_worker_serves_its_metrics(

@@ -14,6 +14,32 @@ from schemas.codec import RECORD_TYPES, decode, encode
 from schemas.records import AssetType, RawTick, RawTrade
 
 NOW = 1_796_400_000_000
+
+
+def raw_tick(
+    provider: str,
+    price: float,
+    t: int,
+    seq: int,
+    symbol: str = "BTC/USDT",
+    bid: float | None = None,
+    ask: float | None = None,
+) -> RawTick:
+    """A crypto tick stamped ``t`` (event and ingest time)."""
+    return RawTick(
+        provider=provider,
+        symbol=symbol,
+        provider_symbol=symbol.replace("/", ""),
+        asset_type=AssetType.CRYPTO,
+        price=price,
+        bid=bid,
+        ask=ask,
+        event_time_ms=t,
+        ingest_time_ms=t,
+        seq=seq,
+    )
+
+
 prices = st.floats(
     min_value=5e-324, max_value=1.7976931348623157e308, allow_nan=False, allow_infinity=False
 )
@@ -35,18 +61,7 @@ def test_every_output_is_valid_whatever_the_prices(
         bid = ask = None
         if spread is not None and price - spread > 0 and price + spread < 1.7e308:
             bid, ask = price - spread, price + spread
-        tick = RawTick(
-            provider=provider,
-            symbol="BTC/USDT",
-            provider_symbol="BTCUSDT",
-            asset_type=AssetType.CRYPTO,
-            price=price,
-            bid=bid,
-            ask=ask,
-            event_time_ms=NOW + i * 100,
-            ingest_time_ms=NOW + i * 100,
-            seq=i,
-        )
+        tick = raw_tick(provider, price, NOW + i * 100, i, bid=bid, ask=ask)
         proc.process(None, encode(tick), 0, i)
     outputs = proc.drain()
     for topic, _key, value, _p, _h in outputs:
@@ -63,16 +78,7 @@ def test_every_output_is_valid_whatever_the_prices(
 def test_a_band_that_overflows_is_dead_lettered_with_its_input() -> None:
     proc = Processor(ArbitrationSettings())
     for i, price in enumerate((1.7e308, 1.0e308, 1.6e308)):
-        tick = RawTick(
-            provider="abc"[i],
-            symbol="BTC/USDT",
-            provider_symbol="BTCUSDT",
-            asset_type=AssetType.CRYPTO,
-            price=price,
-            event_time_ms=NOW + i,
-            ingest_time_ms=NOW + i,
-            seq=i,
-        )
+        tick = raw_tick("abc"[i], price, NOW + i, i)
         proc.process(None, encode(tick), 0, i)
     outputs = proc.drain()
     prices_out = [orjson.loads(v) for t, _k, v, _p, _h in outputs if t == "fiml.prices"]
@@ -104,16 +110,7 @@ def test_every_output_is_valid_whatever_the_trades(trades: list[tuple[str, float
         )
         proc.process(None, encode(trade), 0, i)
     # close every window: a tick far enough ahead in the same partition
-    late = RawTick(
-        provider="a",
-        symbol="ETH/USDT",
-        provider_symbol="ETHUSDT",
-        asset_type=AssetType.CRYPTO,
-        price=1.0,
-        event_time_ms=NOW + 90_000_000,
-        ingest_time_ms=NOW + 90_000_000,
-        seq=99,
-    )
+    late = raw_tick("a", 1.0, NOW + 90_000_000, 99, symbol="ETH/USDT")
     proc.process(None, encode(late), 0, len(trades))
     for topic, _key, value, _p, _h in proc.drain():
         if topic in RECORD_TYPES:
@@ -140,23 +137,7 @@ def test_an_invalid_candle_is_dead_lettered_not_written(bad: tuple[str, float]) 
     from agents.arbitration.state import SymbolState
 
     proc = Processor(ArbitrationSettings())
-    proc.process(
-        None,
-        encode(
-            RawTick(
-                provider="a",
-                symbol="X/USD",
-                provider_symbol="X",
-                asset_type=AssetType.CRYPTO,
-                price=1.0,
-                event_time_ms=NOW,
-                ingest_time_ms=NOW,
-                seq=0,
-            )
-        ),
-        0,
-        41,
-    )
+    proc.process(None, encode(raw_tick("a", 1.0, NOW, 0, symbol="X/USD")), 0, 41)
     proc.drain()
     candle: dict[str, object] = {
         "open": 1.0,
@@ -189,23 +170,8 @@ def test_any_exception_while_applying_a_record_is_that_records_fault(monkeypatch
     monkeypatch.setattr(Processor, "_price", price)
     proc = Processor(ArbitrationSettings())
     for offset, symbol in enumerate(["X/USD", "BAD/USD", "X/USD"]):
-        proc.process(
-            None,
-            encode(
-                RawTick(
-                    provider="a",
-                    symbol=symbol,
-                    provider_symbol="X",
-                    asset_type=AssetType.CRYPTO,
-                    price=1.0 + offset,
-                    event_time_ms=NOW + offset,
-                    ingest_time_ms=NOW + offset,
-                    seq=offset,
-                )
-            ),
-            0,
-            offset,
-        )
+        tick = raw_tick("a", 1.0 + offset, NOW + offset, offset, symbol=symbol)
+        proc.process(None, encode(tick), 0, offset)
     outputs = proc.drain()
     dead = [dict(h or []) for topic, _k, _v, _p, h in outputs if topic == "fiml.deadletter"]
     assert [d["fiml-offset"] for d in dead] == [b"1"]
@@ -223,18 +189,7 @@ def test_a_partition_holds_at_most_max_symbols() -> None:
     proc = Processor(replace(ArbitrationSettings(), max_symbols=3))
 
     def tick(symbol: str, offset: int) -> bytes:
-        return encode(
-            RawTick(
-                provider="a",
-                symbol=symbol,
-                provider_symbol="X",
-                asset_type=AssetType.CRYPTO,
-                price=1.0,
-                event_time_ms=NOW + offset,
-                ingest_time_ms=NOW + offset,
-                seq=offset,
-            )
-        )
+        return encode(raw_tick("a", 1.0, NOW + offset, offset, symbol=symbol))
 
     for offset, symbol in enumerate(["A/USD", "B/USD", "C/USD", "D/USD", "A/USD"]):
         proc.process(None, tick(symbol, offset), 0, offset)
@@ -266,16 +221,7 @@ def test_after_extreme_prices_the_symbol_recovers_and_its_state_saves(
     def feed(provider: str, price: float) -> None:
         nonlocal offset, t
         t += 100
-        tick = RawTick(
-            provider=provider,
-            symbol="X/USD",
-            provider_symbol="XUSD",
-            asset_type=AssetType.CRYPTO,
-            price=price,
-            event_time_ms=t,
-            ingest_time_ms=t,
-            seq=offset,
-        )
+        tick = raw_tick(provider, price, t, offset, symbol="X/USD")
         proc.process(None, encode(tick), 0, offset)
         offset += 1
 

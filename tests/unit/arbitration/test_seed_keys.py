@@ -12,10 +12,9 @@ import pytest
 
 from agents.arbitration.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
-from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
+from agents.arbitration.synthetic import ProviderModel, synthetic_ticks, trade_of
 from schemas.codec import decode, encode
 from schemas.records import (
-    AssetType,
     OHLCVUpdate,
     PriceUpdate,
     QuoteUpdate,
@@ -32,18 +31,7 @@ START = MIDNIGHT - 60_000  # a minute before it, a minute after
 def trades(ticks: list[RawTick]) -> list[RawTrade]:
     rng = random.Random(3)
     return [
-        RawTrade(
-            provider=t.provider,
-            symbol=t.symbol,
-            provider_symbol=t.provider_symbol,
-            asset_type=AssetType.CRYPTO,
-            trade_id=f"t{i}",
-            price=t.price,
-            amount=round(rng.uniform(0.1, 2.0), 3),
-            event_time_ms=t.event_time_ms,
-            ingest_time_ms=t.event_time_ms,
-            seq=i,
-        )
+        trade_of(t, f"t{i}", round(rng.uniform(0.1, 2.0), 3), seq=i)
         for i, t in enumerate(ticks)
         if i % 7 == 3
     ]

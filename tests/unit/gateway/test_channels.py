@@ -56,22 +56,26 @@ def test_bad_targets_name_the_problem(fields: dict[str, object], code: str, fiel
 # --- routing records read by the hub -------------------------------------------------------
 
 
-def test_route_gives_the_channel_a_subscription_lists() -> None:
-    price = encode(
-        PriceUpdate(
-            symbol="BTC/USDT",
-            asset_type=AssetType.CRYPTO,
-            price=100.0,
-            confidence=0.9,
-            band_low=99.0,
-            band_high=101.0,
-            providers_used=["a"],
-            event_time_ms=1,
-            source_ticks=1,
-            provider="a",
-            day_open=100.0,
-        )
+#: One encoded price record with every key of its model.
+PRICE = encode(
+    PriceUpdate(
+        symbol="BTC/USDT",
+        asset_type=AssetType.CRYPTO,
+        price=100.0,
+        confidence=0.9,
+        band_low=99.0,
+        band_high=101.0,
+        providers_used=["a"],
+        event_time_ms=1,
+        source_ticks=1,
+        provider="a",
+        day_open=100.0,
     )
+)
+
+
+def test_route_gives_the_channel_a_subscription_lists() -> None:
+    price = PRICE
     (channel, record) = route("fiml.prices", price)
     spec = resolve(req(stream_type="price", symbols=["BTC/USDT"]), LIVE)
     assert channel in spec.channels and record["event_time_ms"] == 1
@@ -116,23 +120,7 @@ def test_route_rejects_what_cannot_be_routed(topic: str, payload: bytes, field: 
 def test_a_record_missing_a_key_of_its_model_is_not_routed() -> None:
     """A client reads every documented key; a record without one (a v1 record without the
     seed's keys, a stray producer's object) must not reach it."""
-    full = orjson.loads(
-        encode(
-            PriceUpdate(
-                symbol="BTC/USDT",
-                asset_type=AssetType.CRYPTO,
-                price=100.0,
-                confidence=0.9,
-                band_low=99.0,
-                band_high=101.0,
-                providers_used=["a"],
-                event_time_ms=1,
-                source_ticks=1,
-                provider="a",
-                day_open=100.0,
-            )
-        )
-    )
+    full = orjson.loads(PRICE)
     assert route("fiml.prices", orjson.dumps(full))[0] == ("fiml.prices", "BTC/USDT", "")
     for key in ("change_percent", "timestamp", "provider", "price"):
         partial = {k: v for k, v in full.items() if k != key}
