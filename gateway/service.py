@@ -337,19 +337,9 @@ class Gateway:
         self._count(ip, self._owner(principal), +1)
         self.connections[conn.id] = conn
         self.metrics.connections_total += 1
-        now = loop.time()
-        if principal is None:
-            self._deadlines[conn.id] = (
-                now + self.settings.auth_timeout_s,
-                CLOSE_AUTH,
-                "authentication timeout",
-            )
-        else:
-            self._deadlines[conn.id] = (
-                now + self.settings.max_connection_s,
-                CLOSE_LIFETIME,
-                "connection lifetime",
-            )
+        # closed without credentials in time, at the end of its lifetime, or when the
+        # credentials it came with expire
+        self._deadlines[conn.id] = self._deadline(principal, loop.time())
         try:
             if initial_error is not None:
                 session.error(initial_error)

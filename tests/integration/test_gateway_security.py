@@ -179,6 +179,23 @@ async def test_a_jwt_is_refreshed_in_band_and_closes_when_it_expires(gw_locked: 
         assert await closed_with(ws, deadline=15) == 4001  # expired, not refreshed again
 
 
+async def test_a_jwt_given_at_the_handshake_closes_when_it_expires(gw_locked: str) -> None:
+    """Found in review: only a token sent in an ``auth`` message had its expiry enforced; one
+    given at the handshake (the header, or ``?token=``) kept the connection for its lifetime."""
+
+    def token() -> str:
+        return jwt.encode({"sub": "dana", "exp": int(time.time() + 3)}, SECRET, "HS256")
+
+    url = f"ws://{gw_locked}/ws/stream"
+    async with connect(f"{url}?token={token()}") as ws:
+        assert (await send(ws, type="hello"))["authenticated"]
+        assert await closed_with(ws, deadline=15) == 4001
+    header = {"Authorization": f"Bearer {token()}"}
+    async with connect(url, additional_headers=header) as ws:
+        assert (await send(ws, type="hello"))["authenticated"]
+        assert await closed_with(ws, deadline=15) == 4001
+
+
 async def test_two_tabs_may_use_the_same_subscription_id(gw: str, feed: Feed) -> None:
     url = f"ws://{gw}/ws/stream"
     async with connect(url) as tab1, connect(url) as tab2:
