@@ -93,7 +93,17 @@ def attach(
         )
         await writer.start()
         try:
-            processor.restore(partition, await read_mark(bootstrap, marks, partition))
+            mark = await read_mark(bootstrap, marks, partition)
+            try:
+                processor.restore(partition, mark)
+            except (ValueError, TypeError, KeyError) as exc:
+                why = (
+                    f"the saved state of raw partition {partition} ({marks}) cannot be read by "
+                    f"this version ({type(exc).__name__}: {exc}); start from empty state with "
+                    "`fiml up --fresh`, or delete the marks topic and rebuild with `fiml rebuild`"
+                )
+                log.error("%s", why)
+                raise ValueError(why) from exc
         except BaseException:
             await writer.stop()
             raise

@@ -89,7 +89,12 @@ class Agreement:
 
     @classmethod
     def from_list(cls, data: list[list[float | str]]) -> Agreement:
-        return cls({str(k): [float(r), float(n), float(t)] for k, r, n, t in data})
+        """Also reads pairs saved without the last time counted (the first issue-16 build):
+        the next quote of the other provider then counts."""
+        pairs = {}
+        for key, rate, n, *last in data:
+            pairs[str(key)] = [float(rate), float(n), float(last[0]) if last else -1.0]
+        return cls(pairs)
 
 
 def copies_of(provider: str, pairs: AbstractSet[tuple[str, str]]) -> set[str]:

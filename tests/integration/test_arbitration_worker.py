@@ -326,3 +326,41 @@ async def changelog_sizes(bootstrap: str, topic: str) -> list[int]:
         return sizes
     finally:
         await consumer.stop()
+
+
+async def test_a_mark_this_version_cannot_read_is_named_with_the_fix(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Found by running the demo over the state of an earlier build: the worker crashed at
+    every start with a bare ValueError from deep in a restore. Now it says in one sentence
+    whose state it cannot read and how to start again."""
+    from aiokafka import AIOKafkaProducer
+
+    from agents.arbitration.agent import marks_topic
+    from agents.arbitration.transactions import marks_topic_configs
+    from infra.topics import ensure_topic
+    from schemas.topics import TOPICS
+
+    await create_topics(kafka_bootstrap)
+    app_id = f"arb-{uuid.uuid4().hex[:8]}"
+    marks = marks_topic(app_id)
+    partitions = TOPICS[RAW].partitions
+    await ensure_topic(kafka_bootstrap, marks, partitions, marks_topic_configs())
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for p in range(partitions):  # a mark of a version this build does not know
+            await producer.send_and_wait(marks, b"[99, 0, 0, []]", key=b"mark", partition=p)
+    finally:
+        await producer.stop()
+    worker = WorkerProcess(kafka_bootstrap, app_id, tmp_path / "faust", tmp_path / "w.log")
+    worker.start()
+    try:
+        await until(
+            lambda: "cannot be read by this version" in worker.output(),
+            "the worker's plain error",
+            deadline=90,
+        )
+    finally:
+        out = worker.stop()
+    assert "fiml up --fresh" in out and "fiml rebuild" in out

@@ -43,3 +43,11 @@ def test_a_pair_near_more_than_half_the_time_is_a_copy() -> None:
     assert agreement.copies() == {("a", "b")}
     restored = Agreement.from_list(agreement.to_list())
     assert restored.pairs == agreement.pairs and restored.copies() == {("a", "b")}
+
+
+def test_pairs_saved_without_the_last_time_counted_restore() -> None:
+    """Found running the demo after an upgrade: a mark written by the first build of the copy
+    test (two numbers a pair) crashed the worker at every start."""
+    restored = Agreement.from_list([["a\x00b", 0.75, 30.0]])
+    assert restored.pairs == {"a\x00b": [0.75, 30.0, -1.0]}
+    assert restored.copies() == {("a", "b")}
