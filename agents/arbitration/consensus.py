@@ -4,16 +4,21 @@ confidence that mean something.
 Pure logic, no I/O and no clock: "now" is an event time passed in by the caller (the newest
 event time seen for the symbol), so the same inputs always give the same answer.
 
-The model: each quote is the true price plus an independent error. Provider ``i``'s error has a
-variance ``noise_i`` (learned, ``reliability.ProviderStats``) and grows while its quote ages,
-because the true price moves on: ``v_i = noise_i + drift x age_i`` (bp², ``drift`` learned per
-symbol, ``volatility.Volatility``). The method (docs/ARBITRATION.md has the formula and a
-worked example):
+The model: the true price is a random walk whose variance grows by ``drift`` bp² per ms
+(learned per symbol, ``volatility.Volatility``). Quote ``i`` shows the truth at its
+*information time* ``tau_i`` plus an independent error of variance ``r_i`` (its noise, learned,
+``reliability.ProviderStats``). ``tau_i`` is its event time, or the time its price last changed
+if it repeats itself (a frozen feed brings no news), less its hidden lag (a provider that
+stamps an old price with a current time, learned, ``lags.py``). Quotes of different ages share
+the walk's moves since the oldest of them: their errors against the truth *now* are correlated,
+and treating them as independent would overstate what several old quotes know together. The
+method (docs/ARBITRATION.md has the formula and a worked example):
 
 1. quotes older than ``stale_ms`` are dropped (if none is fresh, the freshest one is used and
    the result is flagged ``stale``);
 2. one vote per source: a provider counts ``1 / (1 + its copies)`` (``copies.py``) in the
-   median and in the mean, so copies of one feed cannot outvote the others;
+   median and in the estimate (its noise is divided by its vote), so copies of one feed cannot
+   outvote the others;
 3. exclusion, in the style of the CME CF Real-Time Index, with hysteresis: a quote farther from
    the median of the fresh quotes (by votes) than ``max(exclude_bps, exclude_sigmas x s_i)`` is
    excluded, and an excluded provider comes back only once its quote is within
@@ -21,12 +26,14 @@ worked example):
    white noise and ageing (not of its whole error: a feed that is consistently wrong would
    otherwise widen its own limit). Nobody is newly excluded with fewer than three fresh quotes
    (two cannot say which one is wrong), and never all of them;
-4. the price is the inverse-variance weighted mean of the remaining quotes (the best unbiased
-   combination of independent errors; weights ``votes_i / v_i``), exactly the quote itself when
-   only one remains;
-5. its variance is ``V = 1 / sum(votes_i / v_i)``; the band is ``price +/- band_z x sqrt(V)``
-   (90 % of the truth inside it when the model holds), and the confidence is the probability
-   that the truth is within ``hit_bps`` of the price: ``erf(hit_bps / sqrt(2 V))``.
+4. the price is the best linear unbiased estimate of the truth now from the remaining quotes: a
+   Kalman filter over them in the order of their information times (start at the oldest quote;
+   to each next one, add the walk's variance in between and weigh the two by their variances),
+   then aged to now. With quotes of one age it is the inverse-variance weighted mean; a single
+   quote is the price itself;
+5. its error variance ``V`` is the filter's; the band is ``price +/- band_z x sqrt(V)`` (90 %
+   of the truth inside it when the model holds), and the confidence is the probability that
+   the truth is within ``hit_bps`` of the price: ``erf(hit_bps / sqrt(2 V))``.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ __all__ = [
     "WIDE_SPREAD",
     "ConsensusParams",
     "ConsensusResult",
+    "Others",
     "Quote",
     "compute_consensus",
     "consensus",
@@ -94,6 +102,19 @@ class ConsensusParams:
 
 
 @dataclass(frozen=True, slots=True)
+class Others:
+    """What the inliers other than some providers say (``ConsensusResult.without``)."""
+
+    price: float
+    #: the variance of the truth at the time asked for less ``price`` (bp²): their noise and
+    #: the walk between their information times and that time
+    error_var: float
+    #: the weighted mean of their *stated* information times (event time, or last change),
+    #: without their learned lags (lags.py says why)
+    stated_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class ConsensusResult:
     price: float
     band_low: float
@@ -103,24 +124,30 @@ class ConsensusResult:
     rejected: tuple[str, ...]  # excluded fresh providers, sorted
     flags: tuple[str, ...]
     variance_bps2: float  # V, the price's error variance under the model
-    #: the inliers and their weights (1 / v_i, shared with their copies), in ``used`` order
+    #: the inliers, in ``used`` order, and for each: its weight in the price (they sum to 1),
+    #: its noise in the filter (r_i / its vote) and its information time
     quotes: tuple[Quote, ...] = ()
     weights: tuple[float, ...] = ()
+    noises: tuple[float, ...] = ()
+    infos: tuple[int, ...] = ()
+    drift: float = 0.0  # the walk's variance per ms used (bp²)
+    now_ms: int = 0
 
-    def without(self, leave_out: AbstractSet[str]) -> tuple[float, float] | None:
-        """The weighted mean of the inliers not in ``leave_out`` and its variance (bp²), or
-        None if no inlier is left out or none remains. A provider's error against the others'
-        mean (leaving out its copies too) is independent of its own, which is how its noise is
-        learned (reliability.py)."""
-        others = [
-            (q.price, w)
-            for q, w in zip(self.quotes, self.weights, strict=True)
-            if q.provider not in leave_out
-        ]
-        if not others or len(others) == len(self.quotes):
+    def without(self, leave_out: AbstractSet[str], at_ms: int) -> Others | None:
+        """The estimate from the inliers not in ``leave_out``, with the variance of its error
+        against the truth at ``at_ms``; None if no inlier is left out or none remains. A
+        provider's quote against the others' estimate (leaving out its copies too) has an
+        error independent of its own noise, which is how its noise is learned
+        (reliability.py)."""
+        keep = [i for i, q in enumerate(self.quotes) if q.provider not in leave_out]
+        if not keep or len(keep) == len(self.quotes):
             return None
-        price, precision = _weighted_mean([p for p, _ in others], [w for _, w in others])
-        return price, 1.0 / precision
+        infos = [self.infos[i] for i in keep]
+        noises = [self.noises[i] for i in keep]
+        prices = [self.quotes[i].price for i in keep]
+        price, _, weights = _combine(prices, noises, infos, self.drift, self.now_ms)
+        stated = sum(w * self.quotes[i].news_ms for w, i in zip(weights, keep, strict=True))
+        return Others(price, _error_var(weights, noises, infos, self.drift, at_ms), stated)
 
 
 def compute_consensus(
@@ -162,15 +189,17 @@ def consensus(
         fresh = [max(quotes, key=_by_time_provider)]
         flags.append(_STALE)
     floor = params.min_noise_bps**2
-    variances = []  # v_i: the whole error, for the weights
+    noises = []  # r_i: its error but for ageing
+    infos = []  # tau_i: the event time of the truth it shows
     scatter = []  # the white part and the ageing only, for the exclusion limits
     for q in fresh:
         s = stats.get(q.provider)
         noise = s.noise_var if s is not None else PRIOR_NOISE_VAR
         white = s.white_noise_var if s is not None else PRIOR_NOISE_VAR
-        aged = drift_bps2_per_ms * max(now_ms - q.news_ms, 0)
-        variances.append(max(noise, floor) + aged)
-        scatter.append(max(white, floor) + aged)
+        info = q.news_ms - s.info_lag_ms if s is not None else q.news_ms
+        noises.append(max(noise, floor))
+        infos.append(info)
+        scatter.append(max(white, floor) + drift_bps2_per_ms * (now_ms - info))
 
     # one vote per source: a provider counts 1 / (1 + its copies) in the median and the mean
     votes = _votes([q.provider for q in fresh], copies)
@@ -180,17 +209,16 @@ def consensus(
         inlier_votes = _votes([q.provider for q in inliers], copies)
     else:
         inlier_votes = [votes[i] for i in keep]
-    weights = [v / variances[i] for i, v in zip(keep, inlier_votes, strict=True)]
+    shares = tuple(noises[i] / v for i, v in zip(keep, inlier_votes, strict=True))
+    times = tuple(infos[i] for i in keep)
     rejected = tuple(sorted(q.provider for i, q in enumerate(fresh) if i not in keep))
     if rejected:
         flags.append(_OUTLIERS)
-
     if len(inliers) == 1:
-        price, variance = inliers[0].price, 1.0 / weights[0]
         flags.append(_SINGLE)
-    else:
-        price, precision = _weighted_mean([q.price for q in inliers], weights)
-        variance = 1.0 / precision
+    price, variance, weights = _combine(
+        [q.price for q in inliers], shares, times, drift_bps2_per_ms, now_ms
+    )
     sd_bps = math.sqrt(variance)
     confidence = math.erf(params.hit_bps / (sd_bps * math.sqrt(2.0)))
     if confidence < params.low_confidence:
@@ -211,7 +239,11 @@ def consensus(
         flags=tuple(sorted(flags)),
         variance_bps2=variance,
         quotes=tuple(inliers),
-        weights=tuple(weights),
+        weights=weights,
+        noises=shares,
+        infos=times,
+        drift=drift_bps2_per_ms,
+        now_ms=now_ms,
     )
 
 
@@ -254,17 +286,58 @@ def _exclusion(
     return keep or list(range(len(fresh)))  # never exclude everyone
 
 
-def _weighted_mean(prices: list[float], weights: list[float]) -> tuple[float, float]:
-    """The weighted mean of ``prices`` and its precision (the sum of the weights, 1 / v each).
-    Computed as the lowest price plus a weighted mean of the distances to it, so that it never
-    overflows for prices near the float limit and never leaves [min, max]."""
-    low, high = min(prices), max(prices)
-    precision = shift = 0.0
-    for p, w in zip(prices, weights, strict=True):
-        precision += w
-        shift += w * (p - low)
-    price = low + shift / precision
-    return min(max(price, low), high), precision
+def _combine(
+    prices: Sequence[float],
+    noises: Sequence[float],
+    infos: Sequence[int],
+    drift: float,
+    now_ms: int,
+) -> tuple[float, float, tuple[float, ...]]:
+    """The price, its error variance and each quote's weight in it (step 4 of the module
+    docstring): a Kalman filter over the quotes in the order of their information times,
+    starting from the oldest alone (no prior), then aged to ``now_ms``.
+
+    Each step is a convex combination, so the price never leaves [min, max] of the quotes and
+    never overflows for prices near the float limit; the clamp only absorbs rounding."""
+    n = len(prices)
+    order = sorted(range(n), key=infos.__getitem__)  # stable: ties stay in provider order
+    first = order[0]
+    price, var, at = prices[first], noises[first], infos[first]
+    weights = [0.0] * n
+    weights[first] = 1.0
+    low = high = price
+    for j in order[1:]:
+        var += drift * (infos[j] - at)  # the walk moved on since the last information
+        at = infos[j]
+        gain = var / (var + noises[j])
+        price += gain * (prices[j] - price)
+        var *= 1.0 - gain
+        for k in range(n):
+            weights[k] *= 1.0 - gain
+        weights[j] = gain
+        low, high = min(low, prices[j]), max(high, prices[j])
+    var += drift * (now_ms - at)
+    return min(max(price, low), high), var, tuple(weights)
+
+
+def _error_var(
+    weights: Sequence[float],
+    noises: Sequence[float],
+    infos: Sequence[int],
+    drift: float,
+    at_ms: int,
+) -> float:
+    """The variance of ``truth(at_ms) - sum_j w_j y_j`` for weights summing to 1: the quotes'
+    noise ``sum_j w_j² r_j`` plus the walk's part. For a random walk and coefficients summing
+    to 0 (here 1 at ``at_ms`` and ``-w_j`` at ``tau_j``),
+    ``Var(sum c_j X(t_j)) = -drift / 2 x sum_jk c_j c_k |t_j - t_k|``."""
+    noise = walk = 0.0
+    for wj, rj, tj in zip(weights, noises, infos, strict=True):
+        noise += wj * wj * rj
+        walk += wj * abs(at_ms - tj)
+        for wk, tk in zip(weights, infos, strict=True):
+            walk -= 0.5 * wj * wk * abs(tj - tk)
+    return noise + drift * walk
 
 
 def _weighted_median(values: list[float], weights: list[float]) -> float:

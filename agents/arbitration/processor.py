@@ -24,6 +24,7 @@ import orjson
 from agents.arbitration.candles import CandleRecord
 from agents.arbitration.consensus import ConsensusParams, ConsensusResult, Quote, consensus
 from agents.arbitration.copies import copies_of
+from agents.arbitration.lags import LagLearner
 from agents.arbitration.reliability import ProviderStats
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.state import SymbolState
@@ -447,8 +448,9 @@ class Processor:
         copies: AbstractSet[tuple[str, str]],
     ) -> None:
         """What this consensus teaches: who is excluded now (hysteresis), the ticking
-        provider's noise against the others' mean (reliability.py), which providers copy each
-        other (copies.py) and the symbol's drift (volatility.py)."""
+        provider's noise against the others' estimate (reliability.py) and its hidden lag
+        (lags.py), which providers copy each other (copies.py) and the symbol's drift
+        (volatility.py)."""
         for provider in result.used:
             st.stats[provider].excluded = False
         for provider in result.rejected:
@@ -460,11 +462,18 @@ class Processor:
         drift = st.volatility.per_ms()
         if me in result.used and quote.time_ms == rec.event_time_ms:
             stats.learn_white(quote.price, quote.time_ms)
-            others = result.without({me} | copies_of(me, copies))
+            # its quote against the others' estimate of the truth it shows (its lag's time)
+            others = result.without({me} | copies_of(me, copies), quote.news_ms - stats.info_lag_ms)
             if others is not None:
-                other_price, other_var = others
-                miss2 = _bps2(quote.price, other_price)
-                stats.learn(miss2, other_var + drift * (st.newest_ms - quote.news_ms))
+                stats.learn(_bps2(quote.price, others.price), others.error_var)
+                learner = st.lags.get(me)
+                if learner is None:
+                    learner = st.lags[me] = LagLearner()
+                lag = learner.observe(
+                    quote.time_ms, quote.price, others.price, others.stated_ms, drift
+                )
+                if lag is not None:
+                    stats.info_lag_ms = lag
             st.agreement.observe(
                 me,
                 [

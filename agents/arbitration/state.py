@@ -15,6 +15,7 @@ import orjson
 from agents.arbitration.candles import SymbolCandles
 from agents.arbitration.consensus import Quote
 from agents.arbitration.copies import Agreement
+from agents.arbitration.lags import LagLearner
 from agents.arbitration.reliability import ProviderStats
 from agents.arbitration.volatility import Volatility
 
@@ -38,11 +39,12 @@ class SymbolState:
     duplicates: int = 0
     volatility: Volatility = field(default_factory=Volatility)
     agreement: Agreement = field(default_factory=Agreement)
+    lags: dict[str, LagLearner] = field(default_factory=dict)  # provider -> its learner
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
             [
-                3,
+                4,
                 self.symbol,
                 self.asset_type,
                 self.partition,
@@ -58,6 +60,7 @@ class SymbolState:
                 self.duplicates,
                 self.volatility.to_list(),
                 self.agreement.to_list(),
+                {p: lag.to_list() for p, lag in self.lags.items()},
             ]
         )
 
@@ -67,9 +70,11 @@ class SymbolState:
         saved = orjson.loads(data)
         # version 2 (before issue 16) had no volatility: it starts from the prior
         (_v, symbol, asset, partition, candles, quotes, stats, newest, keys, ids, dups) = saved[:11]
-        new = saved[0] >= 3
-        volatility = Volatility.from_list(saved[11]) if new else Volatility()
-        agreement = Agreement.from_list(saved[12]) if new else Agreement()
+        # version 3 (the first issue-16 build) had no hidden lags: they are learned again
+        version = saved[0]
+        volatility = Volatility.from_list(saved[11]) if version >= 3 else Volatility()
+        agreement = Agreement.from_list(saved[12]) if version >= 3 else Agreement()
+        lags = {p: LagLearner.from_list(x) for p, x in saved[13].items()} if version >= 4 else {}
         return cls(
             symbol=symbol,
             asset_type=asset,
@@ -83,6 +88,7 @@ class SymbolState:
             duplicates=dups,
             volatility=volatility,
             agreement=agreement,
+            lags=lags,
         )
 
     def prune(self, horizon_ms: int) -> None:

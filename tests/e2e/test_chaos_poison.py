@@ -72,7 +72,7 @@ def record_like(draw: st.DrawFn) -> bytes:
         "confidence": draw(numbers),
         "timestamp": draw(json_values),
     }
-    for key in draw(st.lists(st.sampled_from(sorted(base)), max_size=4)):
+    for key in draw(st.lists(st.sampled_from(sorted(base)), max_size=4, unique=True)):
         if draw(st.booleans()):
             del base[key]
         else:

@@ -51,9 +51,10 @@ def test_the_documented_example() -> None:
     quotes = [q("a", 100.0), q("b", 100.03, 500), q("c", 99.95, 1_000), q("d", 101.0)]
     r = compute_consensus(quotes, NOW, stats(a=2.25, b=9.0, c=36.0, d=144.0), 0.0015)
     assert r is not None and r.used == ("a", "b", "c") and r.rejected == ("d",)
-    assert round(r.price, 5) == 100.00304 and round(r.variance_bps2, 3) == 1.743
-    assert (round(r.band_low, 5), round(r.band_high, 5)) == (99.98132, 100.02476)
-    assert round(r.confidence, 3) == 0.870 and r.flags == ("outliers_rejected",)
+    assert [round(w, 4) for w in r.weights] == [0.7800, 0.1767, 0.0433]
+    assert round(r.price, 5) == 100.00314 and round(r.variance_bps2, 3) == 1.755
+    assert (round(r.band_low, 5), round(r.band_high, 5)) == (99.98135, 100.02493)
+    assert round(r.confidence, 3) == 0.869 and r.flags == ("outliers_rejected",)
 
 
 def test_one_bad_print_is_excluded_and_comes_back_only_within_the_readmit_distance() -> None:
@@ -186,3 +187,67 @@ def test_copies_count_one_vote_in_the_median() -> None:
     assert r is not None and r.used == ("a", "b", "c", "d")
     counted_apart = compute_consensus([*honest, *liars], NOW)
     assert counted_apart is not None and counted_apart.rejected == ()  # the median was between
+
+
+# -- the filter (step 4) against the textbook estimate ---------------------------------------
+
+quotes_at_times = st.lists(
+    st.tuples(
+        st.floats(99.0, 101.0),  # price
+        st.floats(0.01, 200.0),  # noise r_i (bp²)
+        st.integers(0, 20_000),  # how long before now its information is (ms)
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(quotes_at_times, st.floats(0.0, 0.01))
+def test_the_filter_is_the_best_linear_unbiased_estimate(
+    quotes: list[tuple[float, float, int]], drift: float
+) -> None:
+    """With errors e_i against the truth now of covariance r_i [i = j] + drift x min(age_i,
+    age_j) (a random walk shared since each quote's time), the best linear unbiased estimate
+    has weights C^-1 1 / (1' C^-1 1) and variance 1 / (1' C^-1 1) (generalised least squares).
+    The filter must give exactly that, whatever the order of the quotes."""
+    import numpy as np
+
+    from agents.arbitration.consensus import _combine
+
+    prices = [p for p, _, _ in quotes]
+    noises = [r for _, r, _ in quotes]
+    infos = [NOW - age for _, _, age in quotes]
+    ages = np.array([age for _, _, age in quotes], dtype=float)
+    cov = np.diag(noises) + drift * np.minimum.outer(ages, ages)
+    ones = np.ones(len(quotes))
+    solved = np.linalg.solve(cov, ones)
+    precision = float(ones @ solved)
+    price, variance, weights = _combine(prices, noises, infos, drift, NOW)
+    assert np.allclose(weights, solved / precision, rtol=1e-6, atol=1e-9)
+    assert math.isclose(variance, 1.0 / precision, rel_tol=1e-6)
+    assert math.isclose(price, float(np.dot(solved / precision, prices)), rel_tol=1e-12)
+    assert min(prices) <= price <= max(prices)
+
+
+@given(quotes_at_times, st.floats(0.0, 0.01), st.integers(0, 30_000))
+def test_the_leave_one_out_variance_is_the_random_walks(
+    quotes: list[tuple[float, float, int]], drift: float, at_age: int
+) -> None:
+    """``_error_var``: Var(truth(at) - sum w_j y_j) computed from the full covariance of the
+    truth at ``at`` and the quotes (Cov(X(s), X(t)) = drift x min(s, t) from a common start,
+    which cancels because the weights sum to 1)."""
+    import numpy as np
+
+    from agents.arbitration.consensus import _combine, _error_var
+
+    noises = [r for _, r, _ in quotes]
+    infos = [NOW - age for _, _, age in quotes]
+    _, _, weights = _combine([p for p, _, _ in quotes], noises, infos, drift, NOW)
+    start = NOW - 60_000  # before every time involved
+    times = np.array([NOW - at_age, *infos], dtype=float) - start
+    cov = drift * np.minimum.outer(times, times)
+    cov[1:, 1:] += np.diag(noises)
+    c = np.array([1.0, *(-w for w in weights)])
+    expected = float(c @ cov @ c)
+    got = _error_var(weights, noises, infos, drift, NOW - at_age)
+    assert math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9)

@@ -175,9 +175,6 @@ COVERAGE, COVERAGE_SLACK = 0.90, 0.03
 #: Calibration: the expected calibration error (the mean |hit rate - confidence| over the
 #: prices) and the largest gap in any bucket holding at least 5 % of the prices.
 MAX_ECE, MAX_BUCKET_GAP = 0.05, 0.11
-#: Its hidden lag is shared with the others' ageing, which the model does not know
-#: (docs/ARBITRATION.md, "What the model does not know").
-MISSES = {"lagging"}
 
 
 @pytest.fixture(scope="module")
@@ -207,18 +204,17 @@ def targets_met(r: quality.Report) -> list[str]:
     return missed
 
 
-@pytest.mark.parametrize("name", [s.name for s in scenarios(SHORT) if s.name not in MISSES])
+@pytest.mark.parametrize("name", [s.name for s in scenarios(SHORT)])
 def test_the_consensus_meets_the_targets(reports: dict[str, quality.Report], name: str) -> None:
     assert targets_met(reports[name]) == []
 
 
-@pytest.mark.parametrize("name", sorted(MISSES))
-def test_the_scenarios_that_still_miss_are_known(
-    reports: dict[str, quality.Report], name: str
-) -> None:
-    """Strict: when a change makes one of them meet the targets, this fails, and the scenario
-    moves to the test above."""
-    assert targets_met(reports[name]) != []
+def test_the_targets_catch_a_consensus_that_misses_them(reports: dict[str, quality.Report]) -> None:
+    """The check above can fail: the same report with a band half as wide or a price 10 %
+    worse misses, as ``lagging`` did before hidden lags were learned (82 % coverage)."""
+    r = reports["demo"]
+    assert targets_met(dataclasses.replace(r, coverage=0.82)) != []
+    assert targets_met(dataclasses.replace(r, consensus_bps=1.1 * r.best_bps)) != []
 
 
 def test_a_degraded_provider_loses_its_weight_within_20_of_its_ticks() -> None:

@@ -99,6 +99,22 @@ def test_the_log_exercises_every_output() -> None:
     assert any(b'"is_final":true' in out[2] for out in EXPECTED)
 
 
+def test_the_marks_carry_what_is_learned() -> None:
+    """So that the restarts above restore it: every provider's lag learner has compared and
+    holds references waiting for later quotes, and the drift and noises have samples."""
+    from agents.arbitration.lags import MIN_SAMPLES
+
+    proc = Processor(ArbitrationSettings())
+    for offset, value in enumerate(LOG):
+        proc.process(None, value, 0, offset)
+    for symbol in ("BTC/USD", "ETH/USD"):
+        state = proc.symbol_state(0, symbol)
+        assert set(state.lags) == {"alpha", "bravo", "charlie"}
+        assert all(lag.samples > MIN_SAMPLES and lag.ref_times for lag in state.lags.values())
+        assert state.volatility.samples > 0
+        assert all(s.samples > 0 for s in state.stats.values())
+
+
 def test_a_mark_of_another_version_is_refused() -> None:
     proc = Processor(ArbitrationSettings())
     for offset, value in enumerate(LOG[:30]):
@@ -133,3 +149,21 @@ def test_a_state_saved_before_issue_16_restores_with_priors() -> None:
     assert (stats.gap_ms, stats.ticks, stats.last_state) == (250.0, 7, "up")
     assert stats.noise_var == PRIOR_NOISE_VAR and stats.samples == 0
     assert SymbolState.from_bytes(st.to_bytes()) == st  # and saves as the new version
+
+
+def test_a_state_saved_before_hidden_lags_restores_without_them() -> None:
+    """Version 3 (the first issue-16 build): no lag learners, statistics of 16 fields."""
+    import orjson
+
+    from agents.arbitration.lags import LagLearner
+    from agents.arbitration.state import SymbolState
+
+    new = SymbolState("BTC/USD", "crypto", 0, lags={"a": LagLearner(samples=3)})
+    saved = orjson.loads(new.to_bytes())[:13]
+    saved[0] = 3
+    saved[6] = {
+        "a": [9.0, 50, 9.0, 0.0, 8.0, 50, 100.0, 1_000, False, 250.0, 0.0, 1_000, 51, 0, 900, "up"]
+    }
+    st = SymbolState.from_bytes(orjson.dumps(saved))
+    assert st.lags == {} and st.stats["a"].info_lag_ms == 0 and st.stats["a"].total_var == 9.0
+    assert SymbolState.from_bytes(st.to_bytes()) == st
