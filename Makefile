@@ -44,8 +44,8 @@ test-unit: setup
 	$(BIN)/python -m pytest tests/unit
 
 lint: setup
-	$(BIN)/ruff check agents gateway schemas infra tests examples bench
-	$(BIN)/ruff format --check agents gateway schemas infra tests examples bench
+	$(BIN)/ruff check agents gateway schemas infra fiml_stream tests examples bench
+	$(BIN)/ruff format --check agents gateway schemas infra fiml_stream tests examples bench
 	$(BIN)/mypy
 
 # Benchmarks on the real local broker; results in bench/results/ (see docs/PERFORMANCE.md).

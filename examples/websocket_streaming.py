@@ -11,9 +11,9 @@ Run a gateway (``make demo``), then::
     python examples/websocket_streaming.py                       # the menu: 1-4 or all
     python examples/websocket_streaming.py --example all --updates 5 --url ws://localhost:8000
 
-Every key read here is one of the seed's (docs/WEBSOCKET.md, "Data items"); example 3 also
-uses two documented extras, the data message's ``seq`` and a subscription's
-``subscription_id`` / ``resume_from``, so that a reconnect misses nothing.
+Every key read here is one of the seed's (docs/WEBSOCKET.md, "Data items"); example 3 uses
+the Python client ``fiml_stream``, which reconnects and resumes so that a reconnect misses
+nothing.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import argparse
 import asyncio
 import contextlib
 import json
-import uuid
 from datetime import datetime
-from typing import Any
 
 import websockets
+
+from fiml_stream import FimlStream
 
 URL = "ws://localhost:8000"
 
@@ -135,55 +135,22 @@ async def stream_with_full_control(base: str, updates: int) -> None:
 
 
 async def stream_with_error_handling(base: str, updates: int) -> None:
-    """Robust example: reconnect with backoff and resume from the last message seen."""
+    """Robust example: ``fiml_stream`` reconnects with backoff and jitter, and resumes from
+    the last message received, on this gateway or another (docs/CLIENT.md)."""
     print("\n=== Streaming with Auto-Reconnection ===\n")
-    uri = f"{base}/ws/stream"
-    request: dict[str, Any] = {
-        "type": "subscribe",
-        "stream_type": "price",
-        "symbols": ["AAPL", "GOOGL"],
-        "interval_ms": 1000,
-        "subscription_id": f"reconnect-{uuid.uuid4().hex}",
-    }
-    last_seq: int | None = None  # the last data message received (a documented extra)
-    token: str | None = None  # the ack's resume_token: only its holder can resume
-    count, delay, attempts = 0, 1.0, 0
-    while count < updates:
-        try:
-            attempts += 1
-            print(f"Connection attempt {attempts}")
-            async with websockets.connect(uri) as websocket:
-                resume = (
-                    {}
-                    if last_seq is None or token is None
-                    else {"resume_from": last_seq, "resume_token": token}
-                )
-                await websocket.send(json.dumps({**request, **resume}))
-                ack = json.loads(await websocket.recv())
-                if ack["type"] == "error":  # cannot resume here: start afresh (with a snapshot)
-                    print(f"Cannot resume ({ack['error_code']}): subscribing afresh")
-                    last_seq = None
-                    continue
-                token = ack.get("resume_token")
-                print(f"Connected, subscribed to: {', '.join(ack['symbols'])}\n")
-                delay = 1.0
-                while count < updates:
-                    try:
-                        data = json.loads(await asyncio.wait_for(websocket.recv(), timeout=60))
-                    except TimeoutError:
-                        print("No data received in 60 s, checking the connection...")
-                        await websocket.ping()
-                        continue
-                    if data["type"] == "data":
-                        count += 1
-                        last_seq = data["seq"]
-                        sent = when(data["timestamp"])
-                        for update in data["data"]:
-                            print(f"[{sent:%H:%M:%S}] {update['symbol']}: ${update['price']:.2f}")
-        except (OSError, websockets.ConnectionClosed) as exc:
-            print(f"Connection lost: {exc!r}; reconnecting in {delay:.0f} s")
-            await asyncio.sleep(delay)  # backoff before reconnecting
-            delay = min(delay * 2, 30.0)
+    client = FimlStream(base)
+    prices = client.watch_prices(["AAPL", "GOOGL"], mode="conflated", interval_ms=1000)
+    count = 0
+    async for update in prices:
+        print(f"[{update.timestamp[11:19]}] {update.symbol}: ${update.price:.2f}")
+        count += 1
+        if count >= updates:
+            break
+    await prices.aclose()
+    for sub_id, stats in client.stats.items():
+        print(
+            f"{sub_id}: {stats.connects} connection(s), {stats.resumes} resumed, gaps {stats.gaps}"
+        )
 
 
 async def monitor_multiple_assets(base: str, updates: int) -> None:

@@ -55,6 +55,12 @@ async def catch_up(
     hi_ms = request.replay_to if request is not None else None
     speed = request.replay_speed if request is not None else None
     sent = 0
+    if request is None and starts is not None and starts == ends:
+        # a resume with nothing missed: straight to live. (No reader either: aiokafka 0.14
+        # stopped right after it started can leak a cancellation into this task.)
+        sub.held = False
+        conn.wake()
+        return
     try:
         async with hub.reader(sub.spec.topic) as reader:
             margin = settings.replay_margin_ms

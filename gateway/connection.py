@@ -6,7 +6,7 @@ first, then one data message per subscription that is due, then sleeps until the
 conflation deadline, and ends when nothing is pending: an idle connection has no task, no
 timer and no event of its own (heartbeats come from the service's one ticker, ``beat``). If
 one send stays blocked longer than ``slow_client_timeout_s`` (the service's watchdog checks)
-or a buffer overflows, the connection fails: its subscriptions are parked for resume, its
+or a buffer overflows, the connection fails: its subscriptions end (the client resumes them), its
 buffers freed, and the client gets close code 4000 "client too slow" once it reads again (or
 its transport is aborted after ``close_timeout_s``).
 """
@@ -256,8 +256,7 @@ class Connection:
         if not items:
             return
         self.collect(sub)
-        seq = sub.next_seq(self._positions(sub.spec.topic))
-        frame = data_frame(sub.spec.stream_type.value, sub.id, items, now_ms(), seq)
+        frame = self.frame_for(sub, items, self._positions(sub.spec.topic))
         await self._send(frame, updates=len(items))
 
     def collect(self, sub: Subscription) -> None:
@@ -267,9 +266,11 @@ class Connection:
         self._metrics.conflations += conflations
 
     def frame_for(self, sub: Subscription, items: list[bytes], positions: Positions) -> bytes:
-        """A data message of ``sub`` with the next seq (snapshots and catch-up batches)."""
-        seq = sub.next_seq(positions)
-        return data_frame(sub.spec.stream_type.value, sub.id, items, now_ms(), seq)
+        """A data message of ``sub`` with the next seq and the resume token of ``positions``,
+        where the topic stood once ``items`` were taken."""
+        seq = sub.next_seq()
+        token = sub.token(positions)
+        return data_frame(sub.spec.stream_type.value, sub.id, items, now_ms(), seq, token)
 
     @property
     def pending_updates(self) -> int:

@@ -26,6 +26,7 @@ from gateway.channels import Channel, route
 from gateway.errors import SlowClientError
 from gateway.history import TopicReader
 from gateway.metrics import Metrics
+from gateway.positions import epoch_of
 from gateway.registry import Registry
 from gateway.settings import GatewaySettings
 from gateway.subscription import Positions
@@ -65,6 +66,7 @@ class Hub:
         self._positions: dict[str, list[int]] = {t: [] for t in settings.topics}
         self._cache: dict[Channel, bytes] = {}
         self._assigned: set[TopicPartition] = set()
+        self._cluster_id = ""  # the broker cluster's id, learned at start (epochs)
         self.ready = asyncio.Event()
         #: Set when the consume loop ends by itself (``state`` is then FAILED): ``/health`` says
         #: so and ``fiml gateway`` exits, so that a supervisor restarts it.
@@ -83,6 +85,11 @@ class Hub:
         """A short-lived reader of ``logical`` (replay, resume, REST history)."""
         count = len(self._positions.get(logical, ()))
         return TopicReader(self._settings.bootstrap, self.physical(logical), count)
+
+    def epoch(self, logical: str) -> str:
+        """The epoch of ``logical``'s offsets (gateway/positions.py): it changes with the
+        cluster (a broker started afresh) and the physical topic (rebuilt under a prefix)."""
+        return epoch_of(self._cluster_id, self.physical(logical))
 
     def positions(self, logical: str) -> Positions:
         """Next offset to dispatch per partition of ``logical``; empty if not assigned yet."""
@@ -204,6 +211,8 @@ class Hub:
         admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.bootstrap)
         await admin.start()
         try:
+            if not self._cluster_id:
+                self._cluster_id = str((await admin.describe_cluster())["cluster_id"])
             described = await admin.describe_topics(list(self._logical))
         finally:
             await admin.close()

@@ -1,22 +1,21 @@
-"""Who wants which channel, and which closed subscriptions can still be resumed. Pure, no I/O.
+"""Who wants which channel. Pure, no I/O.
 
 The hub looks up ``subscribers(channel)`` once per record; connections add and remove their
 subscriptions. Subscription ids belong to their connection (two dashboard tabs may both call
-theirs ``prices``), so the registry indexes subscriptions themselves, not their ids.
-``ResumeStore`` keeps a bounded number of recently closed subscriptions (their sequence numbers
-and positions) for a while, each under its secret resume token and for its owner only, so that
-the client that had it, and nobody else, can resume it after a reconnect.
+theirs ``prices``), so the registry indexes subscriptions themselves, not their ids. Nothing
+is kept of a subscription once it ends: resume tokens carry what a resume needs
+(gateway/positions.py).
 """
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter
 from typing import Protocol
 
 from gateway.channels import Channel
 from gateway.subscription import Subscription
 
-__all__ = ["Registry", "ResumeStore", "Waker"]
+__all__ = ["Registry", "Waker"]
 
 
 class Waker(Protocol):
@@ -80,49 +79,3 @@ class Registry:
     def symbols(self) -> list[str]:
         """Every symbol with at least one subscriber, sorted."""
         return sorted({channel[1] for channel in self._by_channel})
-
-
-class ResumeStore:
-    """Recently closed subscriptions, by resume token: at most ``max_entries``, each for
-    ``ttl_s``, each claimable only by its owner (the principal that had it)."""
-
-    def __init__(self, max_entries: int, ttl_s: float) -> None:
-        self._max = max_entries
-        self._ttl = ttl_s
-        self._parked: OrderedDict[str, tuple[Subscription, str, float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._parked)
-
-    def park(self, sub: Subscription, owner: str, now: float) -> None:
-        """Keep ``sub`` (without its pending updates) for a later resume by ``owner``."""
-        sub.clear()
-        token = sub.resume_token
-        self._parked.pop(token, None)
-        self._parked[token] = (sub, owner, now)
-        self.expire(now)
-        while len(self._parked) > self._max:
-            self._parked.popitem(last=False)
-
-    def claim(
-        self,
-        token: str,
-        subscription_id: str,
-        owner: str,
-        now: float,
-    ) -> Subscription | None:
-        """Take the parked subscription out, or None if the token is unknown or expired, or
-        names another subscription or another owner's (which stays parked for its owner)."""
-        self.expire(now)
-        entry = self._parked.get(token)
-        if entry is None or entry[0].id != subscription_id or entry[1] != owner:
-            return None
-        del self._parked[token]
-        return entry[0]
-
-    def expire(self, now: float) -> None:
-        while self._parked:
-            _, (_, _, parked_at) = next(iter(self._parked.items()))
-            if now - parked_at < self._ttl:
-                break
-            self._parked.popitem(last=False)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -31,7 +34,8 @@ from gateway.errors import (
 )
 from gateway.hub import Hub
 from gateway.metrics import Metrics, render
-from gateway.registry import Registry, ResumeStore
+from gateway.positions import ResumeTokens
+from gateway.registry import Registry
 from gateway.session import ReplaySlots, Session
 from gateway.settings import GatewaySettings
 from schemas.errors import ProtocolError
@@ -101,6 +105,30 @@ def keys_path(settings: GatewaySettings) -> Path:
     return fiml_home() / "gateway-keys.json"
 
 
+def resume_secret(settings: GatewaySettings) -> bytes:
+    """The secret that signs resume tokens: ``resume_secret``, or the key file in
+    ``$FIML_HOME`` (made with 32 random bytes at first start, readable by its owner only).
+
+    Raises:
+        ValueError: ``resume_secret`` is shorter than 32 bytes.
+    """
+    if settings.resume_secret:
+        return settings.resume_secret.encode()
+    from infra.broker import fiml_home
+
+    path = fiml_home() / "gateway-resume.key"
+    if not path.exists():
+        # written aside, then linked into place: two gateways starting at once agree on one
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".resume-")  # mode 0600
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        with contextlib.suppress(FileExistsError):
+            os.link(temp, path)
+        os.unlink(temp)
+    return path.read_text().strip().encode()
+
+
 def _jwt_verifier(settings: GatewaySettings) -> Any:
     if not (settings.jwt_secret or settings.jwt_jwks_file or settings.jwt_jwks_url):
         return None
@@ -136,7 +164,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.registry = Registry()
-        self.store = ResumeStore(settings.resume_max_parked, settings.resume_ttl_s)
+        self.tokens = ResumeTokens(resume_secret(settings))
         self.metrics = Metrics()
         self.hub = Hub(settings, self.registry, self.metrics)
         self.connections: dict[str, Connection] = {}
@@ -178,7 +206,6 @@ class Gateway:
                 if deadline is not None and now >= deadline[0]:
                     del self._deadlines[conn.id]
                     _close_soon(conn.websocket, deadline[1], deadline[2])
-            self.store.expire(now)
 
     def credentials(self, conn: HTTPConnection) -> str | None:
         """Credentials sent with a WebSocket handshake or a REST request: ``Authorization:
@@ -210,7 +237,6 @@ class Gateway:
             "total_subscriptions": len(self.registry),
             "subscribed_symbols": self.registry.symbols(),
             "streams": self.registry.stream_counts(),
-            "resumable_subscriptions": len(self.store),
         }
         if details:
             out["connections"] = [c.describe() for c in self.connections.values()]
@@ -319,7 +345,7 @@ class Gateway:
         def failed(conn: Connection) -> None:
             self.connections.pop(conn.id, None)
             if session is not None:
-                session.park_all()
+                session.detach_all()
 
         conn = Connection(websocket, self.settings, self.metrics, self.hub.positions, failed, abort)
         session = Session(
@@ -327,7 +353,7 @@ class Gateway:
             self.settings,
             self.hub,
             self.registry,
-            self.store,
+            self.tokens,
             self.metrics,
             loop.time,
             principal=principal,

@@ -19,13 +19,14 @@ from aiolimiter import AsyncLimiter
 
 from gateway.auth import Authenticator, Principal
 from gateway.catchup import catch_up
-from gateway.channels import resolve, resolve_symbol
+from gateway.channels import StreamSpec, resolve, resolve_symbol
 from gateway.connection import Connection, now_ms
 from gateway.hub import Hub
 from gateway.metrics import Metrics
-from gateway.registry import Registry, ResumeStore
+from gateway.positions import Position, ResumeRefused, ResumeTokens
+from gateway.registry import Registry
 from gateway.settings import GatewaySettings
-from gateway.subscription import Subscription
+from gateway.subscription import Positions, Subscription
 from schemas.codec import encode
 from schemas.errors import ProtocolError, SymbolError
 from schemas.protocol import (
@@ -55,6 +56,12 @@ class ReplaySlots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.running = 0
+
+
+def spec_key(spec: StreamSpec) -> str:
+    """What a resume token is bound to besides its owner and id: what the subscription
+    streams (a token of one stream cannot resume another)."""
+    return "|".join((spec.stream_type.value, spec.topic, spec.variant, ",".join(spec.symbols)))
 
 
 def published_limits(settings: GatewaySettings) -> dict[str, int | float]:
@@ -89,7 +96,7 @@ class Session:
         settings: GatewaySettings,
         hub: Hub,
         registry: Registry,
-        store: ResumeStore,
+        tokens: ResumeTokens,
         metrics: Metrics,
         clock: Callable[[], float],
         principal: Principal | None,
@@ -107,7 +114,7 @@ class Session:
         self._settings = settings
         self._hub = hub
         self._registry = registry
-        self._store = store
+        self._tokens = tokens
         self._metrics = metrics
         self._clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -234,22 +241,10 @@ class Session:
         replay = request.replay_from is not None
         if replay:
             self._check_replay(request)
-        sub = Subscription(
-            id=sub_id,
-            spec=spec,
-            mode=request.mode,
-            interval_s=request.interval_ms / 1000,
-            max_pending=self._settings.max_pending_updates,
-            history_size=self._settings.resume_history,
-            held=replay,
-            live=request.replay_to is None,
-        )
         positions = self._hub.positions(spec.topic)
         now = self._clock()
-        self._attach(sub)
-        sub.start_at(positions)
-        sub.begin(now)
-        self.conn.put(self._ack(sub, request.interval_ms, replay=replay))
+        sub = self._start(sub_id, spec, request, held=replay, live=request.replay_to is None)
+        self.conn.put(self._ack(sub, request.interval_ms, positions, replay=replay))
         if replay:
             self._start_catch_up(sub, None, positions if sub.live else None, request)
         elif request.snapshot:
@@ -272,15 +267,19 @@ class Session:
         self.conn.wake()
 
     def _resume(self, request: SubscribeRequest) -> None:
+        """Resume from the position in ``request.resume_token`` (gateway/positions.py): every
+        record of the subscription after it, numbered from ``resume_from + 1``, then live.
+        Nothing of the subscription needs to be known here: the token says where it was."""
         assert request.subscription_id is not None and request.resume_from is not None
+        assert request.resume_token is not None and self.principal is not None
         sub_id, seq = request.subscription_id, request.resume_from
 
-        def unavailable(why: str) -> ProtocolError:
+        def unavailable(why: str, retry_after_ms: int | None = None) -> ProtocolError:
             return ProtocolError(
                 ErrorCode.RESUME_UNAVAILABLE,
-                f"cannot resume {sub_id!r} from seq {seq}: {why}; subscribe again without "
-                "resume_from",
-                "resume_from",
+                f"cannot resume {sub_id!r} from seq {seq}: {why}",
+                "resume_token",
+                retry_after_ms,
             )
 
         if sub_id in self.conn.subs:
@@ -291,22 +290,33 @@ class Session:
                 f"at most {self._settings.max_subscriptions} subscriptions per connection",
             )
         self._check_catch_up_slots()
-        assert request.resume_token is not None and self.principal is not None
-        sub = self._store.claim(request.resume_token, sub_id, self.principal.owner, self._clock())
-        if sub is None:
-            raise unavailable(
-                "unknown here, expired (gateway restarted or too long away), or not yours"
+        spec = resolve(request, self._settings.topics)
+        self._entitled(spec.stream_type, spec.symbols, spec.raw)  # revoked meanwhile: refused
+        try:
+            position = self._tokens.open(
+                request.resume_token,
+                self.principal.owner,
+                sub_id,
+                spec_key(spec),
+                self._hub.epoch(spec.topic),
             )
-        # Entitlements may have changed since (a revoked symbol is not resumed).
-        self._entitled(sub.spec.stream_type, sub.spec.symbols, sub.spec.raw)
-        starts = sub.positions_after(seq)
-        if starts is None or seq > sub.seq:
-            raise unavailable(f"seq {seq} is not among the last {sub.history_size} sent")
-        sub.rewind(seq)
-        sub.held = True
-        ends = self._hub.positions(sub.spec.topic)
-        self._attach(sub)
-        self.conn.put(self._ack(sub, round(sub.interval_s * 1000), resumed_from=seq))
+        except ResumeRefused as exc:
+            raise unavailable(f"{exc}; subscribe again without resume_from") from None
+        if position.seq != seq:
+            raise unavailable(
+                f"the resume_token is message {position.seq}'s: send the resume_token of the "
+                "message whose seq you give (the last one you received)"
+            )
+        ends = self._hub.positions(spec.topic)
+        starts = position.offsets
+        if len(starts) != len(ends) or any(s > e for s, e in zip(starts, ends, strict=True)):
+            raise unavailable(
+                "this gateway has not yet read the topic up to that position (it started a "
+                "moment ago, or the topic's partitions changed); retry in a few seconds",
+                retry_after_ms=1_000,
+            )
+        sub = self._start(sub_id, spec, request, held=True, seq=seq)
+        self.conn.put(self._ack(sub, request.interval_ms, ends, resumed_from=seq))
         self._start_catch_up(sub, starts, ends, None)
 
     def _entitled(
@@ -357,7 +367,40 @@ class Session:
                 "this gateway runs as many replays as it may; try again shortly",
             )
 
+    def _start(
+        self,
+        sub_id: str,
+        spec: StreamSpec,
+        request: SubscribeRequest,
+        held: bool,
+        live: bool = True,
+        seq: int = 0,
+    ) -> Subscription:
+        """A new subscription of ``request`` on this connection, acknowledged now (its first
+        conflated message is due one interval later)."""
+        sub = Subscription(
+            id=sub_id,
+            spec=spec,
+            mode=request.mode,
+            interval_s=request.interval_ms / 1000,
+            max_pending=self._settings.max_pending_updates,
+            seq=seq,
+            held=held,
+            live=live,
+        )
+        self._attach(sub)
+        sub.begin(self._clock())
+        return sub
+
     def _attach(self, sub: Subscription) -> None:
+        assert self.principal is not None
+        owner, tokens, epoch = self.principal.owner, self._tokens, self._hub.epoch(sub.spec.topic)
+        key = spec_key(sub.spec)
+
+        def sign(seq: int, positions: Positions) -> str:
+            return tokens.make(owner, sub.id, key, epoch, Position(seq, positions))
+
+        sub.sign = sign
         self._registry.add(sub, self.conn)
         self.conn.subs[sub.id] = sub
 
@@ -365,9 +408,12 @@ class Session:
         self,
         sub: Subscription,
         interval_ms: int,
+        positions: Positions,
         replay: bool = False,
         resumed_from: int | None = None,
     ) -> bytes:
+        """The ack; its resume token is the position ``positions`` before the first message
+        to come (``sub.seq`` so far)."""
         return encode(
             SubscriptionAck(
                 timestamp_ms=now_ms(),
@@ -378,7 +424,7 @@ class Session:
                 mode=sub.mode,
                 replay=replay,
                 resumed_from=resumed_from,
-                resume_token=sub.resume_token if sub.live else None,
+                resume_token=sub.token(positions),
             )
         )
 
@@ -467,18 +513,16 @@ class Session:
         if task is not None:
             task.cancel()
 
-    def park_all(self) -> None:
-        """The connection ended: keep live subscriptions resumable, drop the rest."""
-        now = self._clock()
+    def detach_all(self) -> None:
+        """The connection ended: end its subscriptions. Nothing is kept: a client resumes a
+        live one from the resume token of the last message it received, here or elsewhere."""
         for sub in list(self.conn.subs.values()):
             self._detach(sub)
-            if sub.live and self.principal is not None:
-                self._store.park(sub, self.principal.owner, now)
 
     async def close(self) -> None:
-        """Park everything and wait for cancelled catch-ups to finish."""
+        """End everything and wait for cancelled catch-ups to finish."""
         tasks = list(self._tasks.values())
-        self.park_all()
+        self.detach_all()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

@@ -50,11 +50,10 @@ class GatewaySettings:
     replay_margin_ms: int = 60_000
     #: Records spliced into one catch-up (replay, resume) data message.
     catchup_batch: int = 500
-    #: Seq -> offsets entries kept per subscription for resume, and how long and how many
-    #: closed subscriptions stay resumable.
-    resume_history: int = 256
-    resume_ttl_s: float = 300.0
-    resume_max_parked: int = 10_000
+    #: Signs resume tokens (gateway/positions.py): every gateway that should resume the
+    #: others' subscriptions needs the same one (32 bytes or more). Empty: the file
+    #: ``$FIML_HOME/gateway-resume.key``, made at first start (gateways on one machine share it).
+    resume_secret: str = ""
     #: Records per partition read at start-up to fill the last-value cache for snapshots.
     warm_records: int = 1_000
     #: Candles returned at most by ``GET /ohlcv/{symbol}``.

@@ -14,13 +14,14 @@ bounded whatever the client does:
   in real-time mode), early when ``max_pending`` is reached; past twice that the client is too
   slow (``SlowClientError``): trades are events, never conflated nor silently dropped.
 
-Each flushed message takes the next ``seq`` and remembers the hub's Kafka positions at that
-moment, so that a client resuming from ``seq`` can be sent exactly what came after.
+Each flushed message takes the next ``seq`` and carries a resume token of the hub's Kafka
+positions at that moment (gateway/positions.py), so that a client resuming from it can be sent
+exactly what came after, by any gateway.
 """
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,7 +43,6 @@ class Subscription:
     mode: Literal["conflated", "realtime"]
     interval_s: float
     max_pending: int = 2_000
-    history_size: int = 256
     seq: int = 0
     #: While a replay or resume catch-up runs, live updates are kept (bounded) but not sent.
     held: bool = False
@@ -59,10 +59,9 @@ class Subscription:
     _queued: int = 0
     _due_at: float = 0.0
     _last_flush: float = float("-inf")
-    _history: list[tuple[int, Positions]] = field(default_factory=list)
-    #: The secret a client presents to resume this subscription after a reconnect (sent in
-    #: its ack; unguessable, so a subscription id alone never resumes someone else's).
-    resume_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    #: Makes the resume token of message ``seq`` made at ``positions`` (gateway/positions.py;
+    #: set by the session, which knows the owner)
+    sign: Callable[[int, Positions], str] | None = None
 
     @property
     def pending(self) -> int:
@@ -149,37 +148,20 @@ class Subscription:
         self.dropped = self.conflations = 0
         return counts
 
-    def start_at(self, positions: Positions) -> None:
-        """Remember where the topic stood when the subscription began (``resume_from: 0``)."""
-        self._history.clear()
-        self._history.append((self.seq, positions))
-
-    def next_seq(self, positions: Positions) -> int:
-        """Number the next data message and remember where the topic stood when it was made."""
+    def next_seq(self) -> int:
+        """Number the next data message."""
         self.seq += 1
-        history = self._history
-        history.append((self.seq, positions))
-        if len(history) > self.history_size:
-            del history[: len(history) - self.history_size]
         return self.seq
 
-    def positions_after(self, seq: int) -> Positions | None:
-        """The positions recorded with message ``seq``, or None if no longer (or never) known."""
-        for number, positions in reversed(self._history):
-            if number == seq:
-                return positions
-            if number < seq:
-                break
-        return None
-
-    def rewind(self, seq: int) -> None:
-        """Continue numbering after ``seq`` (a resumed client saw nothing later)."""
-        while self._history and self._history[-1][0] > seq:
-            self._history.pop()
-        self.seq = seq
+    def token(self, positions: Positions) -> str | None:
+        """The resume token of the message just numbered (``seq``), made when the topic stood
+        at ``positions``; None for a bounded replay, which cannot be resumed."""
+        if self.sign is None or not self.live:
+            return None
+        return self.sign(self.seq, positions)
 
     def clear(self) -> None:
-        """Drop pending updates (the subscription is parked or closed)."""
+        """Drop pending updates (the subscription ended)."""
         self._queue = []
         self._queued = 0
         self._latest = {}

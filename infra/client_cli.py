@@ -1,6 +1,6 @@
 """``fiml tail`` (a WebSocket client of the gateway) and ``fiml replay`` (a range of a topic).
 
-``tail`` uses only the public protocol, as any client would; ``replay`` reads Kafka directly
+``tail`` is a client of the public protocol through ``fiml_stream``; ``replay`` reads Kafka directly
 (offset-for-time lookup), so it works without a gateway and on any retained topic.
 """
 
@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 import typer
@@ -62,47 +61,43 @@ def _table(stream: str, latest: dict[tuple[str, str], dict[str, Any]]) -> Any:
     return table
 
 
-async def _tail(url: str, request: dict[str, Any], as_json: bool, count: int | None,
-                duration: float | None) -> int:  # fmt: skip
+async def _tail(url: str, token: str | None, request: dict[str, Any], as_json: bool,
+                count: int | None, duration: float | None) -> int:  # fmt: skip
+    """Print ``request``'s records through ``fiml_stream`` (it reconnects and resumes if the
+    gateway restarts); 1 if the gateway refuses the subscription or cannot be reached."""
     from rich.live import Live
-    from websockets.asyncio.client import connect
 
-    stream = request["stream_type"]
+    from fiml_stream import FimlStream, FimlStreamError
+
+    stream = request.pop("stream_type")
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     seen = 0
-    deadline = None if duration is None else time.monotonic() + duration
     live = None if as_json else Live(_table(stream, latest), refresh_per_second=4)
-    async with connect(url, max_size=2**24) as ws:
-        await ws.send(orjson.dumps(request).decode())
-        if live is not None:
-            live.start()
-        try:
-            while (count is None or seen < count) and (
-                deadline is None or time.monotonic() < deadline
-            ):
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), timeout)
-                except TimeoutError:
-                    break
-                message = orjson.loads(raw)
-                if message.get("type") == "error":
-                    Console(stderr=True).print(f"[red]error[/] {message.get('message')}")
-                    return 1
-                if message.get("type") != "data":
-                    continue
-                for record in message["data"]:
-                    seen += 1
-                    if as_json:
-                        sys.stdout.write(orjson.dumps(record).decode() + "\n")
-                    latest[(record.get("symbol", ""), record.get("interval", ""))] = record
+    client = FimlStream(url, token=token, max_attempts=5)
+    records = client.watch(stream, request.pop("symbols"), **request)
+    if live is not None:
+        live.start()
+    try:
+        async with asyncio.timeout(duration):
+            async for record in records:
+                seen += 1
                 if as_json:
+                    sys.stdout.write(orjson.dumps(record).decode() + "\n")
                     sys.stdout.flush()
-                elif live is not None:
+                latest[(record.get("symbol", ""), record.get("interval", ""))] = record
+                if live is not None:
                     live.update(_table(stream, latest))
-        finally:
-            if live is not None:
-                live.stop()
+                if count is not None and seen >= count:
+                    break
+    except TimeoutError:
+        pass  # --duration reached
+    except FimlStreamError as error:
+        Console(stderr=True).print(f"[red]error[/] {error.message}")
+        return 1
+    finally:
+        await records.aclose()
+        if live is not None:
+            live.stop()
     return 0
 
 
@@ -182,21 +177,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print live updates from the gateway as a refreshing table (or JSON Lines)."""
         request: dict[str, Any] = {
-            "type": "subscribe", "stream_type": stream, "interval_ms": interval_ms,
+            "stream_type": stream, "mode": "conflated", "interval_ms": interval_ms,
             "symbols": [s.strip() for s in symbols.split(",") if s.strip()],
         }  # fmt: skip
         if stream == "ohlcv":
             request["params"] = {"interval": interval}
-        url = gateway.rstrip("/").replace("http", "ws", 1) + "/ws/stream"
-        # the token in the query, as browsers send it; never in a message printed below
-        target = f"{url}?token={quote(token)}" if token else url
         try:
-            code = asyncio.run(_tail(target, request, as_json, count, duration))
+            code = asyncio.run(_tail(gateway, token, request, as_json, count, duration))
         except KeyboardInterrupt:
             code = 0
-        except OSError as error:
-            typer.echo(f"error: cannot reach the gateway at {url}: {error}", err=True)
-            code = 1
         raise typer.Exit(code)
 
     @app.command("replay")

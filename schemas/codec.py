@@ -100,6 +100,7 @@ def data_frame(
     items: Sequence[bytes],
     timestamp_ms: int,
     seq: int,
+    resume_token: str | None = None,
 ) -> bytes:
     """A WebSocket ``data`` message (see ``schemas.protocol.DataMessage``) from encoded records.
 
@@ -121,6 +122,8 @@ def data_frame(
             str(int(timestamp_ms)).encode(),
             b',"seq":',
             str(int(seq)).encode(),
-            b',"metadata":{}}',
+            b',"metadata":{},"resume_token":',
+            orjson.dumps(resume_token),
+            b"}",
         )
     )

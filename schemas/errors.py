@@ -61,12 +61,21 @@ class ProtocolError(SchemaError):
         code: the ``ErrorCode`` to send back.
         message: a human-readable explanation.
         field: the offending field, or ``None``.
+        retry_after_ms: the same request may succeed after this long (``None``: it will not
+            as it is).
     """
 
-    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        field: str | None = None,
+        retry_after_ms: int | None = None,
+    ) -> None:
         self.code = code
         self.message = message
         self.field = field
+        self.retry_after_ms = retry_after_ms
         super().__init__(f"{code}: {field + ': ' if field else ''}{message}")
 
 

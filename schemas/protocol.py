@@ -148,9 +148,9 @@ class SubscribeRequest(_Client):
     resume_token: str | None = Field(
         default=None,
         min_length=1,
-        max_length=64,
+        max_length=2_048,
         validate_default=True,
-        description="from the subscription's ack",
+        description="of the last data message received (or of the ack, with resume_from 0)",
     )
 
     # Field validators (not a model validator) so that the error names the offending field;
@@ -176,7 +176,7 @@ class SubscribeRequest(_Client):
     @classmethod
     def _with_resume_from(cls, value: str | None, info: ValidationInfo) -> str | None:
         if info.data.get("resume_from") is not None and value is None:
-            raise ValueError("resume_from needs the resume_token of the subscription's ack")
+            raise ValueError("resume_from needs the resume_token of the message it names")
         return value
 
 
@@ -260,8 +260,9 @@ class SubscriptionAck(_Server):
     mode: Literal["conflated", "realtime"] = "conflated"
     replay: bool = False
     resumed_from: int | None = None
-    #: Present a live subscription's token with ``resume_from`` to resume it after a reconnect
-    #: (only the same key, or an anonymous client when it was anonymous, can).
+    #: The position before the first data message (``resume_from: 0``); each data message
+    #: carries the next one. Only the same key or token subject, or an anonymous client when it
+    #: was anonymous, can use it.
     resume_token: str | None = None
 
 
@@ -286,6 +287,9 @@ class DataMessage(_Server):
     timestamp_ms: TimestampMs
     seq: int = Field(strict=True, ge=0, description="per-subscription sequence number")
     metadata: dict[str, Any] = Field(default_factory=dict, description="the seed's; empty")
+    #: Resume right after this message, on any gateway (docs/WEBSOCKET.md, "Resume"); absent
+    #: in a bounded replay.
+    resume_token: str | None = None
 
 
 class Heartbeat(_Server):
@@ -307,6 +311,8 @@ class ErrorMessage(_Server):
     message: str
     field: str | None = None
     subscription_id: str | None = None
+    #: The same request may succeed if sent again after this long (ms); null: not as it is.
+    retry_after_ms: int | None = None
 
     @classmethod
     def from_error(
@@ -319,6 +325,7 @@ class ErrorMessage(_Server):
             message=exc.message,
             field=exc.field,
             subscription_id=subscription_id,
+            retry_after_ms=exc.retry_after_ms,
         )
 
 

@@ -116,9 +116,10 @@ class Feed:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: GatewaySettings, sndbuf: int | None = None
+    settings: GatewaySettings, sndbuf: int | None = None, port: int = 0
 ) -> AsyncIterator[str]:
-    """uvicorn serving ``create_app(settings)`` in this loop; yields ``host:port``.
+    """uvicorn serving ``create_app(settings)`` in this loop; yields ``host:port`` (``port``:
+    a given one, e.g. a gateway restarted where clients expect it; 0: a free one).
 
     ``sndbuf``: the kernel send buffer of every accepted connection (set on the listening
     socket, which Linux copies to accepted ones), so a client that stops reading blocks the
@@ -128,8 +129,8 @@ async def running_gateway(
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if sndbuf is not None:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-    listener.bind(("127.0.0.1", 0))
-    port: int = listener.getsockname()[1]
+    listener.bind(("127.0.0.1", port))
+    port = listener.getsockname()[1]
     config = uvicorn.Config(
         create_app(replace(settings, port=port)),
         log_level="warning",
@@ -205,7 +206,12 @@ async def feed(kafka_bootstrap: str, topics: str) -> AsyncIterator[Feed]:
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, topics: str) -> GatewaySettings:
-    return GatewaySettings(bootstrap=kafka_bootstrap, heartbeat_s=30.0)
+    # the gateways of a test share a resume secret, as a deployment's do
+    return GatewaySettings(
+        bootstrap=kafka_bootstrap,
+        heartbeat_s=30.0,
+        resume_secret="tests: a secret of 32 bytes or more, shared",
+    )
 
 
 @pytest.fixture
@@ -505,7 +511,7 @@ BAD_INPUTS = [
         '{"type": "subscribe", "stream_type": "price", "symbols": ["AAPL"], '
         '"subscription_id": "gone", "resume_from": 3, "resume_token": "t"}',
         "RESUME_UNAVAILABLE",
-        "resume_from",
+        "resume_token",
     ),
 ]
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from tests.integration.test_gateway import (  # noqa: F401
     HOUR,
     T0,
     Feed,
+    GatewaySettings,
     candle,
     feed,
     gw,
@@ -23,6 +25,7 @@ from tests.integration.test_gateway import (  # noqa: F401
     is_type,
     price,
     recv_until,
+    running_gateway,
     settings,
     subscribe,
     tick,
@@ -41,9 +44,26 @@ async def collect_prices(ws: ClientConnection, want: int) -> list[dict[str, Any]
     return messages
 
 
-async def test_resume_after_reconnect_fills_the_gap_exactly(gw: str, feed: Feed) -> None:
-    url = f"ws://{gw}/ws/stream"
-    async with connect(url) as ws:
+async def resume(ws: ClientConnection, last: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """Resume ADA/USDT's "resume-me" from data message ``last`` (its seq and resume token)."""
+    request: dict[str, Any] = {
+        "stream_type": "price",
+        "symbols": ["ADA/USDT"],
+        "mode": "realtime",
+        "subscription_id": "resume-me",
+        "resume_from": last["seq"],
+        "resume_token": last["resume_token"],
+    }
+    return await subscribe(ws, **{**request, **fields})
+
+
+async def test_resume_on_another_gateway_after_a_restart_fills_the_gap_exactly(
+    settings: GatewaySettings, feed: Feed
+) -> None:
+    """Issue 17: the resume token of the last message received resumes on any gateway that
+    shares the secret, after any restart: here the first gateway is gone for good, and the
+    second started after it stopped. Exactly the records missed, seq continuous, then live."""
+    async with running_gateway(settings) as first, connect(f"ws://{first}/ws/stream") as ws:
         ack = await subscribe(
             ws,
             stream_type="price",
@@ -52,53 +72,95 @@ async def test_resume_after_reconnect_fills_the_gap_exactly(gw: str, feed: Feed)
             subscription_id="resume-me",
             snapshot=False,
         )
-        assert ack["subscription_id"] == "resume-me"
-        token = ack["resume_token"]
+        assert ack["subscription_id"] == "resume-me" and ack["resume_token"]
         await feed.send("fiml.prices", *[price("ADA/USDT", float(i), T0 + i) for i in range(1, 6)])
         seen = await collect_prices(ws, 5)
-    last_seq = seen[-1]["seq"]
-    # Missed while disconnected: 6..10 (and a BTC record that must not leak in).
+    assert all(m["resume_token"] for m in seen)
+    last = seen[-1]
+    # Missed while no gateway ran: 6..10 (and a BTC record that must not leak in).
     await feed.send("fiml.prices", *[price("ADA/USDT", float(i), T0 + i) for i in range(6, 11)])
     await feed.send("fiml.prices", price("BTC/USDT", 1.0, T0))
-    await wait_cached(gw, "BTC_USDT", 1.0)  # the hub has read past the gap
-    async with connect(url) as ws:
-        # the id alone resumes nothing (another client may use the same id): the token does
-        refused = await subscribe(
+    async with running_gateway(settings) as second:
+        await wait_cached(second, "BTC_USDT", 1.0)  # its hub has read past the gap
+        async with connect(f"ws://{second}/ws/stream") as ws:
+            ack = await resume(ws, last)
+            assert ack["type"] == "subscription_ack" and ack["resumed_from"] == last["seq"]
+            caught_up = await collect_prices(ws, 5)
+            assert [m["seq"] for m in caught_up] == list(
+                range(last["seq"] + 1, last["seq"] + 1 + len(caught_up))
+            )
+            assert [d["price"] for m in caught_up for d in m["data"]] == [6.0, 7.0, 8.0, 9.0, 10.0]
+            await feed.send("fiml.prices", price("ADA/USDT", 11.0, T0 + 11))
+            live = await recv_until(ws, is_type("data"))
+            assert live["seq"] == caught_up[-1]["seq"] + 1 and live["data"][0]["price"] == 11.0
+            # resuming again while it is active is refused plainly
+            again = await resume(ws, live)
+            assert (
+                again["error_code"] == "RESUME_UNAVAILABLE" and "still active" in again["message"]
+            )
+        # the newest token resumes too, from where that message left off: nothing more
+        async with connect(f"ws://{second}/ws/stream") as ws:
+            ack = await resume(ws, live)
+            assert ack["type"] == "subscription_ack" and ack["resumed_from"] == live["seq"]
+            await feed.send("fiml.prices", price("ADA/USDT", 12.0, T0 + 12))
+            after = await recv_until(ws, is_type("data"))
+            assert after["seq"] == live["seq"] + 1 and after["data"][0]["price"] == 12.0
+
+
+async def test_a_resume_token_serves_only_its_subscription(gw: str, feed: Feed) -> None:
+    """The id alone resumes nothing (another client may use the same id), and a token is
+    bound to its subscription: other symbols, another id, an altered position, a seq that is
+    not the token's, or a gateway with another secret are each refused with a reason."""
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        await subscribe(
             ws,
             stream_type="price",
             symbols=["ADA/USDT"],
+            mode="realtime",
             subscription_id="resume-me",
-            resume_from=last_seq,
-            resume_token="guessed",
+            snapshot=False,
         )
+        await feed.send("fiml.prices", price("ADA/USDT", 1.0, T0))
+        last = (await collect_prices(ws, 1))[-1]
+    body, _, mac = last["resume_token"].rpartition(".")
+    version, epoch, seq, offsets = body.split(".")
+    moved = "-".join(str(int(o) - 1) for o in offsets.split("-"))
+    refusals = {
+        "guessed": {"resume_token": "guessed"},
+        "other symbols": {"symbols": ["BTC/USDT"]},
+        "other id": {"subscription_id": "someone-else"},
+        "altered offsets": {"resume_token": f"{version}.{epoch}.{seq}.{moved}.{mac}"},
+        "other seq": {"resume_from": last["seq"] + 1},
+    }
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        for case, fields in refusals.items():
+            refused = await resume(ws, last, **fields)
+            assert refused["type"] == "error", case
+            assert refused["error_code"] == "RESUME_UNAVAILABLE", case
+            assert refused["field"] == "resume_token", case
+        ack = await resume(ws, last)  # and the connection still serves the right one
+        assert ack["type"] == "subscription_ack"
+
+
+async def test_a_gateway_with_another_secret_refuses_the_token(
+    settings: GatewaySettings, gw: str, feed: Feed
+) -> None:
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        await subscribe(
+            ws,
+            stream_type="price",
+            symbols=["ADA/USDT"],
+            mode="realtime",
+            subscription_id="resume-me",
+            snapshot=False,
+        )
+        await feed.send("fiml.prices", price("ADA/USDT", 1.0, T0))
+        last = (await collect_prices(ws, 1))[-1]
+    other = replace(settings, resume_secret="another secret, 32 bytes or more!")
+    async with running_gateway(other) as stranger, connect(f"ws://{stranger}/ws/stream") as ws:
+        refused = await resume(ws, last)
         assert refused["error_code"] == "RESUME_UNAVAILABLE"
-        ack = await subscribe(
-            ws,
-            stream_type="price",
-            symbols=["ADA/USDT"],
-            subscription_id="resume-me",
-            resume_from=last_seq,
-            resume_token=token,
-        )
-        assert ack["type"] == "subscription_ack" and ack["resumed_from"] == last_seq
-        caught_up = await collect_prices(ws, 5)
-        assert [m["seq"] for m in caught_up] == list(
-            range(last_seq + 1, last_seq + 1 + len(caught_up))
-        )
-        assert [d["price"] for m in caught_up for d in m["data"]] == [6.0, 7.0, 8.0, 9.0, 10.0]
-        await feed.send("fiml.prices", price("ADA/USDT", 11.0, T0 + 11))
-        live = await recv_until(ws, is_type("data"))
-        assert live["seq"] == caught_up[-1]["seq"] + 1 and live["data"][0]["price"] == 11.0
-        # Resuming again while it is active, or from a seq never sent, is refused plainly.
-        refused = await subscribe(
-            ws,
-            stream_type="price",
-            symbols=["ADA/USDT"],
-            subscription_id="resume-me",
-            resume_from=1,
-            resume_token=token,
-        )
-        assert refused["error_code"] == "RESUME_UNAVAILABLE"
+        assert "not this subscription's" in refused["message"]
 
 
 async def test_replay_of_a_recorded_hour_returns_exactly_its_records(gw: str, feed: Feed) -> None:

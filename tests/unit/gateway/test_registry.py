@@ -1,9 +1,9 @@
-"""Channel index and the resume store."""
+"""The channel index."""
 
 from __future__ import annotations
 
 from gateway.channels import StreamSpec
-from gateway.registry import Registry, ResumeStore
+from gateway.registry import Registry
 from gateway.subscription import Subscription
 from schemas.protocol import StreamType
 
@@ -27,16 +27,6 @@ def test_add_remove_and_safe_iteration() -> None:
     assert reg.stream_counts() == {"price": 1} and reg.symbols() == ["A"]
 
 
-def test_resume_store_is_bounded_and_expires() -> None:
-    store = ResumeStore(max_entries=2, ttl_s=10.0)
-    subs = [Subscription(str(i), SPEC, "conflated", 1.0) for i in range(3)]
-    for i, sub in enumerate(subs):
-        store.park(sub, "me", now=float(i))
-    assert len(store) == 2 and store.claim(subs[0].resume_token, "0", "me", now=3.0) is None
-    assert store.claim(subs[1].resume_token, "1", "me", now=3.0) is subs[1]
-    assert store.claim(subs[2].resume_token, "2", "me", now=100.0) is None  # expired
-
-
 def test_two_connections_may_use_the_same_subscription_id() -> None:
     """Ids belong to their connection: two dashboard tabs both call theirs ``prices``."""
     reg = Registry()
@@ -50,18 +40,3 @@ def test_two_connections_may_use_the_same_subscription_id() -> None:
     assert [s for s, _ in reg.subscribers(("fiml.prices", "A", ""))] == [tab1, tab2]
     reg.remove(tab1)
     assert [s for s, _ in reg.subscribers(("fiml.prices", "A", ""))] == [tab2]
-
-
-def test_only_the_owner_with_the_token_resumes() -> None:
-    """A resume needs the subscription's secret token and its owner: an id alone, another
-    key with the token, or the token of another subscription id resume nothing, and the
-    subscription stays parked for its owner."""
-    store = ResumeStore(max_entries=10, ttl_s=10.0)
-    sub = Subscription("prices", SPEC, "conflated", 1.0)
-    store.park(sub, "key:alice", now=0.0)
-    assert store.claim("prices", "prices", "key:alice", now=1.0) is None  # the id is no token
-    assert store.claim(sub.resume_token, "prices", "key:mallory", now=1.0) is None
-    assert store.claim(sub.resume_token, "other", "key:alice", now=1.0) is None
-    assert store.claim(sub.resume_token, "prices", "key:alice", now=1.0) is sub
-    assert len(store) == 0
-    assert Subscription("x", SPEC, "conflated", 1.0).resume_token != sub.resume_token

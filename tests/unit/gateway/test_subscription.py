@@ -70,16 +70,22 @@ def test_held_subscription_is_never_due() -> None:
     assert s.due() is None
 
 
-def test_sequence_history_and_rewind() -> None:
-    s = sub(history_size=3)
-    s.start_at((0, 0))
-    assert s.positions_after(0) == (0, 0)
-    for i in range(1, 5):
-        assert s.next_seq((i, i)) == i
-    assert s.positions_after(4) == (4, 4)
-    assert s.positions_after(1) is None  # fell out of the bounded history
-    s.rewind(2)
-    assert s.seq == 2 and s.next_seq((9, 9)) == 3 and s.positions_after(3) == (9, 9)
+def test_each_message_gets_the_next_seq_and_a_token_of_where_the_topic_stood() -> None:
+    made: list[tuple[int, tuple[int, ...]]] = []
+
+    def sign(seq: int, positions: tuple[int, ...]) -> str:
+        made.append((seq, positions))
+        return f"token-{seq}"
+
+    s = sub()
+    assert s.token((0, 0)) is None  # nobody signs for it yet
+    s.sign = sign
+    assert s.token((0, 0)) == "token-0"  # the ack's: before the first message
+    for i in range(1, 4):
+        assert s.next_seq() == i and s.token((i, i)) == f"token-{i}"
+    assert made == [(0, (0, 0)), (1, (1, 1)), (2, (2, 2)), (3, (3, 3))]
+    s.live = False  # a bounded replay cannot be resumed
+    assert s.next_seq() == 4 and s.token((4, 4)) is None
 
 
 @pytest.mark.parametrize(

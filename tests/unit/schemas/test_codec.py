@@ -149,14 +149,20 @@ def test_decode_raw_names_the_trade_field_a_trade_lacks() -> None:
     subscription_id=st.text(min_size=1),
     timestamp=st.integers(0, MAX_EPOCH_MS),
     seq=st.integers(0, 2**63 - 1),
+    token=st.none() | st.text(min_size=1),
 )
 def test_data_frame_matches_the_model(
-    items: list[Any], stream_type: StreamType, subscription_id: str, timestamp: int, seq: int
+    items: list[Any],
+    stream_type: StreamType,
+    subscription_id: str,
+    timestamp: int,
+    seq: int,
+    token: str | None,
 ) -> None:
-    frame = data_frame(stream_type, subscription_id, encode_many(items), timestamp, seq)
+    frame = data_frame(stream_type, subscription_id, encode_many(items), timestamp, seq, token)
     model = DataMessage(
         stream_type=stream_type, subscription_id=subscription_id, data=items,
-        timestamp_ms=timestamp, seq=seq,
+        timestamp_ms=timestamp, seq=seq, resume_token=token,
     )  # fmt: skip
     assert decode(DataMessage, frame) == model
     assert frame == encode(model)  # byte-identical: clients cannot tell the paths apart
