@@ -10,7 +10,7 @@ JARS   := .fiml/kafka-4.1.1/lib/.complete
 # The dashboard's chart library, from npm (gateway/static/package.json); no build step.
 CHARTS := gateway/static/node_modules/lightweight-charts/package.json
 
-.PHONY: setup broker chromium test test-unit lint demo bench bench-full soak stop clean
+.PHONY: setup broker chromium haproxy test test-unit lint demo bench bench-full soak stop clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -31,13 +31,17 @@ setup: $(STAMP) $(CHARTS)
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# The failover test puts Debian's HAProxy in front of two gateways (tests/e2e/test_failover.py).
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy)
+
 $(JARS): infra/kafka/pom.xml | $(STAMP)
 	$(BIN)/python -c 'from infra.broker import BrokerConfig, fetch_jars; fetch_jars(BrokerConfig().lib_dir)' || \
 	  (echo "Fetching the Kafka jars failed; see the message above." && exit 1)
 
 broker: $(JARS)
 
-test: setup broker chromium
+test: setup broker chromium haproxy
 	$(BIN)/python -m pytest
 
 test-unit: setup

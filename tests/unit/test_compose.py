@@ -62,8 +62,13 @@ def test_order_and_health(compose: dict[str, Any]) -> None:
             "service_completed_successfully"
         )
     # published on loopback only: Kafka and the gateway are not on the network by default
-    assert services["gateway"]["ports"] == ["127.0.0.1:8000:8000"]
+    # (a range of host ports, so that --scale gateway=N can publish each replica)
+    assert services["gateway"]["ports"] == ["127.0.0.1:8000-8003:8000"]
     assert services["kafka"]["ports"] == ["127.0.0.1:9092:9092"]
+    assert services["proxy"]["ports"] == ["127.0.0.1:8080:8000"]
+    assert services["proxy"]["profiles"] == ["ha"]
+    config = (ROOT / services["proxy"]["volumes"][0].split(":")[0]).read_text()
+    assert "option httpchk GET /health" in config and "timeout tunnel" in config
     assert "/health" in " ".join(services["gateway"]["healthcheck"]["test"])
     assert "ports" not in services["arbitrate"]  # scalable: --scale arbitrate=3
 
