@@ -81,6 +81,10 @@ class Stats:
     records: int = 0
     last_seq: int = 0
     errors: list[str] = field(default_factory=list)  # the gateway's errors, newest last
+    #: with ``status=True``: each symbol's last ``status`` message (live, stale, recovering,
+    #: and its providers' states), and the newest event time the heartbeats reported
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_event_time_ms: int | None = None
 
 
 class FimlStream:
@@ -157,9 +161,11 @@ class FimlStream:
         snapshot: bool = True,
         params: Mapping[str, Any] | None = None,
         subscription_id: str | None = None,
+        status: bool = False,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The records of one subscription, as the gateway sends them (dicts), for as long as
-        the caller iterates; reconnects and resumes by itself (module docstring).
+        the caller iterates; reconnects and resumes by itself (module docstring). With
+        ``status``, the symbols' liveness is kept in ``stats[subscription_id].statuses``.
 
         Raises:
             FimlStreamError: the subscription is refused for good (not retried).
@@ -175,6 +181,7 @@ class FimlStream:
             "snapshot": snapshot,
             "subscription_id": sub_id,
             "params": dict(params or {}),
+            "status": status,
         }
         position: tuple[int, str] | None = None  # (seq, resume token) of the last message
         attempt = 0
@@ -194,7 +201,7 @@ class FimlStream:
                     stats.connects += 1
                     if position is None and ack.get("resume_token"):
                         position = (0, ack["resume_token"])
-                    async for message in self._messages(ws):
+                    async for message in self._messages(ws, sub_id, stats):
                         seq = message["seq"]
                         if seq != stats.last_seq + 1 and stats.last_seq:
                             stats.gaps += 1  # never expected: the gateway numbers each one
@@ -253,14 +260,24 @@ class FimlStream:
                 return None
             raise FimlStreamError(str(reply.get("error_code")), str(reply.get("message")))
 
-    async def _messages(self, ws: ClientConnection) -> AsyncIterator[dict[str, Any]]:
+    async def _messages(
+        self, ws: ClientConnection, sub_id: str, stats: Stats
+    ) -> AsyncIterator[dict[str, Any]]:
         """The data messages of the connection; ends (``ConnectionClosed``, ``TimeoutError``)
-        when it closes or stays silent past ``stale_after_s`` (heartbeats count as life)."""
+        when it closes or stays silent past ``stale_after_s`` (heartbeats count as life).
+        Status messages and heartbeats' event times go into ``stats``."""
         while True:
             message = await self._recv(ws)
-            if message.get("type") == "data":
+            kind = message.get("type")
+            if kind == "data":
                 yield message
-            elif message.get("type") == "error":
+            elif kind == "status":
+                stats.statuses[str(message.get("symbol"))] = message
+            elif kind == "heartbeat" and isinstance(message.get("subscriptions"), dict):
+                newest = message["subscriptions"].get(sub_id)
+                if isinstance(newest, int):
+                    stats.last_event_time_ms = newest
+            elif kind == "error":
                 log.warning("fiml_stream: %s", message.get("message"))
 
     async def _recv(self, ws: ClientConnection) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from gateway.errors import CLOSE_SLOW_CLIENT, SlowClientError
+from gateway.liveness import Liveness
 from gateway.metrics import Metrics
 from gateway.settings import GatewaySettings
 from gateway.subscription import Positions, Subscription
@@ -106,11 +107,22 @@ class Connection:
         elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def beat(self, now: float) -> None:
-        """Queue a heartbeat if one is due (the service's ticker calls this)."""
-        if now >= self.next_beat:
-            self.next_beat = now + self._settings.heartbeat_s
-            self.put(encode(Heartbeat(timestamp_ms=now_ms(), active_subscriptions=len(self.subs))))
+    def beat(self, now: float, liveness: Liveness) -> None:
+        """Queue a heartbeat if one is due (the service's ticker calls this). With a ``status``
+        subscription it carries each subscription's newest event time."""
+        if now < self.next_beat:
+            return
+        self.next_beat = now + self._settings.heartbeat_s
+        newest: dict[str, int | None] | None = None
+        if any(sub.status for sub in self.subs.values()):
+            newest = {}
+            for sub in self.subs.values():
+                times = [t for s in sub.spec.symbols if (t := liveness.get(s).last_event_ms)]
+                newest[sub.id] = max(times) if times else None
+        beat = Heartbeat(
+            timestamp_ms=now_ms(), active_subscriptions=len(self.subs), subscriptions=newest
+        )
+        self.put(encode(beat))
 
     def fail(self, exc: BaseException) -> None:
         """Disconnect as too slow; frees the buffers at once, closes in the background."""

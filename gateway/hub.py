@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from enum import Enum
 from types import TracebackType
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -25,6 +28,7 @@ from aiokafka.errors import KafkaError
 from gateway.channels import Channel, route
 from gateway.errors import SlowClientError
 from gateway.history import TopicReader
+from gateway.liveness import Change, Liveness
 from gateway.metrics import Metrics
 from gateway.positions import epoch_of
 from gateway.registry import Registry
@@ -32,7 +36,7 @@ from gateway.settings import GatewaySettings
 from gateway.subscription import Positions
 from schemas.topics import topic_name
 
-__all__ = ["Hub", "HubState"]
+__all__ = ["HEALTH", "Hub", "HubState"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ log = logging.getLogger(__name__)
 #: in-flight fetch of the idle ones (trades, health, ...) to time out. With 500 ms that wait
 #: showed in the latency tail; an idle gateway now makes ~50 cheap fetches a second.
 FETCH_MAX_WAIT_MS = 20
+HEALTH = "fiml.provider.health"
 
 
 class HubState(Enum):
@@ -61,9 +66,14 @@ class Hub:
         self._state = HubState.NEW
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        # Physical topic names are fixed at construction: FIML_TOPIC_PREFIX applies then.
-        self._logical = {topic_name(t): t for t in settings.topics}
-        self._positions: dict[str, list[int]] = {t: [] for t in settings.topics}
+        # Physical topic names are fixed at construction: FIML_TOPIC_PREFIX applies then. The
+        # providers' health is read too, for the symbols' liveness (not streamed to clients).
+        followed = (*settings.topics, HEALTH)
+        self._logical = {topic_name(t): t for t in followed}
+        self._positions: dict[str, list[int]] = {t: [] for t in followed}
+        #: Every symbol's liveness (gateway/liveness.py), and who hears of its changes.
+        self.liveness = Liveness()
+        self.on_status: Callable[[list[Change]], None] = lambda changes: None
         self._cache: dict[Channel, bytes] = {}
         self._assigned: set[TopicPartition] = set()
         self._cluster_id = ""  # the broker cluster's id, learned at start (epochs)
@@ -251,16 +261,22 @@ class Hub:
     def _dispatch(self, tp: TopicPartition, messages: list[object], now: float) -> None:
         logical = self._logical[tp.topic]
         positions = self._positions[logical]
+        if logical == HEALTH:
+            self._health(messages, now)
+            if messages:
+                positions[tp.partition] = messages[-1].offset + 1  # type: ignore[attr-defined]
+            return
         cache = self._cache
         subscribers = self._registry.subscribers
         # Grouped by channel first, so that each subscriber is offered a channel's records in
         # one call: the per-subscriber cost is per channel and batch, not per record, and a
         # busy hub (bigger batches) spends less per record, not more.
         groups: dict[Channel, list[bytes]] = {}
+        newest: dict[Channel, dict[str, Any]] = {}  # the last record of each channel
         for msg in messages:
             payload: bytes = msg.value  # type: ignore[attr-defined]
             try:
-                channel, _record = route(logical, payload)
+                channel, newest[channel] = route(logical, payload)
             except Exception as exc:  # any fault of one record is that record's
                 self._metrics.decode_errors += 1
                 offset: int = msg.offset  # type: ignore[attr-defined]
@@ -287,3 +303,33 @@ class Hub:
                     log.exception("hub: subscription %s failed", sub.id)
                     owner.fail(exc)
         self._metrics.records_in[logical] = self._metrics.records_in.get(logical, 0) + len(messages)
+        if logical == "fiml.prices":
+            changes = []
+            for (_, symbol, _), record in newest.items():
+                event_ms = record.get("event_time_ms")
+                change = self.liveness.on_price(
+                    symbol, event_ms if isinstance(event_ms, int) else 0, now
+                )
+                if change is not None:
+                    changes.append(change)
+            if changes:
+                self.on_status(changes)
+
+    def _health(self, messages: list[object], now: float) -> None:
+        """Providers' states per symbol (``fiml.provider.health``) into the liveness; records
+        of a whole provider (no symbol) and unreadable ones are left out."""
+        changes = []
+        for msg in messages:
+            try:
+                record = orjson.loads(msg.value)  # type: ignore[attr-defined]
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            symbol, provider, state = (record.get(k) for k in ("symbol", "provider", "state"))
+            if isinstance(symbol, str) and isinstance(provider, str) and isinstance(state, str):
+                change = self.liveness.on_health(symbol, provider, state, now)
+                if change is not None:
+                    changes.append(change)
+        if changes:
+            self.on_status(changes)

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.auth import ANONYMOUS, Authenticator, KeyFile, Principal, anonymous_allowed
-from gateway.connection import Connection
+from gateway.connection import Connection, now_ms
 from gateway.errors import (
     CLOSE_AUTH,
     CLOSE_LIFETIME,
@@ -33,6 +33,7 @@ from gateway.errors import (
     SlowClientError,
 )
 from gateway.hub import Hub
+from gateway.liveness import Change, status_frame
 from gateway.metrics import Metrics, render
 from gateway.positions import ResumeTokens
 from gateway.registry import Registry
@@ -167,6 +168,7 @@ class Gateway:
         self.tokens = ResumeTokens(resume_secret(settings))
         self.metrics = Metrics()
         self.hub = Hub(settings, self.registry, self.metrics)
+        self.hub.on_status = self.publish_status
         self.connections: dict[str, Connection] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self.anonymous = anonymous_allowed(settings.anonymous, settings.host)
@@ -196,16 +198,30 @@ class Gateway:
         while True:
             await asyncio.sleep(tick)  # the ticker's period, not synchronisation
             now = loop.time()
+            self.publish_status(self.hub.liveness.tick(now))
             for conn in list(self.connections.values()):
                 since = conn.sending_since
                 if since is not None and now - since > limit:
                     conn.fail(SlowClientError(f"a send was blocked for over {limit:g} s"))
                 else:
-                    conn.beat(now)
+                    conn.beat(now, self.hub.liveness)
                 deadline = self._deadlines.get(conn.id)
                 if deadline is not None and now >= deadline[0]:
                     del self._deadlines[conn.id]
                     _close_soon(conn.websocket, deadline[1], deadline[2])
+
+    def publish_status(self, changes: list[Change]) -> None:
+        """Send each liveness change to the subscriptions that asked for their symbols'."""
+        if not changes:
+            return
+        at = now_ms()
+        for conn in list(self.connections.values()):
+            for sub in list(conn.subs.values()):
+                if not sub.status:
+                    continue
+                for change in changes:
+                    if change.symbol in sub.spec.symbols:
+                        conn.put(status_frame(sub.id, change.symbol, change.state, at))
 
     def credentials(self, conn: HTTPConnection) -> str | None:
         """Credentials sent with a WebSocket handshake or a REST request: ``Authorization:

@@ -22,6 +22,7 @@ from gateway.catchup import catch_up
 from gateway.channels import StreamSpec, resolve, resolve_symbol
 from gateway.connection import Connection, now_ms
 from gateway.hub import Hub
+from gateway.liveness import status_frame
 from gateway.metrics import Metrics
 from gateway.positions import Position, ResumeRefused, ResumeTokens
 from gateway.registry import Registry
@@ -245,6 +246,7 @@ class Session:
         now = self._clock()
         sub = self._start(sub_id, spec, request, held=replay, live=request.replay_to is None)
         self.conn.put(self._ack(sub, request.interval_ms, positions, replay=replay))
+        self._statuses(sub)
         if replay:
             self._start_catch_up(sub, None, positions if sub.live else None, request)
         elif request.snapshot:
@@ -317,6 +319,7 @@ class Session:
             )
         sub = self._start(sub_id, spec, request, held=True, seq=seq)
         self.conn.put(self._ack(sub, request.interval_ms, ends, resumed_from=seq))
+        self._statuses(sub)
         self._start_catch_up(sub, starts, ends, None)
 
     def _entitled(
@@ -387,10 +390,19 @@ class Session:
             seq=seq,
             held=held,
             live=live,
+            status=request.status and live,
         )
         self._attach(sub)
         sub.begin(self._clock())
         return sub
+
+    def _statuses(self, sub: Subscription) -> None:
+        """A subscription with ``status: true`` hears each symbol's liveness at once."""
+        if sub.status:
+            at = now_ms()
+            for symbol in sub.spec.symbols:
+                state = self._hub.liveness.get(symbol)
+                self.conn.put(status_frame(sub.id, symbol, state, at))
 
     def _attach(self, sub: Subscription) -> None:
         assert self.principal is not None

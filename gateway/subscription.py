@@ -48,6 +48,8 @@ class Subscription:
     held: bool = False
     #: A bounded replay (``replay_to``) gets no live updates at all.
     live: bool = True
+    #: The client asked for its symbols' liveness (``status`` messages, heartbeat event times).
+    status: bool = False
     #: Updates superseded by conflation in real-time mode, and real-time overflows (fallbacks
     #: to conflation), since the connection last collected them (``collect_counts``).
     dropped: int = 0

@@ -48,6 +48,7 @@ __all__ = [
     "HelloRequest",
     "ReplayComplete",
     "ServerMessage",
+    "StatusMessage",
     "StreamType",
     "SubscribeRequest",
     "SubscriptionAck",
@@ -152,6 +153,9 @@ class SubscribeRequest(_Client):
         validate_default=True,
         description="of the last data message received (or of the ack, with resume_from 0)",
     )
+    #: Also send ``status`` messages for the subscription's symbols (liveness), and the last
+    #: event time of each subscription in heartbeats (docs/WEBSOCKET.md, "Liveness").
+    status: bool = Field(default=False, strict=True)
 
     # Field validators (not a model validator) so that the error names the offending field;
     # fields are validated in declaration order, so the earlier ones are in ``info.data``.
@@ -299,6 +303,30 @@ class Heartbeat(_Server):
     timestamp: Timestamp = ""  # a placeholder: always derived from timestamp_ms
     timestamp_ms: TimestampMs
     active_subscriptions: int = Field(ge=0)
+    #: Only for connections with a ``status: true`` subscription (absent otherwise, so the
+    #: seed's heartbeat is unchanged): subscription id -> the newest event time among its
+    #: symbols' prices (null: none yet). A quiet market and a dead feed can then be told apart.
+    subscriptions: dict[str, int | None] | None = Field(
+        default=None, exclude_if=lambda value: value is None
+    )
+
+
+class StatusMessage(_Server):
+    """Server -> client: a symbol's liveness, at subscribe and on each change, for
+    subscriptions with ``status: true`` (docs/WEBSOCKET.md, "Liveness")."""
+
+    type: Literal["status"] = "status"
+    timestamp: Timestamp = ""  # a placeholder: always derived from timestamp_ms
+    timestamp_ms: TimestampMs
+    subscription_id: str
+    symbol: str
+    #: live: prices arrive within twice their expected interval; stale: none for longer (or
+    #: none yet); recovering: arriving again after a stale spell
+    status: Literal["live", "stale", "recovering"]
+    last_event_time_ms: int | None = Field(description="event time of its newest price")
+    expected_interval_ms: int | None = Field(description="learned time between its prices")
+    #: each provider's state as the arbitration last published it (up, degraded, down)
+    providers: dict[str, str] = Field(default_factory=dict)
 
 
 class ErrorMessage(_Server):
@@ -360,6 +388,7 @@ ServerMessage = (
     | ErrorMessage
     | ReplayComplete
     | Welcome
+    | StatusMessage
 )
 
 _CLIENT_TYPES: dict[str, type[ClientMessage]] = {

@@ -438,6 +438,14 @@ class Processor:
         )
         self._quote(st, used, key, partition, iso)
         self._health(st, provider, stats, params.stale_ms)
+        # the others: one that has gone silent while this one ticks is down now
+        for other, other_stats in st.stats.items():
+            if (
+                other != provider
+                and other_stats.last_state != "down"
+                and other_stats.silent(now, params.stale_ms)
+            ):
+                self._health(st, other, other_stats, params.stale_ms)
 
     @staticmethod
     def _learn(

@@ -68,6 +68,10 @@ WHITE_ALPHA = 0.02
 WHITE_SHARE = 0.9
 #: The least expectation a change is winsorised against (bp²).
 WHITE_FLOOR = 0.01
+#: Ticks before its interval counts for silence (``silent``), and the least silence that is a
+#: provider down (ms): a feed ticking every 50 ms is not down after a 0.1 s hiccup.
+SILENCE_AFTER_TICKS = 10
+MIN_SILENCE_MS = 1_000
 ERROR_SCALE_BPS = 10.0  # an error of 10 bp halves the accuracy factor of ``reliability``
 _TIMING_ALPHA = 0.05  # weight of one tick in gap_ms and lag_ms
 
@@ -176,10 +180,24 @@ class ProviderStats:
         promptness = 1.0 / (1.0 + (self.gap_ms + self.lag_ms) / max(stale_ms, 1))
         return accuracy * promptness
 
+    def silent(self, now_ms: int, stale_ms: int) -> bool:
+        """Silent for longer than twice its expected interval (the learned gap between its
+        ticks, once it has ticked ``SILENCE_AFTER_TICKS`` times; ``stale_ms`` before that,
+        and at most): "connected but mute" is a provider down. In event time, which the
+        symbol's other providers move on: a market where every provider is quiet is not a
+        dead provider (the gateway tells that apart by the clock, gateway/liveness.py)."""
+        if self.last_time_ms < 0:
+            return True
+        limit: float = stale_ms
+        if self.ticks >= SILENCE_AFTER_TICKS:
+            limit = min(stale_ms, max(2 * self.gap_ms, MIN_SILENCE_MS))
+        return now_ms - self.last_time_ms > limit
+
     def state(self, now_ms: int, stale_ms: int, reliability: float | None = None) -> str:
-        """ "down" when stale, "degraded" when excluded or unreliable, else "up";
-        ``reliability`` is ``self.reliability(stale_ms)`` when the caller already has it."""
-        if self.last_time_ms < 0 or now_ms - self.last_time_ms > stale_ms:
+        """ "down" when silent (``silent``), "degraded" when excluded or unreliable, else
+        "up"; ``reliability`` is ``self.reliability(stale_ms)`` when the caller already has
+        it."""
+        if self.silent(now_ms, stale_ms):
             return "down"
         if reliability is None:
             reliability = self.reliability(stale_ms)

@@ -71,6 +71,21 @@ function onPrice(p) {
   document.body.dataset.prices = String(state.prices);
 }
 
+// A symbol's liveness (docs/WEBSOCKET.md, "Liveness"): live, stale (no price for twice its
+// expected interval: a dead feed, not a quiet market) or recovering; providers marked down.
+function onStatus(st) {
+  const tr = priceRow(st.symbol);
+  tr.dataset.status = st.status;
+  const down = Object.entries(st.providers || {}).filter(([, s]) => s === "down").map(([p]) => p);
+  const badge = document.createElement("span");
+  badge.className = "pill " + st.status;
+  badge.textContent = st.status;
+  badge.title = (st.last_event_time_ms ? `last price ${hms(st.last_event_time_ms)} UTC` : "no price yet")
+    + (st.expected_interval_ms ? `, expected every ${st.expected_interval_ms} ms` : "")
+    + (down.length ? `; down: ${down.join(", ")}` : "");
+  tr.cells[0].replaceChildren(st.symbol + " ", badge);
+}
+
 // ---- candlestick chart ---------------------------------------------------------------------
 
 let chart = null;
@@ -172,7 +187,7 @@ function connect() {
     setStatus("live", "open");
     send({
       type: "subscribe", subscription_id: "prices", stream_type: "price",
-      symbols: state.symbols, interval_ms: 250, snapshot: true,
+      symbols: state.symbols, interval_ms: 250, snapshot: true, status: true,
     });
     subscribeChart(state.chartGen);
   };
@@ -182,6 +197,8 @@ function connect() {
       msg.data.forEach(onPrice);
     } else if (msg.type === "data" && msg.stream_type === "ohlcv") {
       if (msg.subscription_id === state.chartSub) msg.data.forEach((c) => onCandle(c, state.chartGen));
+    } else if (msg.type === "status") {
+      onStatus(msg);
     } else if (msg.type === "error") {
       console.warn("gateway error", msg.error_code, msg.message);
     }

@@ -58,6 +58,8 @@ def test_dashboard_shows_live_prices_and_candles(
                 page.wait_for_function("document.body.dataset.ws === 'open'", timeout=20_000)
                 # Prices appear for every symbol ...
                 page.wait_for_selector("#prices tr[data-symbol='ETH/USDT']", timeout=30_000)
+                # each symbol's liveness is shown (issue 17): the demo's feed is live
+                page.wait_for_selector("#prices tr[data-status='live'] .pill.live", timeout=30_000)
                 first = int(page.evaluate("document.body.dataset.prices"))
                 # ... and keep updating.
                 page.wait_for_function(

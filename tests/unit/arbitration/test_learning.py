@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from agents.arbitration.copies import MIN_SAMPLES, Agreement
 from agents.arbitration.reliability import PRIOR_NOISE_VAR, ProviderStats
 
@@ -51,3 +53,36 @@ def test_pairs_saved_without_the_last_time_counted_restore() -> None:
     restored = Agreement.from_list([["a\x00b", 0.75, 30.0]])
     assert restored.pairs == {"a\x00b": [0.75, 30.0, -1.0]}
     assert restored.copies() == {("a", "b")}
+
+
+def test_a_provider_silent_while_others_tick_is_down_within_twice_its_interval() -> None:
+    """Issue 17: "connected but mute". sim-alpha ticks every 250 ms, then stops while
+    sim-beta goes on; its health turns ``down`` once the event time is more than twice its
+    interval (0.5 s, at least MIN_SILENCE_MS) past its last tick, not after the 10 s of
+    staleness."""
+    from agents.arbitration.processor import Processor
+    from agents.arbitration.reliability import MIN_SILENCE_MS
+    from agents.arbitration.settings import ArbitrationSettings
+    from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
+    from schemas.codec import encode
+
+    start = 1_700_000_000_000
+    models = [
+        ProviderModel("sim-alpha", noise_bps=1.5, every_ms=250, dark_from_ms=30_000),
+        ProviderModel("sim-beta", noise_bps=3.0, every_ms=100),
+    ]
+    ticks, _ = synthetic_ticks(["BTC/USDT"], models, start, 40_000, seed=3)
+    proc = Processor(ArbitrationSettings())
+    for offset, tick in enumerate(ticks):
+        proc.process(None, encode(tick), 0, offset)
+    health = [
+        orjson.loads(value)
+        for topic, _key, value, _p, _h in proc.drain()
+        if topic == "fiml.provider.health"
+    ]
+    alpha = [h for h in health if h["provider"] == "sim-alpha"]
+    last_tick = max(t.event_time_ms for t in ticks if t.provider == "sim-alpha")
+    down = [h for h in alpha if h["state"] == "down"]
+    assert down, "sim-alpha was never reported down"
+    assert all(h["event_time_ms"] > last_tick for h in down)  # not before it went quiet
+    assert down[0]["event_time_ms"] - last_tick <= MIN_SILENCE_MS + 100  # 2 x 250 ms < 1 s
