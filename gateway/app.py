@@ -159,12 +159,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.get(
         "/prices/{symbol}",
         summary="Latest arbitrated price (with confidence and providers) of one symbol",
-        responses={404: {"description": "no price seen for this symbol yet"}},
+        responses={
+            404: {"description": "no price seen for this symbol yet"},
+            503: {"description": "the gateway is still reading its snapshot cache back"},
+        },
     )
     async def latest_price(symbol: str, principal: Principal = Depends(caller)) -> Response:
         canonical = _symbol_or_422(symbol)
         entitled(principal, StreamType.PRICE, canonical)
         payload = gateway.hub.latest(("fiml.prices", canonical, ""))
+        if payload is None and not gateway.hub.backfilled.is_set():
+            raise HTTPException(
+                503,
+                f"no price for {canonical} read back yet: the gateway started a moment ago",
+                headers={"Retry-After": "1"},
+            )
         if payload is None:
             raise HTTPException(404, f"no price for {canonical} yet")
         return Response(payload, media_type="application/json")

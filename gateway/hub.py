@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from gateway.channels import Channel, route
-from gateway.errors import SlowClientError
+from gateway.errors import RangeReadError, SlowClientError
 from gateway.history import TopicReader
 from gateway.liveness import Change, Liveness
 from gateway.metrics import Metrics
@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
 #: showed in the latency tail; an idle gateway now makes ~50 cheap fetches a second.
 FETCH_MAX_WAIT_MS = 20
 HEALTH = "fiml.provider.health"
+#: Topics whose last value per channel is a snapshot (trades and raw ticks are events).
+SNAPSHOT_TOPICS = ("fiml.prices", "fiml.quotes", "fiml.ohlcv")
+#: Records read back at a time by the snapshot back-fill.
+BACKFILL_CHUNK = 5_000
+#: How long a stopping hub waits for the back-fill to finish its chunk (seconds).
+BACKFILL_STOP_S = 15.0
 
 
 class HubState(Enum):
@@ -66,6 +72,12 @@ class Hub:
         self._state = HubState.NEW
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._backfill_task: asyncio.Task[None] | None = None
+        #: Where the live read of each partition began (the warm window's start), and where
+        #: its log began then: the snapshot back-fill reads between the two.
+        self._warm_from: dict[TopicPartition, tuple[int, int]] = {}
+        #: Set once the snapshot cache holds every channel's last value (``_backfill``).
+        self.backfilled = asyncio.Event()
         # Physical topic names are fixed at construction: FIML_TOPIC_PREFIX applies then. The
         # providers' health is read too, for the symbols' liveness (not streamed to clients).
         followed = (*settings.topics, HEALTH)
@@ -155,6 +167,7 @@ class Hub:
             raise
         self._task = asyncio.create_task(self._run(), name="fiml-gateway-hub")
         self._task.add_done_callback(self._ended)
+        self._backfill_task = asyncio.create_task(self._backfill(), name="fiml-gateway-backfill")
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if self._state is not HubState.RUNNING:
@@ -170,6 +183,14 @@ class Hub:
         if self._state is HubState.STOPPED:
             return
         self._state = HubState.STOPPED
+        if self._backfill_task is not None:
+            # it stops between chunks once the state is not RUNNING: let it close its reader
+            # (cancelled while its consumer starts or stops, aiokafka leaks connections)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._backfill_task), BACKFILL_STOP_S)
+            self._backfill_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._backfill_task
         if self._task is not None:
             self._task.cancel()
             # a loop that died (FAILED) was logged then: stopping must not raise it again
@@ -203,6 +224,7 @@ class Hub:
             end = await self._consumer.end_offsets(list(new))
             for tp in new:
                 saved[tp] = max(begin[tp], end[tp] - self._settings.warm_records)
+                self._warm_from[tp] = (begin[tp], saved[tp])
             for tp, offset in saved.items():
                 self._consumer.seek(tp, offset)
                 positions = self._positions[self._logical[tp.topic]]
@@ -214,6 +236,55 @@ class Hub:
         if complete:
             self.ready.set()
         return complete
+
+    async def _backfill(self) -> None:
+        """Fill the snapshot cache with what the warm window missed: a symbol quiet for longer
+        than the last ``warm_records`` of its partition still has a last value, and a restarted
+        gateway must know it. Each partition of the snapshot topics is read backwards in chunks
+        from the warm window's start, keeping the newest record of each channel not cached yet
+        (the live read only ever writes newer ones), until the log's start or
+        ``backfill_records`` records. Runs once, in the background; ``backfilled`` is set at
+        the end (the REST reads answer 503 rather than 404 before it)."""
+        try:
+            for logical in SNAPSHOT_TOPICS if self._settings.backfill_records > 0 else ():
+                if logical not in self._settings.topics or self._state is not HubState.RUNNING:
+                    continue
+                physical = self.physical(logical)
+                behind = [
+                    (tp.partition, begin, warm)
+                    for tp, (begin, warm) in list(self._warm_from.items())
+                    if tp.topic == physical and begin < warm
+                ]
+                if not behind:  # the warm window held it all (no reader: see BACKFILL_STOP_S)
+                    continue
+                async with self.reader(logical) as reader:
+                    for partition, begin, warm in behind:
+                        await self._read_back(reader, logical, partition, begin, warm)
+        except (KafkaError, RangeReadError) as exc:
+            log.warning("hub: the snapshot back-fill stopped: %r", exc)
+        finally:
+            self.backfilled.set()
+
+    async def _read_back(
+        self, reader: TopicReader, logical: str, partition: int, begin: int, end: int
+    ) -> None:
+        """``_backfill`` of one partition: ``[begin, end)``, newest first, at most
+        ``backfill_records`` of it."""
+        budget = self._settings.backfill_records
+        hi = end
+        while hi > begin and end - hi < budget and self._state is HubState.RUNNING:
+            lo = max(begin, hi - BACKFILL_CHUNK, end - budget)
+            chunk = [
+                m async for batch in reader.read({partition: lo}, {partition: hi}) for m in batch
+            ]
+            for msg in sorted(chunk, key=lambda m: m.offset, reverse=True):
+                try:
+                    channel, _ = route(logical, msg.value)
+                except Exception:  # the live read counts and logs bad records
+                    continue
+                self._cache.setdefault(channel, msg.value)
+            hi = lo
+            await asyncio.sleep(0)  # let the live read and the clients go first
 
     async def _partition_counts(self) -> dict[str, int]:
         # The admin client asks the broker directly; the consumer's own metadata does not learn

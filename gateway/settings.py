@@ -54,8 +54,12 @@ class GatewaySettings:
     #: others' subscriptions needs the same one (32 bytes or more). Empty: the file
     #: ``$FIML_HOME/gateway-resume.key``, made at first start (gateways on one machine share it).
     resume_secret: str = ""
-    #: Records per partition read at start-up to fill the last-value cache for snapshots.
+    #: Records per partition read at start-up to fill the last-value cache for snapshots, then
+    #: live on ...
     warm_records: int = 1_000
+    #: ... and at most this many more per partition read back behind them, in the background,
+    #: for symbols quiet for longer (a restarted gateway still has their last value).
+    backfill_records: int = 1_000_000
     #: Candles returned at most by ``GET /ohlcv/{symbol}``.
     max_candles: int = 5_000
     #: Compression is offered; each client chooses (a client that does not ask gets none).
