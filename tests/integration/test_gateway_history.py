@@ -322,3 +322,31 @@ async def test_replay_then_live_for_candles_and_raw_ticks(gw: str, feed: Feed) -
         await feed.send("fiml.ohlcv", candle("LINK/USDT", T0 + 180_000, 42.0))
         live = await recv_until(ws, is_type("data"))
         assert live["subscription_id"] == "candles" and live["data"][0]["close"] == 42.0
+
+
+async def test_a_resume_from_a_position_retention_deleted_is_refused_naming_what_is_left(
+    gw: str, feed: Feed, kafka_bootstrap: str
+) -> None:
+    """Issue 17: a position older than retention gets a typed error naming where the log now
+    starts, never a silent gap."""
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        await subscribe(
+            ws,
+            stream_type="price",
+            symbols=["ADA/USDT"],
+            mode="realtime",
+            subscription_id="resume-me",
+            snapshot=False,
+        )
+        await feed.send("fiml.prices", price("ADA/USDT", 1.0, T0))
+        last = (await collect_prices(ws, 1))[-1]
+    await feed.send("fiml.prices", *[price("ADA/USDT", 2.0 + i, T0 + 1 + i) for i in range(3)])
+    await delete_everything(kafka_bootstrap, "fiml.prices")  # what retention does
+    await feed.send("fiml.prices", price("ADA/USDT", 9.0, T0 + 9))
+    await wait_cached(gw, "ADA_USDT", 9.0)
+    async with connect(f"ws://{gw}/ws/stream") as ws:
+        ack = await resume(ws, last)
+        assert ack["type"] == "subscription_ack"  # the token is good; the records are gone
+        refused = await recv_until(ws, is_type("error"))
+        assert refused["error_code"] == "RESUME_UNAVAILABLE"
+        assert "was deleted" in refused["message"] and "log starts at" in refused["message"]
