@@ -211,6 +211,10 @@ class FimlStream:
                             yield record
                         if message.get("resume_token"):
                             position = (seq, message["resume_token"])
+            except _Dropped as exc:  # subscribe afresh at once, and say records may be missing
+                log.warning("fiml_stream: %s: %s; subscribing afresh", sub_id, exc)
+                stats.gaps += 1
+                position = None
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, _Retry) as exc:
                 delay = self._backoff.delay(attempt, self._rng)
                 if isinstance(exc, _Retry) and exc.after_s is not None:
@@ -243,6 +247,8 @@ class FimlStream:
         sent = dict(request)
         if position is not None:
             sent.update(resume_from=position[0], resume_token=position[1], snapshot=False)
+        elif stats.gaps:
+            sent["snapshot"] = True  # after a gap, start from each symbol's current value
         await ws.send(orjson.dumps(sent).decode())
         while True:
             reply = await self._recv(ws)
@@ -278,6 +284,10 @@ class FimlStream:
                 if isinstance(newest, int):
                     stats.last_event_time_ms = newest
             elif kind == "error":
+                stats.errors.append(f"{message.get('error_code')}: {message.get('message')}")
+                if message.get("subscription_id") == sub_id:
+                    # the gateway dropped it (a resume whose records retention deleted)
+                    raise _Dropped(str(message.get("message")))
                 log.warning("fiml_stream: %s", message.get("message"))
 
     async def _recv(self, ws: ClientConnection) -> dict[str, Any]:
@@ -285,6 +295,10 @@ class FimlStream:
             raw = await ws.recv()
         decoded: dict[str, Any] = orjson.loads(raw)
         return decoded
+
+
+class _Dropped(Exception):
+    """The gateway ended the subscription after acknowledging it (its catch-up failed)."""
 
 
 class _Retry(Exception):

@@ -90,3 +90,41 @@ async def test_an_unreachable_gateway_is_reported_after_the_attempts_allowed() -
     with pytest.raises(FimlStreamError, match="cannot reach the gateway") as failed:
         await anext(client.watch_prices(["BTC/USDT"]))
     assert failed.value.code == "UNREACHABLE"
+
+
+async def test_a_position_deleted_by_retention_becomes_a_counted_gap_not_a_stall(
+    settings: GatewaySettings, feed: Feed, kafka_bootstrap: str
+) -> None:
+    """The gateway acknowledges the resume, then finds the records gone and drops the
+    subscription: the client subscribes afresh (with a snapshot), counts one gap, and goes on;
+    it does not sit on a connection with nothing subscribed."""
+    from tests.integration.test_gateway_history import delete_everything
+
+    port = free_port()
+    client = FimlStream(f"ws://127.0.0.1:{port}", backoff=Backoff(0.05, 0.5), seed=2)
+    got: list[float] = []
+
+    async def consume() -> None:
+        prices = client.watch_prices(["XRP/USDT"], snapshot=False, subscription_id="xrp")
+        async for update in prices:
+            got.append(update.price)
+            if update.price >= 30.0:
+                break
+        await prices.aclose()
+
+    async with running_gateway(settings, port=port):
+        task = asyncio.create_task(consume())
+        await until(lambda: "xrp" in client.stats and client.stats["xrp"].connects, "subscribed")
+        await feed.send("fiml.prices", price("XRP/USDT", 1.0, T0 + 1))
+        await until(lambda: got == [1.0], "the first price")
+    await feed.send("fiml.prices", *[price("XRP/USDT", float(i), T0 + i) for i in range(2, 5)])
+    await delete_everything(kafka_bootstrap, "fiml.prices")  # what retention does
+    await feed.send("fiml.prices", price("XRP/USDT", 20.0, T0 + 20))
+    async with running_gateway(settings, port=port) as second:
+        await wait_cached(second, "XRP_USDT", 20.0)
+        await until(lambda: client.stats["xrp"].gaps == 1, "the gap to be counted")
+        await until(lambda: client.stats["xrp"].connects >= 2, "a fresh subscription")
+        await feed.send("fiml.prices", price("XRP/USDT", 30.0, T0 + 30))
+        await asyncio.wait_for(task, 30)
+    assert got[0] == 1.0 and got[-1] == 30.0 and 2.0 not in got  # the deleted ones never came
+    assert any("RESUME_UNAVAILABLE" in e for e in client.stats["xrp"].errors)
