@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -125,6 +126,17 @@ def _broker_guard(config: BrokerConfig) -> subprocess.Popen[bytes]:
     )
 
 
+def _in_use(host: str, port: int) -> bool:
+    """Something listens on ``host:port`` (a port in TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
@@ -153,6 +165,15 @@ class _Steps:
 def run_up(opts: UpOptions, console: Console | None = None) -> int:
     """Run the pipeline until Ctrl-C, SIGTERM or ``opts.duration``; return the exit code."""
     console = console or Console()
+    if _in_use(opts.gateway_host, opts.gateway_port):
+        # found running a second `fiml up` beside one: its gateway restarted forever on
+        # "address already in use", and it shared the first one's broker
+        console.print(
+            f"[red]error:[/] port {opts.gateway_port} on {opts.gateway_host} is in use (another "
+            "`fiml up` or gateway?): stop it, or pass --gateway-port N",
+            highlight=False,
+        )
+        return 2
     t0 = time.monotonic()
     steps = _Steps(console, opts.headless, t0)
     previous = {sig: signal.signal(sig, _raise_stop) for sig in _STOP_SIGNALS}

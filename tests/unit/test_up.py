@@ -49,3 +49,24 @@ def test_status_renders_without_data() -> None:
     line = summary_line(snap, children)
     assert "broker=up" in line and "clients=?" in line and "ingest=backoff" in line
     assert render(snap, children, "http://127.0.0.1:8000/") is not None
+
+
+def test_a_second_fiml_up_on_a_port_in_use_says_so_and_starts_nothing() -> None:
+    """Found running two `fiml up` at once: the second one's gateway restarted forever on
+    "address already in use" and shared the first one's broker. It now stops at once."""
+    import io
+    import socket
+
+    from rich.console import Console
+
+    from infra.up import run_up
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = io.StringIO()
+        code = run_up(UpOptions(gateway_port=port, headless=True), Console(file=out))
+    assert code == 2
+    assert f"port {port} on 127.0.0.1 is in use" in out.getvalue()
+    assert "--gateway-port" in out.getvalue()
