@@ -295,6 +295,7 @@ async def test_replay_then_live_for_candles_and_raw_ticks(gw: str, feed: Feed) -
             symbols=["LINK/USDT"],
             replay_from=T0,
             subscription_id="candles",
+            mode="realtime",  # what follows the replay live is not conflated: none lost
         )
         await subscribe(
             ws,
