@@ -44,16 +44,18 @@ async def collect_prices(ws: ClientConnection, want: int) -> list[dict[str, Any]
     return messages
 
 
+#: The subscription the resume tests start, then resume.
+RESUMABLE: dict[str, Any] = {
+    "stream_type": "price",
+    "symbols": ["ADA/USDT"],
+    "mode": "realtime",
+    "subscription_id": "resume-me",
+}
+
+
 async def resume(ws: ClientConnection, last: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """Resume ADA/USDT's "resume-me" from data message ``last`` (its seq and resume token)."""
-    request: dict[str, Any] = {
-        "stream_type": "price",
-        "symbols": ["ADA/USDT"],
-        "mode": "realtime",
-        "subscription_id": "resume-me",
-        "resume_from": last["seq"],
-        "resume_token": last["resume_token"],
-    }
+    """Resume ``RESUMABLE`` from data message ``last`` (its seq and resume token)."""
+    request = {**RESUMABLE, "resume_from": last["seq"], "resume_token": last["resume_token"]}
     return await subscribe(ws, **{**request, **fields})
 
 
@@ -64,14 +66,7 @@ async def test_resume_on_another_gateway_after_a_restart_fills_the_gap_exactly(
     shares the secret, after any restart: here the first gateway is gone for good, and the
     second started after it stopped. Exactly the records missed, seq continuous, then live."""
     async with running_gateway(settings) as first, connect(f"ws://{first}/ws/stream") as ws:
-        ack = await subscribe(
-            ws,
-            stream_type="price",
-            symbols=["ADA/USDT"],
-            mode="realtime",
-            subscription_id="resume-me",
-            snapshot=False,
-        )
+        ack = await subscribe(ws, **RESUMABLE, snapshot=False)
         assert ack["subscription_id"] == "resume-me" and ack["resume_token"]
         await feed.send("fiml.prices", *[price("ADA/USDT", float(i), T0 + i) for i in range(1, 6)])
         seen = await collect_prices(ws, 5)
@@ -112,14 +107,7 @@ async def test_a_resume_token_serves_only_its_subscription(gw: str, feed: Feed) 
     bound to its subscription: other symbols, another id, an altered position, a seq that is
     not the token's, or a gateway with another secret are each refused with a reason."""
     async with connect(f"ws://{gw}/ws/stream") as ws:
-        await subscribe(
-            ws,
-            stream_type="price",
-            symbols=["ADA/USDT"],
-            mode="realtime",
-            subscription_id="resume-me",
-            snapshot=False,
-        )
+        await subscribe(ws, **RESUMABLE, snapshot=False)
         await feed.send("fiml.prices", price("ADA/USDT", 1.0, T0))
         last = (await collect_prices(ws, 1))[-1]
     body, _, mac = last["resume_token"].rpartition(".")
@@ -146,14 +134,7 @@ async def test_a_gateway_with_another_secret_refuses_the_token(
     settings: GatewaySettings, gw: str, feed: Feed
 ) -> None:
     async with connect(f"ws://{gw}/ws/stream") as ws:
-        await subscribe(
-            ws,
-            stream_type="price",
-            symbols=["ADA/USDT"],
-            mode="realtime",
-            subscription_id="resume-me",
-            snapshot=False,
-        )
+        await subscribe(ws, **RESUMABLE, snapshot=False)
         await feed.send("fiml.prices", price("ADA/USDT", 1.0, T0))
         last = (await collect_prices(ws, 1))[-1]
     other = replace(settings, resume_secret="another secret, 32 bytes or more!")
@@ -331,14 +312,7 @@ async def test_a_resume_from_a_position_retention_deleted_is_refused_naming_what
     """Issue 17: a position older than retention gets a typed error naming where the log now
     starts, never a silent gap."""
     async with connect(f"ws://{gw}/ws/stream") as ws:
-        await subscribe(
-            ws,
-            stream_type="price",
-            symbols=["ADA/USDT"],
-            mode="realtime",
-            subscription_id="resume-me",
-            snapshot=False,
-        )
+        await subscribe(ws, **RESUMABLE, snapshot=False)
         await feed.send("fiml.prices", price("ADA/USDT", 1.0, T0))
         last = (await collect_prices(ws, 1))[-1]
     await feed.send("fiml.prices", *[price("ADA/USDT", 2.0 + i, T0 + 1 + i) for i in range(3)])
