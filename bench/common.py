@@ -112,3 +112,39 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 
 def report(scenario: str, metrics: dict[str, float], **extra: object) -> None:
     print(json.dumps({"scenario": scenario, "metrics": metrics, **extra}))
+
+
+async def bare_read(bootstrap: str, topic: str, partitions: int) -> int:
+    """The baseline of every history figure: a bare aiokafka consumer reading all of ``topic``
+    from the beginning to its end (manual assignment, ``read_committed``, no group), counting
+    records and doing nothing else with them. Returns the number of records read."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        client_id="fiml-bench-bare",
+    )
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        begins = await consumer.beginning_offsets(parts)
+        todo = {tp for tp in parts if begins[tp] < ends[tp]}
+        for tp in todo:
+            consumer.seek(tp, begins[tp])
+        count = 0
+        while todo:
+            batches = await consumer.getmany(*todo, timeout_ms=5000)
+            for tp, messages in batches.items():
+                count += len(messages)
+                if messages and messages[-1].offset + 1 >= ends[tp]:
+                    todo.discard(tp)
+            if not batches:
+                raise RuntimeError(f"no progress reading {topic} within 5 s")
+        return count
+    finally:
+        await consumer.stop()

@@ -4,8 +4,13 @@
 
 PriceUpdate records (event times one hour in the past, Kafka timestamps equal to them) are
 written to ``fiml.prices``; one client subscribes to every symbol with ``replay_from`` and
-``replay_to`` spanning them and reads as fast as it can until ``replay_complete``. The rate is
-records received over the time from the subscription to ``replay_complete``.
+``replay_to`` spanning them and reads as fast as it can until ``replay_complete``, once with
+JSON data messages and once with msgpack ones (``?format=msgpack``). The rate is records
+received over the time from the subscription to ``replay_complete``. The baseline, in the same
+run, interleaved: a bare aiokafka consumer reading the same topic from start to end
+(``bench.common.bare_read``), start-up included as the replay's is. Best of ``--rounds``. And
+the rate at which one Python client decodes each kind of data message (its first one, timed
+alone): the wire format's ceiling, beside what the gateway sends.
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ import argparse
 import asyncio
 import os
 import time
+import timeit
 
 import orjson
+import ormsgpack
 import websockets
 
 from bench.common import (
     MACHINE_NOTE,
+    bare_read,
     fiml,
     free_port,
     fresh_prefix,
@@ -65,27 +73,53 @@ async def fill(bootstrap: str, topic: str, symbols: list[str], n: int, start_ms:
         await producer.stop()
 
 
-async def replay(url: str, symbols: list[str], start_ms: int, end_ms: int) -> tuple[int, float]:
+def replay_request(symbols: list[str], start_ms: int, end_ms: int, **extra: object) -> bytes:
+    """The subscribe message of a bounded replay of prices, as fast as the client reads."""
+    request = {
+        "type": "subscribe",
+        "stream_type": "price",
+        "symbols": symbols,
+        "mode": "realtime",
+        "snapshot": False,
+        "replay_from": start_ms,
+        "replay_to": end_ms,
+        **extra,
+    }
+    return orjson.dumps(request)
+
+
+#: The first data message of each kind of replay, as received: what ``decode_rate`` times.
+FIRST_FRAMES: dict[str, str | bytes] = {}
+
+
+def decode_rate(frame: str | bytes) -> float:
+    """Records a second one Python client decodes from frames like ``frame`` (best of 5):
+    the wire format's own ceiling, whatever the gateway can send."""
+    decode = ormsgpack.unpackb if isinstance(frame, bytes) else orjson.loads
+    message = decode(frame)
+    count = message["count"] if "count" in message else len(message["data"])
+    best = min(timeit.repeat(lambda: decode(frame), number=50, repeat=5)) / 50
+    return float(count / best)
+
+
+async def replay(
+    url: str, symbols: list[str], start_ms: int, end_ms: int, binary: bool = False
+) -> tuple[int, float]:
+    """Records received and seconds from the subscription to ``replay_complete``; with
+    ``binary``, data messages come as msgpack frames and are decoded as such."""
+    if binary:
+        url += "?format=msgpack"
     async with websockets.connect(url, max_size=None, compression=None) as ws:
         t0 = time.perf_counter()
-        await ws.send(
-            orjson.dumps(
-                {
-                    "type": "subscribe",
-                    "stream_type": "price",
-                    "symbols": symbols,
-                    "mode": "realtime",
-                    "snapshot": False,
-                    "replay_from": start_ms,
-                    "replay_to": end_ms,
-                }
-            )
-        )
+        await ws.send(replay_request(symbols, start_ms, end_ms))
         received = 0
         while True:
-            message = orjson.loads(await asyncio.wait_for(ws.recv(), timeout=120))
+            raw = await asyncio.wait_for(ws.recv(), timeout=120)
+            if not received:
+                FIRST_FRAMES["msgpack" if binary else "json"] = raw
+            message = ormsgpack.unpackb(raw) if isinstance(raw, bytes) else orjson.loads(raw)
             if message["type"] == "data":
-                received += len(message["data"])
+                received += message["count"] if binary else len(message["data"])
             elif message["type"] == "replay_complete":
                 return received, time.perf_counter() - t0
             elif message["type"] == "error":
@@ -96,29 +130,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--symbols", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many, interleaved")
     args = parser.parse_args()
     symbols = [f"R{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(args.symbols)]
     start_ms = int(time.time() * 1000) - 3_600_000
     end_ms = start_ms + args.records * 10
+    rates: dict[str, list[float]] = {"json": [], "msgpack": [], "bare": []}
     with kafka() as bootstrap:
-        from schemas.topics import topic_name
+        from schemas.topics import TOPICS, topic_name
 
         prefix = fresh_prefix(bootstrap)
-        asyncio.run(fill(bootstrap, topic_name("fiml.prices"), symbols, args.records, start_ms))
+        topic = topic_name("fiml.prices")
+        asyncio.run(fill(bootstrap, topic, symbols, args.records, start_ms))
         port = free_port()
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, FIML_TOPIC_PREFIX=prefix)
         gateway = spawn(fiml("gateway", "--port", str(port), "--no-deflate"), env)
+        url = f"ws://127.0.0.1:{port}/ws/stream"
         try:
             wait_http(f"http://127.0.0.1:{port}/health")
-            received, seconds = asyncio.run(
-                replay(f"ws://127.0.0.1:{port}/ws/stream", symbols, start_ms, end_ms)
-            )
+            for _ in range(args.rounds):
+                t0 = time.perf_counter()
+                bare = asyncio.run(bare_read(bootstrap, topic, TOPICS["fiml.prices"].partitions))
+                rates["bare"].append(bare / (time.perf_counter() - t0))
+                for wire in ("json", "msgpack"):
+                    got, seconds = asyncio.run(
+                        replay(url, symbols, start_ms, end_ms, binary=wire == "msgpack")
+                    )
+                    if got != args.records:
+                        raise SystemExit(f"replay returned {got} records, expected {args.records}")
+                    rates[wire].append(got / seconds)
         finally:
             stop(gateway)
-    if received != args.records:
-        raise SystemExit(f"replay returned {received} records, expected {args.records}")
+    best = {wire: max(values) for wire, values in rates.items()}
     report(
-        "replay", {"replay_records_per_s": received / seconds}, records=received, note=MACHINE_NOTE
+        "replay",
+        {
+            "replay_records_per_s": best["json"],
+            "replay_msgpack_records_per_s": best["msgpack"],
+            "replay_bare_records_per_s": best["bare"],
+            "replay_ratio": best["json"] / best["bare"],
+            "replay_msgpack_ratio": best["msgpack"] / best["bare"],
+            "decode_json_records_per_s": decode_rate(FIRST_FRAMES["json"]),
+            "decode_msgpack_records_per_s": decode_rate(FIRST_FRAMES["msgpack"]),
+        },
+        records=args.records,
+        note=MACHINE_NOTE,
     )
 
 

@@ -36,14 +36,21 @@ SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
         ["--rates", "500,1000,2500,5000,7500,10000", "--duration", "20"],
     ),
     "fanout": (["--quick"], []),
-    "replay": (["--records", "30000"], ["--records", "200000"]),
+    # enough records that the consumers' start-up (about 0.1 s) is not the figure
+    "replay": (["--records", "200000", "--rounds", "2"], ["--records", "1000000"]),
+    "replay_live": (["--phase", "5", "--rounds", "2"], ["--phase", "15", "--rounds", "3"]),
+    "ohlcv": (
+        ["--symbols", "10", "--days", "1,7", "--requests", "20"],
+        ["--symbols", "50", "--days", "1,7", "--requests", "30"],
+    ),
     "startup": ([], []),
     "quality": ([], []),
 }
 
 # The 1,000-client fan-out phase spends most of its time opening and closing connections: quick
-# mode runs it twice (still a median of several runs) to stay within five minutes.
-QUICK_RUNS = {"fanout": 2, "quality": 1}  # quality is deterministic: one run says it all
+# mode runs it twice (still a median of several runs) to stay within five minutes; so does the
+# candle index's (about a minute a run). Quality is deterministic: one run says it all.
+QUICK_RUNS = {"fanout": 2, "quality": 1, "ohlcv": 2}
 
 QUALITY_SCENARIOS = tuple(s.name for s in quality_scenarios())
 
@@ -76,7 +83,46 @@ ROWS: list[tuple[str, str, str | None, str]] = [
     ("Fan-out, 1,000 clients", "fanout_1000_updates_per_s", "bare_1000_msgs_per_s", "updates/s"),
     ("Idle connection, deflate off", "idle_kib_per_conn_plain", None, "KiB"),
     ("Idle connection, deflate on", "idle_kib_per_conn_deflate", None, "KiB"),
-    ("Replay to one client", "replay_records_per_s", None, "records/s"),
+    (
+        "Replay to one client (JSON) vs a bare aiokafka consumer",
+        "replay_records_per_s",
+        "replay_bare_records_per_s",
+        "records/s",
+    ),
+    (
+        "Replay to one client (msgpack frames) vs a bare aiokafka consumer",
+        "replay_msgpack_records_per_s",
+        "replay_bare_records_per_s",
+        "records/s",
+    ),
+    (
+        "Client decoding, msgpack vs JSON data messages",
+        "decode_msgpack_records_per_s",
+        "decode_json_records_per_s",
+        "records/s",
+    ),
+    (
+        "Live p99 while 4 replays run vs without",
+        "live_p99_ms_replaying",
+        "live_p99_ms_quiet",
+        "ms",
+    ),
+    ("Replays' total rate beside live clients", "replays_records_per_s", None, "records/s"),
+    ("Replay fairness, slowest / fastest of 4", "replay_fairness_min_over_max", None, ""),
+    (
+        "GET /ohlcv, a day of 1m candles, 1 day of history: index vs scan",
+        "ohlcv_index_1d_ms",
+        "ohlcv_scan_1d_ms",
+        "ms",
+    ),
+    (
+        "GET /ohlcv, a day of 1m candles, 7 days of history: index vs scan",
+        "ohlcv_index_7d_ms",
+        "ohlcv_scan_7d_ms",
+        "ms",
+    ),
+    ("Candle index build", "ohlcv_index_build_records_per_s", None, "records/s"),
+    ("Candle index per symbol-day, 1m", "ohlcv_index_kib_per_symbol_day", None, "KiB"),
     ("`fiml up` to first price (warm)", "startup_to_first_price_s", None, "s"),
     *[
         (

@@ -10,6 +10,7 @@ Run a gateway (``make demo``), then::
 
     python examples/websocket_streaming.py                       # the menu: 1-4 or all
     python examples/websocket_streaming.py --example all --updates 5 --url ws://localhost:8000
+    python examples/websocket_streaming.py --example all --binary   # msgpack data frames
 
 Every key read here is one of the seed's (docs/WEBSOCKET.md, "Data items"); example 3 uses
 the Python client ``fiml_stream``, which reconnects and resumes so that a reconnect misses
@@ -23,12 +24,29 @@ import asyncio
 import contextlib
 import json
 from datetime import datetime
+from typing import Any
 
+import ormsgpack
 import websockets
 
-from fiml_stream import FimlStream
+from fiml_stream import FimlStream, records_of
 
 URL = "ws://localhost:8000"
+
+#: ``--binary``: data messages as msgpack binary frames (docs/WEBSOCKET.md, "Binary frames");
+#: every other message stays JSON text.
+BINARY = False
+
+
+def wire(uri: str) -> str:
+    """``uri``, asking for binary data frames when ``--binary`` was given."""
+    return f"{uri}?format=msgpack" if BINARY else uri
+
+
+def decode(raw: str | bytes) -> dict[str, Any]:
+    """A message: a binary frame is a msgpack data message, a text frame JSON."""
+    message: dict[str, Any] = ormsgpack.unpackb(raw) if isinstance(raw, bytes) else json.loads(raw)
+    return message
 
 
 def when(iso: str) -> datetime:
@@ -40,18 +58,18 @@ async def stream_prices_simple(base: str, updates: int) -> None:
     """Simple example: the prices of three symbols on the ``/ws/prices/{symbols}`` shortcut."""
     print("=== Simple Price Streaming ===\n")
     uri = f"{base}/ws/prices/AAPL,GOOGL,MSFT"
-    async with websockets.connect(uri) as websocket:
+    async with websockets.connect(wire(uri)) as websocket:
         print(f"Connected to {uri}")
-        ack = json.loads(await websocket.recv())
+        ack = decode(await websocket.recv())
         print(
             f"Subscribed: {ack['subscription_id']} {ack['symbols']} every {ack['interval_ms']} ms\n"
         )
         count = 0
         while count < updates:
-            data = json.loads(await websocket.recv())
+            data = decode(await websocket.recv())
             if data["type"] == "data":
                 count += 1
-                for update in data["data"]:
+                for update in records_of(data):
                     print(
                         f"[{update['timestamp']}] {update['symbol']}: "
                         f"${update['price']:.2f} ({update['change_percent']:+.2f}%) "
@@ -65,7 +83,7 @@ async def stream_with_full_control(base: str, updates: int) -> None:
     """Advanced example: two streams on one connection, each request answered by its ack."""
     print("\n=== Advanced Streaming with Full Control ===\n")
     uri = f"{base}/ws/stream"
-    async with websockets.connect(uri) as websocket:
+    async with websockets.connect(wire(uri)) as websocket:
         print(f"Connected to {uri}")
         await websocket.send(
             json.dumps(
@@ -80,7 +98,7 @@ async def stream_with_full_control(base: str, updates: int) -> None:
                 }
             )
         )
-        ack1 = json.loads(await websocket.recv())
+        ack1 = decode(await websocket.recv())
         print(f"Equity subscription created: {ack1['subscription_id']}")
         await websocket.send(
             json.dumps(
@@ -95,16 +113,16 @@ async def stream_with_full_control(base: str, updates: int) -> None:
                 }
             )
         )
-        ack2 = json.loads(await websocket.recv())
+        ack2 = decode(await websocket.recv())
         print(f"Crypto subscription created: {ack2['subscription_id']}\n")
 
         print("Receiving updates from multiple streams:\n")
         count = 0
         while count < updates:
-            data = json.loads(await websocket.recv())
+            data = decode(await websocket.recv())
             if data["type"] == "data":
                 count += 1
-                for update in data["data"]:
+                for update in records_of(data):
                     if data["stream_type"] == "price":
                         print(
                             f"PRICE: {update['symbol']} = ${update['price']:.2f} "
@@ -128,9 +146,9 @@ async def stream_with_full_control(base: str, updates: int) -> None:
             json.dumps({"type": "unsubscribe", "stream_type": "price", "symbols": None})
         )  # every price subscription
         # Data the server sent before it read the request may still be on its way: skip it.
-        unsub_ack = json.loads(await websocket.recv())
+        unsub_ack = decode(await websocket.recv())
         while unsub_ack["type"] == "data":
-            unsub_ack = json.loads(await websocket.recv())
+            unsub_ack = decode(await websocket.recv())
         print(f"Unsubscribed: {unsub_ack['type']} {unsub_ack['subscription_id']}")
 
 
@@ -138,7 +156,7 @@ async def stream_with_error_handling(base: str, updates: int) -> None:
     """Robust example: ``fiml_stream`` reconnects with backoff and jitter, and resumes from
     the last message received, on this gateway or another (docs/CLIENT.md)."""
     print("\n=== Streaming with Auto-Reconnection ===\n")
-    client = FimlStream(base)
+    client = FimlStream(base, binary=BINARY)
     prices = client.watch_prices(["AAPL", "GOOGL"], mode="conflated", interval_ms=1000)
     count = 0
     async for update in prices:
@@ -160,7 +178,7 @@ async def monitor_multiple_assets(base: str, updates: int) -> None:
         "Tech Stocks": ["AAPL", "GOOGL", "MSFT", "NVDA"],
         "Crypto": ["BTC/USDT", "ETH/USDT"],
     }
-    async with websockets.connect(f"{base}/ws/stream") as websocket:
+    async with websockets.connect(wire(f"{base}/ws/stream")) as websocket:
         print("Starting portfolio monitor...\n")
         for group, asset_type, market in (
             ("Tech Stocks", "equity", "US"),
@@ -179,17 +197,17 @@ async def monitor_multiple_assets(base: str, updates: int) -> None:
                     }
                 )
             )
-            ack = json.loads(await websocket.recv())
+            ack = decode(await websocket.recv())
             print(f"Monitoring {group.lower()}: {ack['symbols']}")
         print()
         prices: dict[str, float] = {}
         count = 0
         while count < updates:
-            data = json.loads(await websocket.recv())
+            data = decode(await websocket.recv())
             if data["type"] != "data":
                 continue
             count += 1
-            for update in data["data"]:
+            for update in records_of(data):
                 prices[update["symbol"]] = update["price"]
                 mark = "+" if update["change_percent"] >= 0 else "-"
                 volume = "" if update["volume"] is None else f" vol {update['volume']:.2f}"
@@ -220,7 +238,10 @@ def main() -> None:
     parser.add_argument("--url", default=URL, help="gateway base URL (default %(default)s)")
     parser.add_argument("--example", choices=[*EXAMPLES, "all"], help="skip the menu")
     parser.add_argument("--updates", type=int, default=20, help="data messages per example")
+    parser.add_argument("--binary", action="store_true", help="msgpack data frames")
     args = parser.parse_args()
+    global BINARY
+    BINARY = args.binary
     print("=" * 60 + "\nFIML Stream WebSocket Streaming Examples\n" + "=" * 60)
     print("\nMake sure the gateway is running: make demo\n")
     choice = args.example

@@ -15,6 +15,9 @@ record missed arrives, in order, then live data. Only when a resume is impossibl
 position was deleted by retention, the topics were rebuilt) does it subscribe afresh, with a
 snapshot, and count a gap (``stats.gaps``) so that the caller knows.
 
+``binary=True`` asks the gateway for msgpack data frames (docs/WEBSOCKET.md, "Binary frames"):
+the same records, cheaper to send and to decode. ``replay`` reads a bounded range of history.
+
 What it needs of the protocol is documented there; it uses nothing else.
 """
 
@@ -30,13 +33,15 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import orjson
+import ormsgpack
 from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from schemas.codec import columns_of
 from schemas.records import OHLCVUpdate, PriceUpdate, QuoteUpdate, TradeUpdate
 
-__all__ = ["Backoff", "FimlStream", "FimlStreamError", "Stats"]
+__all__ = ["Backoff", "FimlStream", "FimlStreamError", "Stats", "records_of"]
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +104,15 @@ class FimlStream:
         stale_after_s: float = 2.5 * HEARTBEAT_S,
         max_attempts: int | None = None,
         seed: int | None = None,
+        binary: bool = False,
     ) -> None:
         """``token``: an API key or a JWT, where the gateway wants one. ``max_attempts``:
         failed connections in a row before giving up (``FimlStreamError`` ``UNREACHABLE``;
-        None: never). ``seed`` makes the jitter repeatable (tests)."""
+        None: never). ``seed`` makes the jitter repeatable (tests). ``binary``: data messages
+        as msgpack binary frames."""
         self._url = url.rstrip("/").replace("http", "ws", 1) + "/ws/stream"
+        if binary:
+            self._url += "?format=msgpack"
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._backoff = backoff
         self._stale_after_s = stale_after_s
@@ -148,6 +157,84 @@ class FimlStream:
     ) -> AsyncGenerator[M, None]:
         async for record in records:
             yield model.model_validate(record)
+
+    # --- history ----------------------------------------------------------------------------
+
+    async def replay(
+        self,
+        stream_type: str,
+        symbols: list[str],
+        start_ms: int,
+        end_ms: int,
+        *,
+        params: Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The records of ``symbols`` with ``start_ms <= event_time_ms < end_ms``, in event
+        order per symbol, as fast as the gateway sends them; ends after the last one.
+
+        A bounded replay has no resume token: a dropped connection is an error, not retried
+        (replay the rest from the last record's ``event_time_ms``).
+
+        Raises:
+            FimlStreamError: the replay is refused (``REPLAY_ERROR``, ``RATE_LIMITED``,
+                ``FORBIDDEN``...) or the connection drops (``DISCONNECTED``).
+        """
+        async for message in self._replay(stream_type, symbols, start_ms, end_ms, params):
+            for record in records_of(message):
+                yield record
+
+    async def replay_columns(
+        self,
+        stream_type: str,
+        symbols: list[str],
+        start_ms: int,
+        end_ms: int,
+        *,
+        params: Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[dict[str, list[Any]], None]:
+        """``replay`` as batches of columns (key -> one value per record), the form analytics
+        wants (``pandas.DataFrame(batch)``). With ``binary=True`` they are the frames' own
+        columns, never turned into records: the fastest way to read history."""
+        async for message in self._replay(stream_type, symbols, start_ms, end_ms, params):
+            columns = message.get("columns")
+            yield columns if isinstance(columns, dict) else columns_of(message["data"], None)
+
+    async def _replay(
+        self,
+        stream_type: str,
+        symbols: list[str],
+        start_ms: int,
+        end_ms: int,
+        params: Mapping[str, Any] | None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The data messages of a bounded replay, until ``replay_complete``."""
+        request = {
+            "type": "subscribe",
+            "stream_type": stream_type,
+            "symbols": symbols,
+            "mode": "realtime",
+            "snapshot": False,
+            "replay_from": start_ms,
+            "replay_to": end_ms,
+            "subscription_id": f"fiml-replay-{uuid.uuid4().hex}",
+            "params": dict(params or {}),
+        }
+        try:
+            async with connect(self._url, additional_headers=self._headers, max_size=2**24) as ws:
+                await ws.send(orjson.dumps(request).decode())
+                while True:
+                    message = await self._recv(ws)
+                    kind = message.get("type")
+                    if kind == "data":
+                        yield message
+                    elif kind == "replay_complete":
+                        return
+                    elif kind == "error":
+                        raise FimlStreamError(
+                            str(message.get("error_code")), str(message.get("message"))
+                        )
+        except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+            raise FimlStreamError("DISCONNECTED", f"replay interrupted: {exc!r}") from None
 
     # --- any stream ---------------------------------------------------------------------------
 
@@ -206,7 +293,7 @@ class FimlStream:
                         if seq != stats.last_seq + 1 and stats.last_seq:
                             stats.gaps += 1  # never expected: the gateway numbers each one
                         stats.last_seq = seq
-                        for record in message["data"]:
+                        for record in records_of(message):
                             stats.records += 1
                             yield record
                         if message.get("resume_token"):
@@ -293,8 +380,22 @@ class FimlStream:
     async def _recv(self, ws: ClientConnection) -> dict[str, Any]:
         async with asyncio.timeout(self._stale_after_s):
             raw = await ws.recv()
-        decoded: dict[str, Any] = orjson.loads(raw)
+        # binary frames are msgpack data messages; everything else is JSON text
+        decoded: dict[str, Any] = (
+            ormsgpack.unpackb(raw) if isinstance(raw, bytes) else orjson.loads(raw)
+        )
         return decoded
+
+
+def records_of(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of a data message: its ``data``, or, from a binary (msgpack) frame, its
+    ``columns`` turned back into one dict per record."""
+    columns = message.get("columns")
+    if not isinstance(columns, dict):
+        data: list[dict[str, Any]] = message["data"]
+        return data
+    keys = list(columns)
+    return [dict(zip(keys, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
 class _Dropped(Exception):

@@ -6,6 +6,7 @@ assigned) in the app's lifespan, so tests and ``fiml up`` run it under any ASGI 
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -35,14 +36,25 @@ _PLACEHOLDER = (
 )
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
-    """The gateway as an ASGI app; ``settings`` defaults to ``GatewaySettings.from_env()``."""
+def create_app(settings: GatewaySettings | None = None, freeze_gc: bool = False) -> FastAPI:
+    """The gateway as an ASGI app; ``settings`` defaults to ``GatewaySettings.from_env()``.
+
+    ``freeze_gc`` (a process that runs only this gateway, as ``fiml gateway``): once started,
+    move everything start-up made (modules, models, the warm caches) out of the collector's
+    reach. It lives as long as the process, and every full collection walked it: 25-35 ms of
+    stalled event loop, twice a second while a replay made records (docs/PERFORMANCE.md,
+    "Replay"). Not for a process that starts many gateways (tests): what is frozen is never
+    collected.
+    """
     settings = settings or GatewaySettings.from_env()
     gateway = Gateway(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -130,6 +142,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             "connections": len(gateway.connections),
             "lag": hub.lag(),
         }
+        if gateway.candles is not None:  # GET /ohlcv's index: 503s while it is "building"
+            body["candle_index"] = gateway.candles.health()
         if hub.state is HubState.FAILED:
             body |= {"status": "down", "reason": hub.failure}
             return JSONResponse(body, status_code=503)
@@ -183,16 +197,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="Candles of one symbol from the retained topic",
         description=(
             "The latest revision of each candle whose window starts in [start, end), oldest "
-            "first: the newest `max_candles` (5,000 by default) of them. `truncated: true` says "
-            "that older ones were left out; `end=next_end` asks for them. A range is at most 366 "
-            "days."
+            "first: the newest `limit` (default and at most `max_candles`, 5,000 by default) of "
+            "them. `truncated: true` says that older ones were left out; `end=next_end` asks "
+            "for them. A range is at most 366 days."
         ),
         responses={
             422: {
                 "description": "unknown symbol, or a bad range: a bound outside 1970..9999 "
-                "(0..253402300799999), end <= start, or longer than 366 days"
+                "(0..253402300799999), end <= start, or longer than 366 days; or a limit "
+                "outside 1..max_candles"
             },
-            503: {"description": "the broker or the topic cannot be read now"},
+            503: {
+                "description": "the broker or the topic cannot be read now; or, with "
+                "Retry-After, the gateway's candle index has not read that far yet"
+            },
         },
     )
     async def candles(
@@ -204,13 +222,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         end: Annotated[
             int | None, Query(ge=0, description="epoch ms, exclusive; default now")
         ] = None,
+        # The upper bound (max_candles) is checked by gateway.rest.candle_limit (422).
+        limit: Annotated[
+            int | None, Query(ge=1, description="at most this many candles; default max_candles")
+        ] = None,
         principal: Principal = Depends(caller),
-    ) -> dict[str, Any]:
+    ) -> Response:
         canonical = _symbol_or_422(symbol)
         entitled(principal, StreamType.OHLCV, canonical)
-        from gateway.rest import read_candles
+        from gateway.rest import answer_candles
 
-        return await read_candles(gateway, canonical, interval, start, end)
+        return await answer_candles(gateway, canonical, interval, start, end, limit)
 
     from gateway.dashboard import mount_dashboard
 

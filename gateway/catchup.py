@@ -2,10 +2,12 @@
 
 Both read ``[starts, ends)`` of the subscription's topic with a short-lived consumer, keep the
 records of the subscription's channels, and send them in batches (``catchup_batch`` records a
-data message, numbered like any other) through the connection's outbox, waiting for room, so a
-slow client slows only its own catch-up. ``ends`` is the hub's position when the subscription
-was attached: the hub holds (bounded) every live record from there on until the catch-up is
-done, so the hand-over has no gap and no duplicate.
+data message, numbered like any other; JSON, or msgpack on a binary connection) through the
+connection's outbox, waiting for room, so a slow client slows only its own catch-up. Every
+catch-up of the gateway shares one replay budget of loop time (gateway/budget.py), so live
+messages go out between two slices of replay and many replays take turns. ``ends`` is the
+hub's position when the subscription was attached: the hub holds (bounded) every live record
+from there on until the catch-up is done, so the hand-over has no gap and no duplicate.
 
 Replay ranges are on each record's own ``event_time_ms``: ``replay_from <= event_time_ms <
 replay_to``. The Kafka record timestamp only finds where to start and stop reading
@@ -19,10 +21,10 @@ replay whose start was deleted by retention is refused (REPLAY_ERROR), not short
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from gateway.channels import route
-from gateway.connection import now_ms
+from gateway.channels import parse_slice, route_parsed
+from gateway.connection import Connection, now_ms
 from gateway.errors import RangeReadError, SlowClientError
 from gateway.subscription import Subscription
 from schemas.codec import encode
@@ -75,46 +77,44 @@ async def catch_up(
                 end = await reader.offsets_at(hi_ms + margin)
             else:  # pragma: no cover - every caller gives one or the other
                 end = await reader.end_offsets()
-            cur = [begin.get(p, 0) for p in range(max([*begin, *end, -1]) + 1)]
-            wanted = set(sub.spec.channels)
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
-            first_ts: int | None = None
-            batch: list[bytes] = []
-
-            async def flush() -> None:
-                if batch:
-                    frame = conn.frame_for(sub, batch, tuple(cur))
-                    await conn.put_wait(frame, len(batch))
-                    batch.clear()
-
-            async for messages in reader.read(begin, end):
-                for m in messages:
-                    cur[m.partition] = m.offset + 1
-                    try:
-                        channel, record = route(sub.spec.topic, m.value)
-                    except DecodeError:
-                        continue  # the hub logs and counts these; replay skips them the same
-                    event_ms = record.get("event_time_ms")
-                    if not isinstance(event_ms, int):
-                        event_ms = m.timestamp
-                    if lo_ms is not None and (
-                        event_ms < lo_ms or (hi_ms is not None and event_ms >= hi_ms)
-                    ):
-                        continue
-                    if channel not in wanted:
-                        continue
-                    if speed is not None:
-                        first_ts = event_ms if first_ts is None else first_ts
-                        delay = t0 + (event_ms - first_ts) / 1000 / speed - loop.time()
-                        if delay > 0:
-                            await flush()
-                            await asyncio.sleep(delay)  # pacing, not synchronisation
-                    batch.append(m.value)
-                    sent += 1
-                    if len(batch) >= settings.catchup_batch:
-                        await flush()
-            await flush()
+            cut = _Cut(
+                sub=sub,
+                conn=conn,
+                cur=[begin.get(p, 0) for p in range(max([*begin, *end, -1]) + 1)],
+                lo_ms=lo_ms,
+                hi_ms=hi_ms,
+                speed=speed,
+                size=settings.catchup_batch,
+                # The format at subscribe, for the whole catch-up: a ``hello`` switching
+                # formats meanwhile applies to live data after it, never to half a replay.
+                binary=conn.binary,
+            )
+            budget = session.replay_budget
+            fetches = aiter(reader.read(begin, end))
+            fetch: list[Any] = []
+            records: list[Any] = []
+            at = 0  # the next record of ``fetch`` to look at
+            more = True
+            while more:
+                # One turn: the next fetch if this one is done, then up to a frame's worth of
+                # its records. Turns are the replay budget's: one replay at a time, one turn
+                # per pass of the event loop, so live messages go out between two turns.
+                async with budget.turn():
+                    if at == len(fetch):
+                        fetch = await anext(fetches, [])
+                        records = parse_slice([m.value for m in fetch])
+                        at, more = 0, bool(fetch)
+                    if more:
+                        at, delay = cut.take(fetch, records, at)
+                    else:
+                        cut.frame()
+                        delay = 0.0
+                for frame, count in cut.ready:
+                    await conn.put_wait(frame, count, cut.binary)
+                cut.ready.clear()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # pacing, not synchronisation
+            sent = cut.sent
         if request is not None:
             done = ReplayComplete(timestamp_ms=now_ms(), subscription_id=sub.id, records=sent)
             await conn.put_wait(encode(done), 0)
@@ -127,6 +127,86 @@ async def catch_up(
         return
     sub.held = False
     conn.wake()
+
+
+class _Cut:
+    """What a catch-up keeps of the records it reads, and the data messages it makes of them
+    (``ready``, to be queued by the caller outside the budget's turn)."""
+
+    def __init__(
+        self,
+        sub: Subscription,
+        conn: Connection,
+        cur: list[int],
+        lo_ms: int | None,
+        hi_ms: int | None,
+        speed: float | None,
+        size: int,
+        binary: bool,
+    ) -> None:
+        self.sub, self.conn, self.binary, self.size = sub, conn, binary, size
+        self.cur = cur  # per partition, the offset after the last record looked at
+        self.lo_ms, self.hi_ms, self.speed = lo_ms, hi_ms, speed
+        self.wanted = set(sub.spec.channels)
+        self.sent = 0
+        self.ready: list[tuple[bytes, int]] = []  # (data message, records in it)
+        self._batch: list[bytes] = []
+        self._parsed: list[Any] = []  # the same records, parsed (what a msgpack frame packs)
+        self._clock = asyncio.get_running_loop().time
+        self._started = self._clock()
+        self._first_ms: int | None = None
+
+    def take(self, fetch: list[Any], records: list[Any], at: int) -> tuple[int, float]:
+        """Look at ``fetch[at:]`` (``records``: the same, parsed) until a data message is
+        full, or a paced replay must wait before the next record. Returns where it stopped and
+        how long to wait (0: none)."""
+        topic = self.sub.spec.topic
+        stop = len(fetch)
+        while at < stop:
+            m, record = fetch[at], records[at]
+            try:
+                channel = route_parsed(topic, record)
+            except DecodeError:
+                channel = None  # the hub logs and counts these; replay skips them too
+            if channel is not None and channel in self.wanted:
+                event_ms = record.get("event_time_ms")
+                if not isinstance(event_ms, int):
+                    event_ms = m.timestamp
+                if self.lo_ms is None or (
+                    self.lo_ms <= event_ms and (self.hi_ms is None or event_ms < self.hi_ms)
+                ):
+                    delay = self._pace(event_ms)
+                    if delay > 0:
+                        self.frame()
+                        return at, delay  # this record again after the wait
+                    self._batch.append(m.value)
+                    if self.binary:
+                        self._parsed.append(record)
+                    self.sent += 1
+            self.cur[m.partition] = m.offset + 1
+            at += 1
+            if len(self._batch) >= self.size:
+                self.frame()
+                break
+        return at, 0.0
+
+    def _pace(self, event_ms: int) -> float:
+        if self.speed is None:
+            return 0.0
+        if self._first_ms is None:
+            self._first_ms = event_ms
+        due = self._started + (event_ms - self._first_ms) / 1000 / self.speed
+        return due - self._clock()
+
+    def frame(self) -> None:
+        """The records kept so far as one data message, with the position after them."""
+        if self._batch:
+            frame = self.conn.frame_for(
+                self.sub, self._batch, tuple(self.cur), self._parsed, self.binary
+            )
+            self.ready.append((frame, len(self._batch)))
+            self._batch = []
+            self._parsed = []
 
 
 def _check_retained(topic: str, late: dict[int, int]) -> None:

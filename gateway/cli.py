@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         if heartbeat is not None:
             overrides["heartbeat_s"] = heartbeat
         settings = GatewaySettings.from_env(**overrides)
-        app = create_app(settings)
+        app = create_app(settings, freeze_gc=True)
         gw = app.state.gateway
         if gw.anonymous:
             typer.echo(f"fiml gateway: anonymous clients are allowed (listening on {host}).")

@@ -23,12 +23,13 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
+from gateway.channels import record_keys
 from gateway.errors import CLOSE_SLOW_CLIENT, SlowClientError
 from gateway.liveness import Liveness
 from gateway.metrics import Metrics
 from gateway.settings import GatewaySettings
 from gateway.subscription import Positions, Subscription
-from schemas.codec import data_frame, encode
+from schemas.codec import columns_of, data_frame, data_frame_msgpack, encode, parse_many
 from schemas.protocol import Heartbeat
 
 __all__ = ["Connection", "now_ms"]
@@ -57,6 +58,7 @@ class Connection:
         "_stopped",
         "_waiter",
         "_writer",
+        "binary",
         "failed",
         "id",
         "next_beat",
@@ -77,6 +79,8 @@ class Connection:
         self.id = uuid.uuid4().hex
         self.websocket = websocket
         self.subs: dict[str, Subscription] = {}
+        #: Data messages as msgpack binary frames (negotiated: ``?format=msgpack`` or ``hello``)
+        self.binary = False
         self.failed: BaseException | None = None
         #: Monotonic time the current send started, or None when not sending (watchdog).
         self.sending_since: float | None = None
@@ -88,7 +92,9 @@ class Connection:
         self._on_fail = on_fail
         self._abort = abort
         # Created when first needed: an idle connection holds none of these.
-        self._outbox: list[tuple[bytes, int]] = []
+        # (frame, updates it carries, sent as a binary frame); the format is the frame's own,
+        # fixed when it was made: a ``hello`` that switches formats leaves queued ones as they are
+        self._outbox: list[tuple[bytes, int, bool]] = []
         self._outbox_bytes = 0  # held in the outbox: at most max_queued_bytes
         self._space: asyncio.Event | None = None  # only while a catch-up waits for room
         self._waiter: asyncio.Future[None] | None = None  # only while the writer sleeps
@@ -139,7 +145,7 @@ class Connection:
             self._writer.cancel()
         self._closer = asyncio.create_task(self._close_slow(), name=f"close-{self.id}")
 
-    def put(self, frame: bytes, updates: int = 0) -> None:
+    def put(self, frame: bytes, updates: int = 0, binary: bool = False) -> None:
         """Queue a control frame (ack, error, heartbeat, snapshot); fails the connection if the
         outbox is full, since a client that does not read its acks is not reading at all."""
         if self.failed is not None:
@@ -150,11 +156,11 @@ class Connection:
         if self._outbox_bytes + len(frame) > self._settings.max_queued_bytes:
             self.fail(SlowClientError(f"{self._outbox_bytes:,} bytes waiting"))
             return
-        self._outbox.append((frame, updates))
+        self._outbox.append((frame, updates, binary))
         self._outbox_bytes += len(frame)
         self.wake()
 
-    async def put_wait(self, frame: bytes, updates: int) -> None:
+    async def put_wait(self, frame: bytes, updates: int, binary: bool = False) -> None:
         """Queue a catch-up frame, waiting for room (replay and resume pace to the client).
 
         Raises:
@@ -172,7 +178,7 @@ class Connection:
             await self._space.wait()
         if self.failed is not None:
             raise SlowClientError("connection failed")
-        self._outbox.append((frame, updates))
+        self._outbox.append((frame, updates, binary))
         self._outbox_bytes += len(frame)
         self.wake()
 
@@ -209,10 +215,13 @@ class Connection:
 
     # --- the writer -----------------------------------------------------------------------
 
-    async def _send(self, frame: bytes, updates: int = 0) -> None:
+    async def _send(self, frame: bytes, updates: int = 0, binary: bool = False) -> None:
         loop = asyncio.get_running_loop()
         self.sending_since = loop.time()
-        await self.websocket.send_text(frame.decode())
+        if binary:
+            await self.websocket.send_bytes(frame)
+        else:
+            await self.websocket.send_text(frame.decode())
         self.sending_since = None
         m = self._metrics
         m.messages_sent += 1
@@ -247,10 +256,10 @@ class Connection:
                         self._waiter = None
                     continue
                 while outbox:
-                    frame, updates = outbox.pop(0)
+                    frame, updates, binary = outbox.pop(0)
                     self._outbox_bytes -= len(frame)
                     self._free_space()
-                    await self._send(frame, updates)
+                    await self._send(frame, updates, binary)
                 for sub in due:
                     await self._flush(sub, loop.time())
         except asyncio.CancelledError:
@@ -268,8 +277,9 @@ class Connection:
         if not items:
             return
         self.collect(sub)
+        binary = self.binary
         frame = self.frame_for(sub, items, self._positions(sub.spec.topic))
-        await self._send(frame, updates=len(items))
+        await self._send(frame, len(items), binary)
 
     def collect(self, sub: Subscription) -> None:
         """Add ``sub``'s drop and conflation counts to the metrics."""
@@ -277,12 +287,26 @@ class Connection:
         self._metrics.updates_dropped += dropped
         self._metrics.conflations += conflations
 
-    def frame_for(self, sub: Subscription, items: list[bytes], positions: Positions) -> bytes:
+    def frame_for(
+        self,
+        sub: Subscription,
+        items: list[bytes],
+        positions: Positions,
+        parsed: list[Any] | None = None,
+        binary: bool | None = None,
+    ) -> bytes:
         """A data message of ``sub`` with the next seq and the resume token of ``positions``,
-        where the topic stood once ``items`` were taken."""
+        where the topic stood once ``items`` were taken: JSON with ``items`` spliced in, or
+        msgpack columns if ``binary`` (default: the connection's format now; from ``parsed``,
+        the items already parsed, if given). Queue or send it as binary exactly when it is."""
         seq = sub.next_seq()
         token = sub.token(positions)
-        return data_frame(sub.spec.stream_type.value, sub.id, items, now_ms(), seq, token)
+        stream = sub.spec.stream_type.value
+        if self.binary if binary is None else binary:
+            records = parse_many(items) if parsed is None else parsed
+            columns = columns_of(records, record_keys(sub.spec.topic))
+            return data_frame_msgpack(stream, sub.id, columns, len(items), now_ms(), seq, token)
+        return data_frame(stream, sub.id, items, now_ms(), seq, token)
 
     @property
     def pending_updates(self) -> int:

@@ -1,7 +1,11 @@
-"""REST reads for clients that poll: candles from the retained ``fiml.ohlcv`` topic.
+"""REST reads for clients that poll: candles of the retained ``fiml.ohlcv`` topic.
 
 ``GET /ohlcv/{symbol}`` answers the latest revision of each candle whose window starts in
-``[start, end)``. Its cost is bounded three ways:
+``[start, end)`` (``answer_candles``). A gateway answers from its candle index
+(gateway/candle_index.py, fed by gateway/candle_feed.py): one range read of the series,
+whatever the topic's size. Without one (``candle_index = "off"``, or an index that failed) it
+scans the topic (``read_candles``), which is also the benchmark's baseline. The scan's cost is
+bounded three ways:
 
 * what it accepts: ``0 <= start < end <= MAX_EPOCH_MS``, at most ``MAX_RANGE_MS`` apart
   (``candle_range``); anything else is a 422, never a 500;
@@ -18,14 +22,18 @@ A broker that cannot be reached, or a topic that cannot be read, is a 503 with t
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, cast
 
+import orjson
 from aiokafka.errors import KafkaError
-from fastapi import HTTPException
+from fastapi import HTTPException, Response
 
+from gateway.candle_feed import IndexBehind
+from gateway.candle_index import Answer
 from gateway.errors import RangeReadError
 from gateway.history import TopicReader
 from gateway.service import Gateway
@@ -34,7 +42,16 @@ from schemas.errors import DecodeError
 from schemas.records import Interval, OHLCVUpdate
 from schemas.times import MAX_EPOCH_MS
 
-__all__ = ["DAY_MS", "MAX_RANGE_MS", "NewestCandles", "candle_range", "read_candles"]
+__all__ = [
+    "DAY_MS",
+    "MAX_RANGE_MS",
+    "NewestCandles",
+    "answer_candles",
+    "candle_limit",
+    "candle_range",
+    "candles_json",
+    "read_candles",
+]
 
 DAY_MS = 86_400_000
 #: The longest range one request may ask for. Memory does not depend on it (``max_candles``
@@ -53,6 +70,9 @@ _TOPIC = "fiml.ohlcv"
 # lost connection, a request that timed out (``TimeoutError`` is an ``OSError``), a range that
 # retention deleted under the read, no progress within the reader's timeout.
 _UNAVAILABLE = (RangeReadError, KafkaError, OSError)
+#: The longest ``Retry-After`` a 503 of a building index says (seconds): past it the estimate
+#: is worth asking again.
+MAX_RETRY_AFTER_S = 600
 
 
 def candle_range(start: int | None, end: int | None, now_ms: int) -> tuple[int, int]:
@@ -76,6 +96,72 @@ def candle_range(start: int | None, end: int | None, now_ms: int) -> tuple[int, 
             "ask for shorter ranges"
         )
     return start, end
+
+
+def candle_limit(limit: int | None, max_candles: int) -> int:
+    """The candles a request may be answered: ``limit`` (default ``max_candles``).
+
+    Raises:
+        ValueError: ``limit`` outside ``1..max_candles``; the message says so, for the client.
+    """
+    if limit is None:
+        return max_candles
+    if not 1 <= limit <= max_candles:
+        raise ValueError(f"limit must be in 1..{max_candles} (this gateway's max_candles)")
+    return limit
+
+
+async def answer_candles(
+    gateway: Gateway,
+    symbol: str,
+    interval: Interval,
+    start: int | None,
+    end: int | None,
+    limit: int | None = None,
+) -> Response:
+    """``GET /ohlcv``: the body ``read_candles`` describes, from the gateway's candle index
+    when it has one (else by ``read_candles``'s scan), as JSON.
+
+    Raises:
+        HTTPException: 422 for a bad range or limit; 503 if the topic's offsets cannot be had
+            or the topic cannot be read, and 503 with ``Retry-After`` while the index has not
+            read as far as the request needs (candle_feed.py, "Freshness").
+    """
+    try:
+        start, end = candle_range(start, end, time.time_ns() // 1_000_000)
+        limit = candle_limit(limit, gateway.settings.max_candles)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    feed = gateway.candles
+    if feed is None or not feed.serving:
+        scanned = await read_candles(gateway, symbol, interval, start, end, limit)
+        return Response(orjson.dumps(scanned), media_type="application/json")
+    try:
+        answer = await feed.answer(symbol, interval.value, start, end, limit)
+    except IndexBehind as exc:
+        wait = min(MAX_RETRY_AFTER_S, max(1, math.ceil(exc.retry_after_s)))
+        raise HTTPException(503, str(exc), headers={"Retry-After": str(wait)}) from None
+    except _UNAVAILABLE as exc:
+        raise HTTPException(503, f"cannot read candles: {_reason(exc)}") from None
+    found = candles_json(symbol, interval, start, end, answer)
+    return Response(found, media_type="application/json")
+
+
+def candles_json(symbol: str, interval: Interval, start: int, end: int, answer: Answer) -> bytes:
+    """The response body of an index answer: the records are spliced in as stored (the
+    model's encoding, as the scan answers them), not parsed and written again."""
+    head = orjson.dumps(
+        {
+            "symbol": symbol,
+            "interval": interval.value,
+            "start": start,
+            "end": end,
+            "truncated": answer.truncated,
+            "next_end": answer.next_end,
+            "retained_from": answer.retained_from,
+        }
+    )
+    return b"".join((head[:-1], b',"candles":[', b",".join(answer.records), b"]}"))
 
 
 class NewestCandles:
@@ -117,24 +203,32 @@ class NewestCandles:
 
 
 async def read_candles(
-    gateway: Gateway, symbol: str, interval: Interval, start: int | None, end: int | None
+    gateway: Gateway,
+    symbol: str,
+    interval: Interval,
+    start: int | None,
+    end: int | None,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """The latest revision of each ``interval`` candle of ``symbol`` whose window starts in
-    ``[start, end)`` (default: the last 24 hours), oldest first: the newest ``max_candles`` of
-    them. ``truncated`` says that older ones were left out, and ``next_end`` (the oldest
-    ``window_start_ms`` answered) is the ``end`` that asks for them. ``retained_from`` is set
-    when retention deleted the start of the range: candles before it may be missing.
+    ``[start, end)`` (default: the last 24 hours), oldest first: the newest ``limit`` (default
+    ``max_candles``) of them, read by scanning the topic. ``truncated`` says that older ones
+    were left out, and ``next_end`` (the oldest ``window_start_ms`` answered) is the ``end``
+    that asks for them. ``retained_from`` is set when retention deleted the start of the range:
+    candles before it may be missing.
 
     Raises:
-        HTTPException: 422 for a bad range (``candle_range``), 503 if the topic cannot be read.
+        HTTPException: 422 for a bad range (``candle_range``) or limit (``candle_limit``), 503
+            if the topic cannot be read.
     """
     try:
         start, end = candle_range(start, end, time.time_ns() // 1_000_000)
+        limit = candle_limit(limit, gateway.settings.max_candles)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     if _TOPIC not in gateway.settings.topics:
         raise HTTPException(503, f"this gateway does not read {_TOPIC}")
-    held = NewestCandles(gateway.settings.max_candles)
+    held = NewestCandles(limit)
     try:
         async with gateway.hub.reader(_TOPIC) as reader:
             # Retention may have deleted the start of the range: say from when it is whole.

@@ -24,6 +24,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.auth import ANONYMOUS, Authenticator, KeyFile, Principal, anonymous_allowed
+from gateway.budget import ReplayBudget
+from gateway.candle_feed import OFF, CandleFeed
 from gateway.connection import Connection, now_ms
 from gateway.errors import (
     CLOSE_AUTH,
@@ -40,7 +42,7 @@ from gateway.registry import Registry
 from gateway.session import ReplaySlots, Session
 from gateway.settings import GatewaySettings
 from schemas.errors import ProtocolError
-from schemas.protocol import SubscribeRequest
+from schemas.protocol import ErrorCode, SubscribeRequest
 
 __all__ = ["ABORT_KEY", "Gateway", "WebSocketEndpoint", "WebSocketMiddleware", "keys_path"]
 
@@ -169,11 +171,15 @@ class Gateway:
         self.metrics = Metrics()
         self.hub = Hub(settings, self.registry, self.metrics)
         self.hub.on_status = self.publish_status
+        #: The candle index behind ``GET /ohlcv`` (None: off, the topic is scanned).
+        self.candles: CandleFeed | None = None
+        if settings.candle_index != OFF and "fiml.ohlcv" in settings.topics:
+            self.candles = CandleFeed(settings, self.hub)
         self.connections: dict[str, Connection] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self.anonymous = anonymous_allowed(settings.anonymous, settings.host)
         self.authenticator = Authenticator(KeyFile(keys_path(settings)), _jwt_verifier(settings))
-        self.replays = ReplaySlots(settings.max_replays)
+        self.replays = ReplaySlots(settings.max_replays, ReplayBudget(settings.replay_loop_share))
         # Open connections per client address and per owner (key or token subject).
         self._per_ip: dict[str, int] = {}
         self._per_owner: dict[str, int] = {}
@@ -182,6 +188,8 @@ class Gateway:
     async def start(self) -> None:
         """Raises: KafkaError: the broker cannot be reached."""
         await self.hub.start()
+        if self.candles is not None:
+            await self.candles.start()  # builds in the background
         self._watchdog = asyncio.create_task(self._watch(), name="fiml-gateway-watchdog")
 
     async def stop(self) -> None:
@@ -189,6 +197,8 @@ class Gateway:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
+        if self.candles is not None:
+            await self.candles.stop()
         await self.hub.stop()
 
     async def _watch(self) -> None:
@@ -383,6 +393,18 @@ class Gateway:
         # credentials it came with expire
         self._deadlines[conn.id] = self._deadline(principal, loop.time())
         try:
+            wire = websocket.query_params.get("format")
+            if wire == "msgpack":
+                conn.binary = True
+            elif wire not in (None, "json"):
+                session.error(
+                    ProtocolError(
+                        ErrorCode.INVALID_MESSAGE_TYPE,
+                        f"unknown format {wire!r} in the URL: 'json' or 'msgpack'; "
+                        "data messages stay JSON",
+                        "format",
+                    )
+                )
             if initial_error is not None:
                 session.error(initial_error)
             for request in initial:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from aiolimiter import AsyncLimiter
 
 from gateway.auth import Authenticator, Principal
+from gateway.budget import ReplayBudget
 from gateway.catchup import catch_up
 from gateway.channels import StreamSpec, resolve, resolve_symbol
 from gateway.connection import Connection, now_ms
@@ -52,11 +53,13 @@ log = logging.getLogger(__name__)
 
 
 class ReplaySlots:
-    """Replays and resumes running at once in one gateway process, at most ``limit``."""
+    """Replays and resumes running at once in one gateway process, at most ``limit``, and the
+    share of its event loop they take together (``budget``)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, budget: ReplayBudget) -> None:
         self.limit = limit
         self.running = 0
+        self.budget = budget
 
 
 def spec_key(spec: StreamSpec) -> str:
@@ -128,6 +131,10 @@ class Session:
     def hub(self) -> Hub:
         return self._hub
 
+    @property
+    def replay_budget(self) -> ReplayBudget:
+        return self._replays.budget
+
     async def receive(self, raw: str | bytes) -> None:
         """``handle`` one client frame, within the messages-a-second limit: a frame over it is
         refused with RATE_LIMITED (``violations`` counts them in a row)."""
@@ -156,6 +163,8 @@ class Session:
                 self.authenticate(message.token)
                 return
             if isinstance(message, HelloRequest):
+                if message.format is not None:
+                    self.conn.binary = message.format == "msgpack"
                 self.welcome()
                 return
             self.require_principal()
@@ -209,6 +218,7 @@ class Session:
                     principal=principal.name if principal is not None else "none",
                     expires_at_ms=principal.expires_at_ms if principal is not None else None,
                     limits=published_limits(self._settings),
+                    format="msgpack" if self.conn.binary else "json",
                 )
             )
         )
@@ -262,7 +272,8 @@ class Session:
         if sub.mode == "realtime":
             sub.take(now)
             items = [p for _, p in latest]
-            self.conn.put(self.conn.frame_for(sub, items, positions), len(items))
+            binary = self.conn.binary
+            self.conn.put(self.conn.frame_for(sub, items, positions), len(items), binary)
             return
         for channel, payload in latest:
             sub.offer(channel, payload, now)

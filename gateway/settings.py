@@ -60,8 +60,17 @@ class GatewaySettings:
     #: ... and at most this many more per partition read back behind them, in the background,
     #: for symbols quiet for longer (a restarted gateway still has their last value).
     backfill_records: int = 1_000_000
-    #: Candles returned at most by ``GET /ohlcv/{symbol}``.
+    #: Candles returned at most by ``GET /ohlcv/{symbol}`` (and the highest ``limit``).
     max_candles: int = 5_000
+    #: The candle index ``GET /ohlcv`` answers from (gateway/candle_index.py): a SQLite file
+    #: fed from ``fiml.ohlcv``. Empty: a file of this gateway's own in
+    #: ``$FIML_HOME/gateway-candles/`` (the first one no running gateway holds), kept across
+    #: restarts; a path (one gateway's only); ``:memory:`` (rebuilt at every start); ``off``:
+    #: no index, ``GET /ohlcv`` scans the topic.
+    candle_index: str = ""
+    #: How long a ``GET /ohlcv`` whose range reaches the present may wait for the index to read
+    #: the topic up to its end as it was when the request came (then 503 with Retry-After).
+    candle_index_wait_s: float = 2.0
     #: Compression is offered; each client chooses (a client that does not ask gets none).
     ws_per_message_deflate: bool = True
     #: Keep a compressor per compressed connection between messages (better ratio on small
@@ -96,6 +105,9 @@ class GatewaySettings:
     max_rate_violations: int = 20
     max_replays_per_connection: int = 2
     max_replays: int = 32  # running at once in this gateway process
+    #: The share of this gateway's event loop that replays and resumes take at most, together
+    #: (gateway/budget.py); the rest is live data's.
+    replay_loop_share: float = 0.8
     #: Replays play at least this fast (1.0: as fast as the data happened).
     min_replay_speed: float = 1.0
     #: The longest replay (``replay_to`` - ``replay_from``, or up to now).

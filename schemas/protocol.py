@@ -55,6 +55,7 @@ __all__ = [
     "UnsubscribeAck",
     "UnsubscribeRequest",
     "Welcome",
+    "WireFormat",
     "parse_client_message",
 ]
 
@@ -192,11 +193,19 @@ class AuthRequest(_Client):
     token: str = Field(min_length=1, max_length=4096)
 
 
+#: How a connection's ``data`` messages are sent: JSON text frames (the seed's, the default)
+#: or msgpack binary frames (docs/WEBSOCKET.md, "Binary frames"). Every other message stays a
+#: JSON text frame either way.
+WireFormat = Literal["json", "msgpack"]
+
+
 class HelloRequest(_Client):
     """Client -> server: ask for the ``welcome`` message (who you are, the published limits).
-    Nothing of it is sent unasked, so seed clients never see it."""
+    Nothing of it is sent unasked, so seed clients never see it. ``format`` switches the
+    connection's data messages to that wire format from the next one on."""
 
     type: Literal["hello"] = "hello"
+    format: WireFormat | None = None
 
 
 class UnsubscribeRequest(_Client):
@@ -367,6 +376,7 @@ class Welcome(_Server):
     principal: str = Field(description="the key's or token's name; 'anonymous' without one")
     expires_at_ms: int | None = Field(default=None, description="when the credentials expire")
     limits: dict[str, int | float] = Field(description="docs/WEBSOCKET.md, 'Limits'")
+    format: WireFormat = Field(default="json", description="how data messages are sent")
 
 
 class ReplayComplete(_Server):

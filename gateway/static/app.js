@@ -141,7 +141,14 @@ async function loadChart() {
   document.body.dataset.candles = "0";
   if (series) series.setData([]);
   try {
-    const res = await fetch(`/ohlcv/${toUrl(symbol)}?interval=${interval}`);
+    let res = await fetch(`/ohlcv/${toUrl(symbol)}?interval=${interval}`);
+    // 503 + Retry-After: the gateway's candle index is still being built (it just started);
+    // ask again as told, while this chart is still the one shown, for up to a minute.
+    for (let tries = 0; res.status === 503 && tries < 30 && gen === state.chartGen; tries++) {
+      const wait = Math.min(5, Math.max(0.5, Number(res.headers.get("Retry-After")) || 1));
+      await new Promise((done) => setTimeout(done, wait * 1000));
+      res = await fetch(`/ohlcv/${toUrl(symbol)}?interval=${interval}`);
+    }
     if (res.ok && gen === state.chartGen) {
       const body = await res.json();
       for (const c of body.candles) state.candles.set(c.window_start_ms / 1000, toBar(c));

@@ -62,8 +62,9 @@ def closed_port() -> Iterator[int]:
 
 @pytest.fixture
 async def app(settings: GatewaySettings) -> AsyncIterator[FastAPI]:
-    """The gateway's app, started (hub connected) in this process."""
-    application = create_app(settings)
+    """The gateway's app, started (hub connected) in this process, scanning the topic (no
+    candle index: tests/integration/test_candle_index.py has the index's own failures)."""
+    application = create_app(replace(settings, candle_index="off"))
     async with application.router.lifespan_context(application):
         yield application
 
