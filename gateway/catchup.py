@@ -21,6 +21,7 @@ replay whose start was deleted by retention is refused (REPLAY_ERROR), not short
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack, aclosing
 from typing import TYPE_CHECKING, Any
 
 from gateway.channels import parse_slice, route_parsed
@@ -64,7 +65,7 @@ async def catch_up(
         conn.wake()
         return
     try:
-        async with hub.reader(sub.spec.topic) as reader:
+        async with hub.reader(sub.spec.topic) as reader, AsyncExitStack() as stack:
             margin = settings.replay_margin_ms
             if lo_ms is not None:
                 begin = await reader.offsets_at(max(0, lo_ms - margin))
@@ -90,7 +91,8 @@ async def catch_up(
                 binary=conn.binary,
             )
             budget = session.replay_budget
-            fetches = aiter(reader.read(begin, end))
+            # closed before the reader's consumer is, however the catch-up ends
+            fetches = await stack.enter_async_context(aclosing(reader.read(begin, end)))
             fetch: list[Any] = []
             records: list[Any] = []
             at = 0  # the next record of ``fetch`` to look at

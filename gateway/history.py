@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import operator
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import Any
 
@@ -142,7 +142,9 @@ class TopicReader:
                     cut.discard(tp)
         return {p: t for p, t in first.items() if t > time_ms}
 
-    async def read(self, starts: dict[int, int], ends: dict[int, int]) -> AsyncIterator[list[Any]]:
+    async def read(
+        self, starts: dict[int, int], ends: dict[int, int]
+    ) -> AsyncGenerator[list[Any], None]:
         """Batches of records with ``starts[p] <= offset < ends[p]``, each batch in timestamp
         order (``time_ordered``: across partitions only approximately, since each batch holds
         what one fetch returned; per-partition order is exact).

@@ -24,9 +24,8 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
@@ -281,7 +280,7 @@ async def _read_range(
     begin = await reader.offsets_at(max(0, start - EARLY_PUBLICATION_MS))
     stop = await reader.end_offsets()
     key = symbol.encode()
-    batches = cast(AsyncGenerator[list[Any], None], reader.read(begin, stop))
+    batches = reader.read(begin, stop)
     async with aclosing(batches):  # closed before the reader's consumer is
         async for batch in batches:
             closed = False
