@@ -130,10 +130,12 @@ async def bare_read(bootstrap: str, topic: str, partitions: int) -> int:
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(parts)
+        # Offsets first, then assign and seek at once: an assigned partition without a position
+        # is long-polled at the log's end, and lookups wait behind it (gateway/history.py).
         ends = await consumer.end_offsets(parts)
         begins = await consumer.beginning_offsets(parts)
         todo = {tp for tp in parts if begins[tp] < ends[tp]}
+        consumer.assign(list(todo))
         for tp in todo:
             consumer.seek(tp, begins[tp])
         count = 0

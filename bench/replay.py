@@ -133,7 +133,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="best of this many, interleaved")
     args = parser.parse_args()
     symbols = [f"R{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(args.symbols)]
-    start_ms = int(time.time() * 1000) - 3_600_000
+    # in the past, all of them: the broker refuses timestamps far in the future
+    start_ms = int(time.time() * 1000) - max(3_600_000, args.records * 10 + 60_000)
     end_ms = start_ms + args.records * 10
     rates: dict[str, list[float]] = {"json": [], "msgpack": [], "bare": []}
     with kafka() as bootstrap:

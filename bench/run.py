@@ -39,6 +39,7 @@ SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
     # enough records that the consumers' start-up (about 0.1 s) is not the figure
     "replay": (["--records", "200000", "--rounds", "2"], ["--records", "1000000"]),
     "replay_live": (["--phase", "5", "--rounds", "2"], ["--phase", "15", "--rounds", "3"]),
+    "export": (["--records", "300000"], ["--records", "1000000"]),
     "ohlcv": (
         ["--symbols", "10", "--days", "1,7", "--requests", "20"],
         ["--symbols", "50", "--days", "1,7", "--requests", "30"],
@@ -95,6 +96,15 @@ ROWS: list[tuple[str, str, str | None, str]] = [
         "replay_bare_records_per_s",
         "records/s",
     ),
+    *[
+        (
+            f"`fiml replay` to {label} vs a bare aiokafka consumer",
+            f"export_{fmt}_records_per_s",
+            "export_bare_records_per_s",
+            "records/s",
+        )
+        for fmt, label in (("jsonl", "JSON Lines"), ("csv", "CSV"), ("parquet", "Parquet"))
+    ],
     (
         "Client decoding, msgpack vs JSON data messages",
         "decode_msgpack_records_per_s",

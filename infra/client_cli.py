@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from infra.records_io import parse_time, write_csv, write_jsonl
+from infra.records_io import parse_time
 
 __all__ = ["register"]
 
@@ -101,61 +105,17 @@ async def _tail(url: str, token: str | None, request: dict[str, Any], as_json: b
     return 0
 
 
-async def _replay(bootstrap: str, topic: str, start: int, end: int | None,
-                  symbols: set[str], meta: bool) -> list[dict[str, Any]]:  # fmt: skip
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from infra.topics import describe_topics
-
-    info = await describe_topics(bootstrap, [topic])
-    if topic not in info:
-        raise typer.BadParameter(f"topic {topic} does not exist on {bootstrap}")
-    parts = [TopicPartition(topic, p) for p in range(info[topic].partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, client_id="fiml-replay",
-                                isolation_level="read_committed")  # fmt: skip
-    await consumer.start()
-    rows: list[tuple[int, int, int, dict[str, Any]]] = []
+@contextlib.contextmanager
+def _quiet_aiokafka() -> Iterator[None]:
+    """aiokafka's log lines off: ``fiml replay`` reports each failure as one sentence, which
+    they would only repeat (connection refused, retries)."""
+    log = logging.getLogger("aiokafka")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
     try:
-        consumer.assign(parts)
-        ends = await consumer.end_offsets(parts)
-        found = await consumer.offsets_for_times({tp: start for tp in parts})
-        stops = dict(ends)
-        if end is not None:
-            at_end = await consumer.offsets_for_times({tp: end for tp in parts})
-            stops = {tp: (hit.offset if hit else ends[tp]) for tp, hit in at_end.items()}
-        todo = set()
-        for tp, hit in found.items():
-            begin = hit.offset if hit is not None else ends[tp]
-            if begin < stops[tp]:
-                consumer.seek(tp, begin)
-                todo.add(tp)
-        while todo:
-            batches = await consumer.getmany(*todo, timeout_ms=5000)
-            if not batches:
-                raise RuntimeError(f"no progress reading {topic} within 5 s")
-            for tp, messages in batches.items():
-                for m in messages:
-                    if m.offset >= stops[tp]:
-                        break
-                    if symbols and (m.key or b"").decode() not in symbols:
-                        continue
-                    try:
-                        value = orjson.loads(m.value)
-                    except orjson.JSONDecodeError:
-                        continue  # the dead-letter topic holds arbitrary bytes
-                    row = value if isinstance(value, dict) else {"value": value}
-                    if meta:
-                        row = {"partition": m.partition, "offset": m.offset,
-                               "timestamp_ms": m.timestamp, **row}  # fmt: skip
-                    rows.append((m.timestamp, m.partition, m.offset, row))
-            for tp in list(todo):
-                if await consumer.position(tp) >= stops[tp]:
-                    todo.discard(tp)
+        yield
     finally:
-        await consumer.stop()
-    rows.sort(key=lambda r: r[:3])  # time order across partitions; exact within one
-    return [r[3] for r in rows]
+        log.setLevel(level)
 
 
 def register(app: typer.Typer) -> None:
@@ -194,32 +154,69 @@ def register(app: typer.Typer) -> None:
         start: str = typer.Option("-15m", "--from", help="Epoch ms, ISO-8601 or -15m / -2h."),
         end: str | None = typer.Option(None, "--to", help="Exclusive end; default: now."),
         symbols: str = typer.Option("", help="Only these comma-separated symbols."),
-        fmt: str = typer.Option("jsonl", "--format", help="jsonl | csv"),
+        fmt: str = typer.Option("jsonl", "--format", help="jsonl | csv | parquet"),
         output: Path | None = typer.Option(  # noqa: B008 - typer's declaration style
-            None, "--output", "-o", help="File (default stdout)."
+            None, "--output", "-o", help="File (default stdout; parquet needs a file)."
         ),
         meta: bool = typer.Option(False, help="Add partition, offset and Kafka timestamp."),
         bootstrap: str | None = typer.Option(None, help="Kafka address (default: local broker)."),
     ) -> None:
-        """Write the records of a topic in a time range as JSON Lines or CSV."""
+        """Write the records of a topic in a time range as JSON Lines, CSV or Parquet.
+
+        Streams: memory stays at a few chunks of records however long the range. Order is
+        exact within a partition, approximately time order across partitions
+        (docs/PERFORMANCE.md, "fiml replay: topic to file").
+        """
         from infra.broker import BrokerConfig, bootstrap_servers
+        from infra.errors import InfraError
+        from infra.export import FORMATS, TopicMissingError, export_range, topic_models
+        from infra.export_progress import RangeProgress
         from schemas.topics import TOPICS, topic_name
 
-        if fmt not in ("jsonl", "csv"):
-            raise typer.BadParameter("--format is jsonl or csv")
+        if fmt not in FORMATS:
+            raise typer.BadParameter("--format is jsonl, csv or parquet")
+        if fmt == "parquet" and output is None:
+            raise typer.BadParameter("parquet needs a file: add -o FILE.parquet")
         now = time.time_ns() // 1_000_000
         try:
             first, last = parse_time(start, now), None if end is None else parse_time(end, now)
         except ValueError as error:
             raise typer.BadParameter(str(error)) from None
         name = topic_name(topic) if topic in TOPICS else topic
+        # a registry topic given by its full name is still one (its columns, its fast path)
+        logical = next((t for t in TOPICS if topic_name(t) == name), topic)
         address = bootstrap or bootstrap_servers(BrokerConfig().bootstrap)
-        wanted = {s.strip() for s in symbols.split(",") if s.strip()}
-        rows = asyncio.run(_replay(address, name, first, last, wanted, meta))
-        out = output.open("w", newline="") if output else sys.stdout
+        wanted = frozenset(s.strip() for s in symbols.split(",") if s.strip())
+        err = Console(stderr=True, highlight=False)
+        progress = RangeProgress(topic, sys.stderr.isatty(), console=err)
+        out = output.open("wb") if output else sys.stdout.buffer
+        request = export_range(address, name, first, last, out, fmt, models=topic_models(logical),
+                               symbols=wanted, meta=meta, progress=progress)  # fmt: skip
         try:
-            written = (write_csv if fmt == "csv" else write_jsonl)(rows, out)
+            with _quiet_aiokafka():
+                result = asyncio.run(request)
+        except TopicMissingError as error:
+            raise typer.BadParameter(str(error)) from None
+        except InfraError as error:
+            err.print(f"[bold red]error:[/] {error}")
+            raise typer.Exit(1) from None
+        except BrokenPipeError:  # the reader of stdout left (| head): stop quietly, as cat does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
         finally:
+            progress.close()
             if output:
                 out.close()
-        Console(stderr=True).print(f"{written:,} records from {name}", highlight=False)
+        err.print(f"{result.written:,} records from {name}")
+        left_out = {
+            "not JSON, or no value": result.not_json,
+            "not fitting the columns": result.unfit,
+        }
+        for why, count in left_out.items():
+            if count:
+                err.print(f"{count:,} records left out: {why}")
+        if result.extra_keys:
+            keys = ", ".join(sorted(result.extra_keys))
+            err.print(f"keys left out (not among the columns): {keys}")
