@@ -53,17 +53,20 @@ class ReplayBudget:
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
-        """One turn of a catch-up's work (no waiting for its client inside: queue its frames
-        after the turn). Waits for the turns before it, then pays for its own."""
+        """One turn of a catch-up's work: CPU only (no waiting for the broker or the client
+        inside: fetch before the turn, queue frames after it). Waits for the turns before it,
+        then pays for its own."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             began = self._clock()
             try:
                 yield
-            finally:
-                wait = self.charge(self._clock() - began)
-                # Held for one more pass of the loop at least (in debt: until it is paid):
-                # another replay asking in this pass waits, so the loop polls its sockets and
-                # runs what they made ready before the next turn.
-                await asyncio.sleep(wait)
+            except BaseException:
+                self.charge(self._clock() - began)  # paid, but not waited for: it is ending
+                raise
+            wait = self.charge(self._clock() - began)
+            # Held for one more pass of the loop at least (in debt: until it is paid, a few
+            # ms at most since a turn is CPU only): another replay asking in this pass waits,
+            # so the loop polls its sockets and runs what they made ready before the next turn.
+            await asyncio.sleep(wait)

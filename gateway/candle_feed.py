@@ -449,6 +449,7 @@ class CandleFeed:
             log.warning("candle index: the file is ahead of the topic; rebuilding it")
             await self._write(index.reset, self._hub.epoch(TOPIC))
             stored = {}
+            await self._reopen_reader(index.path)
         for tp in self._partitions:
             state = stored.get(tp.partition)
             self._consumer.seek(tp, begins[tp.partition] if state is None else state.next_offset)
@@ -466,6 +467,17 @@ class CandleFeed:
         if self.state is IndexState.STARTING:
             self.state = IndexState.BUILDING
         self._wake()
+
+    async def _reopen_reader(self, path: str) -> None:
+        """After a reset the file is a new one: a reader opened before (a reconnect) still
+        reads the deleted one, whose offsets are ahead of the new topic's."""
+        if self._reader is None or path == MEMORY or self._read_pool is None:
+            return
+        loop = asyncio.get_running_loop()
+        old = self._reader
+        self._reader = await loop.run_in_executor(self._read_pool, CandleIndex, path)
+        with contextlib.suppress(Exception):
+            await loop.run_in_executor(self._read_pool, old.close)
 
     async def _disconnect(self) -> None:
         consumers = (self._consumer, self._offsets)

@@ -94,28 +94,29 @@ async def catch_up(
             # closed before the reader's consumer is, however the catch-up ends
             fetches = await stack.enter_async_context(aclosing(reader.read(begin, end)))
             fetch: list[Any] = []
-            records: list[Any] = []
+            records: list[Any] | None = None
             at = 0  # the next record of ``fetch`` to look at
-            more = True
-            while more:
-                # One turn: the next fetch if this one is done, then up to a frame's worth of
-                # its records. Turns are the replay budget's: one replay at a time, one turn
-                # per pass of the event loop, so live messages go out between two turns.
+            while True:
+                if at == len(fetch):
+                    # Outside the turn: a wait for the broker holds up no other replay.
+                    fetch, records, at = await anext(fetches, []), None, 0
+                    if not fetch:
+                        break
+                # One turn: up to a frame's worth of records. Turns are the replay budget's:
+                # one replay at a time, one turn per pass of the event loop, so live messages
+                # go out between two turns.
                 async with budget.turn():
-                    if at == len(fetch):
-                        fetch = await anext(fetches, [])
+                    if records is None:
                         records = parse_slice([m.value for m in fetch])
-                        at, more = 0, bool(fetch)
-                    if more:
-                        at, delay = cut.take(fetch, records, at)
-                    else:
-                        cut.frame()
-                        delay = 0.0
+                    at, delay = cut.take(fetch, records, at)
                 for frame, count in cut.ready:
                     await conn.put_wait(frame, count, cut.binary)
                 cut.ready.clear()
                 if delay > 0:
                     await asyncio.sleep(delay)  # pacing, not synchronisation
+            cut.frame()
+            for frame, count in cut.ready:
+                await conn.put_wait(frame, count, cut.binary)
             sent = cut.sent
         if request is not None:
             done = ReplayComplete(timestamp_ms=now_ms(), subscription_id=sub.id, records=sent)

@@ -32,6 +32,10 @@ pytestmark = pytest.mark.integration
 # transaction markers, which the broker stamps with its clock when a transaction ends: records
 # stamped in the past by a transactional producer would put a marker stamped "now" before them
 # (FIML's producers stamp with the clock at send time, so their markers follow their records).
+#: The range, set again by ``prices`` when it writes (``now``). Kafka's offset-for-time lookup
+#: also sees transaction markers, which the broker stamps with its own clock at the commit:
+#: a range that ended before the markers were written would end at the first marker (a CI run
+#: reached this test minutes after the module was imported, and missed the committed records).
 T0 = int(time.time() * 1000)
 END = T0 + 60_000  # --to, exclusive; the records after the range are stamped at END
 PARTITIONS = 3
@@ -100,6 +104,9 @@ async def fill(bootstrap: str, topic: str) -> Sent:
 @pytest.fixture
 async def prices(kafka_bootstrap: str, topic_prefix: str) -> tuple[str, Sent]:
     """``fiml.prices`` under a fresh prefix, filled; its name and the range's records."""
+    global T0, END
+    T0 = int(time.time() * 1000)
+    END = T0 + 60_000
     name = topic_name("fiml.prices")
     await ensure_topic(kafka_bootstrap, name, PARTITIONS, {})
     return name, await fill(kafka_bootstrap, name)

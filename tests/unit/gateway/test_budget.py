@@ -6,6 +6,7 @@ work, wait nothing within the burst and, beyond it, in proportion to the debt.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 
 import pytest
@@ -197,3 +198,25 @@ async def test_a_turn_in_debt_holds_the_others_until_it_is_paid() -> None:
     # one after the other (the fake clock does not move while the debt is slept off)
     assert entered == [started, started + 0.01]
     assert budget.charge(0.0) > 0  # and the second turn's debt is still owed
+
+
+async def test_a_turn_cancelled_in_debt_hands_over_at_once() -> None:
+    """A client that leaves mid-turn ends its catch-up: the turn is paid but not waited for,
+    so the other replays are not held for its debt (here 2,000 s of it)."""
+    clock = FakeClock()
+    budget = ReplayBudget(0.5, 0.0, clock)
+    inside = asyncio.Event()
+
+    async def leaving() -> None:
+        async with budget.turn():
+            clock.now += 1_000.0
+            inside.set()
+            await asyncio.Event().wait()  # cancelled here
+
+    task = asyncio.create_task(leaving())
+    await inside.wait()
+    task.cancel()
+    async with asyncio.timeout(5):  # a deadline: it would sleep 2,000 s if it waited the debt
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert budget.charge(0.0) > 0  # the debt is still owed by the budget, not by the lock

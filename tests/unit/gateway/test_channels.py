@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.channels import resolve, route
+from gateway.channels import parse_slice, resolve, route, route_parsed
 from gateway.settings import GatewaySettings
 from schemas.codec import encode
 from schemas.errors import DecodeError, ProtocolError
@@ -127,3 +127,13 @@ def test_a_record_missing_a_key_of_its_model_is_not_routed() -> None:
         with pytest.raises(DecodeError) as exc:
             route("fiml.prices", orjson.dumps(partial))
         assert exc.value.field == key
+
+
+def test_a_malformed_value_never_shifts_its_neighbours_onto_other_records() -> None:
+    """Values parsed one by one: three malformed ones are three refusals, not the two records
+    their concatenation would parse to."""
+    values: list[bytes | None] = [b'{"x":[1', b"2]}", b'{"a":1},{"b":2}', None]
+    assert parse_slice(values) == [None, None, None, None]
+    for value in parse_slice(values):
+        with pytest.raises(DecodeError):
+            route_parsed("fiml.prices", value)
