@@ -58,6 +58,7 @@ __all__ = [
     "Chunk",
     "ExportResult",
     "Format",
+    "MixedRecordsError",
     "Sink",
     "TopicMissingError",
     "export_range",
@@ -90,6 +91,10 @@ Progress = Callable[[int, int], None]
 
 class TopicMissingError(InfraError):
     """The topic does not exist on the broker."""
+
+
+class MixedRecordsError(InfraError):
+    """A topic outside the registry whose records do not share one shape: no table for them."""
 
 
 class _Stamped(Protocol):
@@ -212,6 +217,9 @@ class _TableSink:
         self._schema: pa.Schema | None = model_schema(*models) if models else None
         self._writer: Any = None
         self._held: list[pa.Table] = []  # Parquet: chunks not yet in a row group
+        # After a chunk failed, the chunks behind it are not written: a file with a hole in
+        # it would look whole.
+        self._failed = False
 
     def prepare(self) -> None:
         """Pay Arrow's first-call costs (about 0.15 s for the CSV list kernels, here)
@@ -220,6 +228,15 @@ class _TableSink:
             csv_ready(pa.table({"warm": pa.array([["a"]], pa.list_(pa.string()))}))
 
     def write(self, chunk: Chunk) -> None:
+        if self._failed:
+            return
+        try:
+            self._write_chunk(chunk)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _write_chunk(self, chunk: Chunk) -> None:
         table, kept = self._parse(chunk.values)
         if table.num_rows == 0:
             return
@@ -243,9 +260,12 @@ class _TableSink:
             return pa.table({}), kept
         try:
             return parse_lines(b"\n".join(lines), self._schema), kept
-        except pa.ArrowInvalid:
+        except pa.ArrowInvalid as exc:
             if self._schema is None:
-                raise
+                raise MixedRecordsError(
+                    f"the records do not share one shape, so they make no table ({exc}): "
+                    "export this topic as jsonl"
+                ) from None
         fit = fitting_only(lines, self._schema)
         self._result.unfit += len(lines) - len(fit)
         if not fit:

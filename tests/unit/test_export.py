@@ -14,7 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from infra.export import Chunk, ExportResult, Format, sink_for, time_ordered, topic_models
+from infra.export import (
+    Chunk,
+    ExportResult,
+    Format,
+    MixedRecordsError,
+    sink_for,
+    time_ordered,
+    topic_models,
+)
 from infra.export_progress import RangeProgress
 from schemas.codec import encode
 from schemas.records import PriceUpdate
@@ -202,3 +210,19 @@ def test_progress_draws_on_a_terminal_for_long_runs(
     progress.close()
     assert progress.shown is shown
     assert ("fiml.prices" in text.getvalue()) is shown
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_records_of_no_one_shape_are_one_sentence_and_no_later_chunk_is_written(
+    fmt: Format,
+) -> None:
+    """A topic outside the registry whose first chunk mixes a number and a string under one
+    key: a clear error, and the chunks after it are not written (a file with a hole in it
+    would look whole)."""
+    out, result = io.BytesIO(), ExportResult()
+    sink = sink_for(fmt, out, (), False, result)
+    with pytest.raises(MixedRecordsError, match="export this topic as jsonl"):
+        sink.write(Chunk([b'{"a": 1}', b'{"a": "x"}']))
+    sink.write(Chunk([b'{"a": 2}']))
+    sink.close()
+    assert result.written == 0
