@@ -34,6 +34,7 @@ from tests.integration.test_gateway import (  # noqa: F401
     topics,
     wait_cached,
 )
+from tests.unit.schemas.test_columns import FRAME_KEYS
 
 pytestmark = pytest.mark.integration
 
@@ -121,18 +122,7 @@ async def replay(ws: ClientConnection, symbol: str, sub_id: str) -> tuple[list[F
 
 def check_binary_message(message: dict[str, Any]) -> None:
     """The keys of a binary data message, its columns all ``count`` long."""
-    assert set(message) == {
-        "type",
-        "stream_type",
-        "subscription_id",
-        "count",
-        "columns",
-        "timestamp",
-        "timestamp_ms",
-        "seq",
-        "metadata",
-        "resume_token",
-    }
+    assert set(message) == FRAME_KEYS
     assert message["count"] > 0
     assert all(len(c) == message["count"] for c in message["columns"].values())
 
