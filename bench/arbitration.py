@@ -180,7 +180,7 @@ async def fetch_all(bootstrap: str, src: str, n: int) -> list[tuple[bytes | None
 def compute_alone(records: list[tuple[bytes | None, bytes, int, int]], passes: int = 3) -> float:
     """Seconds for a fresh ``Processor`` to take ``records`` (drained every 2,000 records, as
     the worker does per fetch, its state saved at the end), the best of ``passes``."""
-    from agents.arbitration.processor import Processor
+    from agents.arbitration.core.processor import Processor
     from agents.arbitration.settings import ArbitrationSettings
 
     best = float("inf")

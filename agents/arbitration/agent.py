@@ -32,8 +32,8 @@ from aiokafka import TopicPartition
 from faust.types import TP, Message
 
 from agents.arbitration.batches import consume_in_batches
+from agents.arbitration.core.processor import RAW, Processor
 from agents.arbitration.metrics import WorkerCounters, readings
-from agents.arbitration.processor import RAW, Processor
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.transactions import (
     FENCED,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from agents.arbitration.processor import Processor
+from agents.arbitration.core.processor import Processor
 from agents.metrics import Reading
 
 __all__ = ["WorkerCounters", "readings"]

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import orjson
 
-from agents.arbitration.processor import Processor
+from agents.arbitration.core.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.synthetic import ProviderModel, synthetic_ticks, truth_at
 from agents.ingest.simconfig import ANNUAL_VOLATILITY, DEFAULT_PROVIDERS

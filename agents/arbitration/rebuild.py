@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.arbitration.processor import RAW
+from agents.arbitration.core.processor import RAW
 from infra.topics import ensure_topic
 from schemas.topics import TOPICS
 

@@ -28,7 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 
-from agents.arbitration.processor import Output
+from agents.arbitration.core.processor import Output
 from schemas.topics import topic_name
 
 __all__ = [

@@ -28,7 +28,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from agents.arbitration.processor import RAW
+from agents.arbitration.core.processor import RAW
 from agents.arbitration.rebuild import end_offsets, wait_caught_up
 from fiml_stream import Backoff, FimlStream
 from infra.topics import create_topics

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from agents.arbitration.processor import Processor
+from agents.arbitration.core.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.codec import encode
 from schemas.records import RawTick, RawTrade

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.arbitration.processor import RAW
+from agents.arbitration.core.processor import RAW
 from agents.arbitration.rebuild import end_offsets, wait_caught_up
 from agents.ingest import run_simulation
 from infra.topics import create_topics

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agents.arbitration.processor import RAW
+from agents.arbitration.core.processor import RAW
 from agents.arbitration.rebuild import DERIVED, end_offsets, rebuild, wait_caught_up
 from agents.arbitration.synthetic import synthetic_ticks, trade_of
 from infra.topics import create_topics

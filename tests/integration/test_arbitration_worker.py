@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.arbitration.processor import RAW
+from agents.arbitration.core.processor import RAW
 from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
 from infra.topics import create_topics
 from schemas.records import OHLCVUpdate, PriceUpdate

@@ -7,8 +7,8 @@ import httpx
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.arbitration.core.processor import RAW, Processor
 from agents.arbitration.metrics import WorkerCounters, readings
-from agents.arbitration.processor import RAW, Processor
 from agents.arbitration.settings import ArbitrationSettings
 from agents.ingest.runner import LOSS_REPORTER, IngestRunner
 from agents.ingest.simulator import SimulatorProvider

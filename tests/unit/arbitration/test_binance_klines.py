@@ -8,7 +8,7 @@ import json
 import orjson
 import pytest
 
-from agents.arbitration.processor import Processor
+from agents.arbitration.core.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.codec import encode
 from schemas.records import AssetType, RawTrade

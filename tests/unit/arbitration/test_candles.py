@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from agents.arbitration.candles import SymbolCandles
+from agents.arbitration.core.candles import SymbolCandles
 from schemas.records import Interval, OHLCVUpdate
 
 

@@ -8,13 +8,13 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.arbitration.consensus import (
+from agents.arbitration.core.consensus import (
     Z_90,
     ConsensusParams,
     Quote,
     compute_consensus,
 )
-from agents.arbitration.reliability import ProviderStats
+from agents.arbitration.core.reliability import ProviderStats
 
 NOW = 1_700_000_000_000
 
@@ -212,7 +212,7 @@ def test_the_filter_is_the_best_linear_unbiased_estimate(
     The filter must give exactly that, whatever the order of the quotes."""
     import numpy as np
 
-    from agents.arbitration.consensus import _combine
+    from agents.arbitration.core.consensus import _combine
 
     prices = [p for p, _, _ in quotes]
     noises = [r for _, r, _ in quotes]
@@ -238,7 +238,7 @@ def test_the_leave_one_out_variance_is_the_random_walks(
     which cancels because the weights sum to 1)."""
     import numpy as np
 
-    from agents.arbitration.consensus import _combine, _error_var
+    from agents.arbitration.core.consensus import _combine, _error_var
 
     noises = [r for _, r, _ in quotes]
     infos = [NOW - age for _, _, age in quotes]

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.arbitration.processor import Processor
+from agents.arbitration.core.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.codec import RECORD_TYPES, decode, encode
 from schemas.records import AssetType, RawTick, RawTrade
@@ -134,7 +134,7 @@ def test_an_invalid_candle_is_dead_lettered_not_written(bad: tuple[str, float]) 
     breaks ``0 < low <= open, close <= high < inf`` (or has no finite volume) is dead-lettered
     with the raw record that produced it. No valid input reaches this (the price checks come
     first), so the record is made by hand."""
-    from agents.arbitration.state import SymbolState
+    from agents.arbitration.core.state import SymbolState
 
     proc = Processor(ArbitrationSettings())
     proc.process(None, encode(raw_tick("a", 1.0, NOW, 0, symbol="X/USD")), 0, 41)
@@ -199,7 +199,7 @@ def test_a_partition_holds_at_most_max_symbols() -> None:
     assert dead[0]["fiml-error"].startswith(b"SymbolLimitError: partition 0 already holds 3")
     priced = [orjson.loads(v)["symbol"] for t, _k, v, _p, _h in outputs if t == "fiml.prices"]
     assert priced == ["A/USD", "B/USD", "C/USD", "A/USD"]
-    assert len(orjson.loads(proc.mark(0))[3]) == 3
+    assert len(orjson.loads(proc.mark(0))["states"]) == 3
 
 
 @settings(deadline=None, max_examples=100)

@@ -8,7 +8,7 @@ import statistics
 
 import orjson
 
-from agents.arbitration.processor import Processor, health_key
+from agents.arbitration.core.processor import Processor, health_key
 from agents.arbitration.settings import DEFAULT_STALE_MS, ArbitrationSettings
 from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
 from schemas.codec import encode

@@ -9,8 +9,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.arbitration.candles import MAX_FLAT_WINDOWS
-from agents.arbitration.processor import Processor
+from agents.arbitration.core.candles import MAX_FLAT_WINDOWS
+from agents.arbitration.core.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.codec import encode
 from schemas.records import AssetType, Interval, RawTick

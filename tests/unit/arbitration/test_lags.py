@@ -1,4 +1,4 @@
-"""Hidden lags (agents/arbitration/lags.py): the V fit finds its bottom, the learner finds a
+"""Hidden lags (agents/arbitration/core/lags.py): the V fit finds its bottom, the learner finds a
 provider's lag on a random walk and none for an honest one, starts again after a silence, stays
 finite on absurd prices and saves; through the worker's processor, the `lagging` scenario's
 lag is learned and the honest providers get none."""
@@ -12,17 +12,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.arbitration.lags import (
+from agents.arbitration.core.lags import (
     CANDIDATES_MS,
     FIT_STEP_MS,
     MAX_LAG_MS,
     LagLearner,
     fit_lag,
 )
-from agents.arbitration.processor import Processor
+from agents.arbitration.core.processor import Processor
+from agents.arbitration.core.state import SymbolState
 from agents.arbitration.quality import scenarios
 from agents.arbitration.settings import ArbitrationSettings
-from agents.arbitration.state import SymbolState
 from agents.arbitration.synthetic import synthetic_ticks
 from schemas.codec import encode
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from agents.arbitration.copies import MIN_SAMPLES, Agreement
-from agents.arbitration.reliability import PRIOR_NOISE_VAR, ProviderStats
+from agents.arbitration.core.copies import MIN_SAMPLES, Agreement
+from agents.arbitration.core.reliability import PRIOR_NOISE_VAR, ProviderStats
 
 
 def test_the_white_noise_climbs_back_from_zero() -> None:
@@ -60,8 +60,8 @@ def test_a_provider_silent_while_others_tick_is_down_within_twice_its_interval()
     sim-beta goes on; its health turns ``down`` once the event time is more than twice its
     interval (0.5 s, at least MIN_SILENCE_MS) past its last tick, not after the 10 s of
     staleness."""
-    from agents.arbitration.processor import Processor
-    from agents.arbitration.reliability import MIN_SILENCE_MS
+    from agents.arbitration.core.processor import Processor
+    from agents.arbitration.core.reliability import MIN_SILENCE_MS
     from agents.arbitration.settings import ArbitrationSettings
     from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
     from schemas.codec import encode

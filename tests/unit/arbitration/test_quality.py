@@ -12,7 +12,7 @@ import math
 import pytest
 
 from agents.arbitration import quality
-from agents.arbitration.processor import Processor
+from agents.arbitration.core.processor import Processor
 from agents.arbitration.quality import (
     PricePoint,
     Scenario,

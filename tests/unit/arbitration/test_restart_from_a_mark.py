@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import random
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.arbitration.processor import Output, Processor
+from agents.arbitration.core.processor import Output, Processor
 from agents.arbitration.rebuild import DERIVED
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.synthetic import ProviderModel, synthetic_ticks, trade_of
@@ -102,7 +103,7 @@ def test_the_log_exercises_every_output() -> None:
 def test_the_marks_carry_what_is_learned() -> None:
     """So that the restarts above restore it: every provider's lag learner has compared and
     holds references waiting for later quotes, and the drift and noises have samples."""
-    from agents.arbitration.lags import MIN_SAMPLES
+    from agents.arbitration.core.lags import MIN_SAMPLES
 
     proc = Processor(ArbitrationSettings())
     for offset, value in enumerate(LOG):
@@ -135,8 +136,8 @@ def test_a_state_saved_before_issue_16_restores_with_priors() -> None:
     or pairs) restores: what it knew of timing stays, the noise starts from the prior."""
     import orjson
 
-    from agents.arbitration.reliability import PRIOR_NOISE_VAR
-    from agents.arbitration.state import SymbolState
+    from agents.arbitration.core.reliability import PRIOR_NOISE_VAR
+    from agents.arbitration.core.state import SymbolState
 
     old = SymbolState("BTC/USD", "crypto", 0).to_bytes()
     saved = orjson.loads(old)[:11]
@@ -155,8 +156,8 @@ def test_a_state_saved_before_hidden_lags_restores_without_them() -> None:
     """Version 3 (the first issue-16 build): no lag learners, statistics of 16 fields."""
     import orjson
 
-    from agents.arbitration.lags import LagLearner
-    from agents.arbitration.state import SymbolState
+    from agents.arbitration.core.lags import LagLearner
+    from agents.arbitration.core.state import SymbolState
 
     new = SymbolState("BTC/USD", "crypto", 0, lags={"a": LagLearner(samples=3)})
     saved = orjson.loads(new.to_bytes())[:13]
@@ -167,3 +168,17 @@ def test_a_state_saved_before_hidden_lags_restores_without_them() -> None:
     st = SymbolState.from_bytes(orjson.dumps(saved))
     assert st.lags == {} and st.stats["a"].info_lag_ms == 0 and st.stats["a"].total_var == 9.0
     assert SymbolState.from_bytes(st.to_bytes()) == st
+
+
+def test_a_version_2_positional_mark_restores_to_the_same_state() -> None:
+    """Marks written before the typed checkpoint (a positional list) are still read: a worker
+    upgraded in place resumes where the old one stopped."""
+    proc = Processor(ArbitrationSettings())
+    for offset, value in enumerate(LOG[:30]):
+        proc.process(None, value, 0, offset)
+    mark = orjson.loads(proc.mark(0))
+    positional = orjson.dumps([2, mark["applied"], mark["watermark"], mark["states"]])
+    restored = Processor(ArbitrationSettings())
+    restored.restore(0, positional)
+    assert restored.resume_offset(0) == 30
+    assert restored.mark(0) == proc.mark(0)

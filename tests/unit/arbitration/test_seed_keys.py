@@ -10,7 +10,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from agents.arbitration.processor import Processor
+from agents.arbitration.core.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.synthetic import ProviderModel, synthetic_ticks, trade_of
 from schemas.codec import decode, encode

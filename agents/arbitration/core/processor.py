@@ -21,13 +21,14 @@ from typing import cast
 
 import orjson
 
-from agents.arbitration.candles import CandleRecord
-from agents.arbitration.consensus import ConsensusParams, ConsensusResult, Quote, consensus
-from agents.arbitration.copies import copies_of
-from agents.arbitration.lags import LagLearner
-from agents.arbitration.reliability import ProviderStats
+from agents.arbitration.core.candles import CandleRecord
+from agents.arbitration.core.checkpoint import Checkpoint
+from agents.arbitration.core.consensus import ConsensusParams, ConsensusResult, Quote, consensus
+from agents.arbitration.core.copies import copies_of
+from agents.arbitration.core.lags import LagLearner
+from agents.arbitration.core.reliability import ProviderStats
+from agents.arbitration.core.state import SymbolState
 from agents.arbitration.settings import ArbitrationSettings
-from agents.arbitration.state import SymbolState
 from agents.deadletter import deadletter_headers
 from schemas.codec import decode_raw, encode
 from schemas.errors import DecodeError
@@ -41,12 +42,10 @@ from schemas.records import (
 )
 from schemas.times import iso_ms
 
-__all__ = ["MARK_VERSION", "RAW", "Output", "Processor", "health_key"]
+__all__ = ["RAW", "Output", "Processor", "health_key"]
 
 RAW = "fiml.raw"  # the logical topic the processor reads (ticks and trades)
 _INF = float("inf")
-#: The first element of a mark; a mark of another version is refused (``restore``).
-MARK_VERSION = 2
 
 #: (logical topic, key, value, partition, headers): partition None lets the producer choose.
 Output = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
@@ -110,18 +109,16 @@ class Processor:
         processor held of it.
 
         Raises:
-            ValueError: ``mark`` is not a mark of this version (orjson's JSONDecodeError is a
-                ValueError).
+            ValueError: ``mark`` is not a checkpoint of a version this build reads
+                (``Checkpoint.from_bytes``).
         """
         self.forget((partition,))
         part = self._partitions[partition] = _Partition()
         if mark:
-            version, applied, watermark, states = orjson.loads(mark)
-            if version != MARK_VERSION:
-                raise ValueError(f"a mark of version {version!r}, expected {MARK_VERSION}")
-            part.applied, part.watermark = int(applied), int(watermark)
-            for saved in states:
-                st = SymbolState.from_bytes(orjson.dumps(saved))
+            checkpoint = Checkpoint.from_bytes(mark)
+            part.applied, part.watermark = checkpoint.applied, checkpoint.watermark
+            for saved in checkpoint.states:
+                st = SymbolState.from_bytes(saved)
                 part.symbols[st.symbol] = st
         self._refresh_next_close(part)
 
@@ -238,14 +235,9 @@ class Processor:
             if changed or symbol not in states:  # or restored and never changed since
                 states[symbol] = st.to_bytes()
         self.marks.discard(partition)
-        return orjson.dumps(
-            [
-                MARK_VERSION,
-                part.applied,
-                part.watermark,
-                [orjson.Fragment(states[k]) for k in sorted(states)],
-            ]
-        )
+        return Checkpoint(
+            part.applied, part.watermark, tuple(states[k] for k in sorted(states))
+        ).to_bytes()
 
     def _dead(
         self, key: bytes | None, value: bytes, partition: int, offset: int, exc: Exception

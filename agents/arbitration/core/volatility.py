@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.arbitration.reliability import WINSOR_Z2
+from agents.arbitration.core.reliability import WINSOR_Z2
 
 __all__ = ["PRIOR_DRIFT", "WINDOW_MS", "Volatility"]
 

@@ -43,8 +43,8 @@ from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from agents.arbitration.copies import copies_of
-from agents.arbitration.reliability import PRIOR_NOISE_VAR, ProviderStats
+from agents.arbitration.core.copies import copies_of
+from agents.arbitration.core.reliability import PRIOR_NOISE_VAR, ProviderStats
 from schemas.records import QualityFlag
 
 __all__ = [

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from agents.arbitration.candles import SymbolCandles
-from agents.arbitration.consensus import Quote
-from agents.arbitration.copies import Agreement
-from agents.arbitration.lags import LagLearner
-from agents.arbitration.reliability import ProviderStats
-from agents.arbitration.volatility import Volatility
+from agents.arbitration.core.candles import SymbolCandles
+from agents.arbitration.core.consensus import Quote
+from agents.arbitration.core.copies import Agreement
+from agents.arbitration.core.lags import LagLearner
+from agents.arbitration.core.reliability import ProviderStats
+from agents.arbitration.core.volatility import Volatility
 
 __all__ = ["SymbolState"]
 
