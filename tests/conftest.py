@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,7 +72,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker.stop()
 
 
-TopicFactory = Callable[..., Awaitable[str]]
+#: ``make_topic``: an async function, so that ``asyncio.run`` takes what it returns.
+TopicFactory = Callable[..., Coroutine[Any, Any, str]]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -176,7 +176,7 @@ class Provider(ABC):
     def __aiter__(self) -> AsyncIterator[Event]:
         return self.events()
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncGenerator[Event, None]:
         """The provider's events, counted; ends when stopped or when the source is exhausted."""
         if self._state is ProviderState.IDLE:
             await self.start()

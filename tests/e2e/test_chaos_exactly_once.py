@@ -199,7 +199,11 @@ async def test_every_derived_topic_is_a_function_of_the_raw_log(
         for _ in range(5):
             w = killed.worker()
             w.start()
-            await until(lambda w=w: assigned_count(w) >= 1, "an assignment", deadline=90)
+
+            def assigned_now(w: WorkerProcess = w) -> bool:
+                return assigned_count(w) >= 1
+
+            await until(assigned_now, "an assignment", deadline=90)
             await asyncio.sleep(rng.uniform(0.3, 2.5))
             w.kill()
         await feeding

@@ -6,6 +6,7 @@ import bisect
 import statistics
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,9 @@ async def test_consensus_beats_the_best_single_provider(
     raw = await read_all(kafka_bootstrap, "fiml.raw")
     assert prices and truth and raw
 
-    def series(records: list[dict]) -> dict[tuple[str, str], tuple[list[int], list[float]]]:
+    def series(
+        records: list[dict[str, Any]],
+    ) -> dict[tuple[str, str], tuple[list[int], list[float]]]:
         out: dict[tuple[str, str], list[tuple[int, float]]] = {}
         for r in records:
             out.setdefault((r["symbol"], r["provider"]), []).append(
@@ -58,7 +61,7 @@ async def test_consensus_beats_the_best_single_provider(
     truths = series(truth)
     quotes = series(raw)
     providers = sorted({p for _s, p in quotes})
-    errors: dict[str, list[float]] = {"consensus": []} | {p: [] for p in providers}
+    errors: dict[str, list[float]] = {p: [] for p in ["consensus", *providers]}
     for price in prices:
         s, t = price["symbol"], price["event_time_ms"]
         true = as_of(*truths[(s, "truth")], t)

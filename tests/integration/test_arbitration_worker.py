@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -51,14 +52,14 @@ def worker(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[
     assert "Traceback" not in out, out[-3000:]
 
 
-def finals(records: list[dict]) -> list[dict]:
+def finals(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(
         (c for c in records if c["is_final"]),
         key=lambda c: (c["symbol"], c["interval"], c["window_start_ms"]),
     )
 
 
-def _key(c: dict) -> tuple[str, str, int]:
+def _key(c: dict[str, Any]) -> tuple[str, str, int]:
     return c["symbol"], c["interval"], c["window_start_ms"]
 
 
@@ -199,10 +200,10 @@ async def test_two_workers_share_the_partitions(
     assert shares[0] | shares[1] == {0, 1, 2, 3}
 
 
-def by_symbol(records: list[dict]) -> dict[str, list[dict]]:
+def by_symbol(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Records per symbol in topic order: the order a partition gives, whatever the order the
     partitions were read in."""
-    out: dict[str, list[dict]] = {}
+    out: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         out.setdefault(r["symbol"], []).append(r)
     return out

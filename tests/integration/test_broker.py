@@ -13,11 +13,12 @@ from infra.broker import BrokerConfig
 from infra.cli import app
 from infra.topics import create_topics, describe_topics
 from schemas.topics import TOPICS, topic_name
+from tests.conftest import TopicFactory
 
 pytestmark = pytest.mark.integration
 
 
-async def test_produce_consume_round_trip(kafka_bootstrap: str, make_topic) -> None:
+async def test_produce_consume_round_trip(kafka_bootstrap: str, make_topic: TopicFactory) -> None:
     topic = await make_topic(partitions=3)
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True
@@ -64,14 +65,16 @@ async def test_provisioning_matches_registry_and_is_idempotent(
         assert found.configs["retention.ms"] == str(spec.retention_ms)
 
 
-def test_cli_status_reports_the_broker(kafka_bootstrap: str, monkeypatch) -> None:
+def test_cli_status_reports_the_broker(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     result = CliRunner().invoke(app, ["kafka", "status"])
     assert result.exit_code == 0, result.output
     assert "up" in result.output and kafka_bootstrap in result.output
 
 
-def test_kafka_console_tools_interoperate(kafka_bootstrap: str, make_topic) -> None:
+def test_kafka_console_tools_interoperate(kafka_bootstrap: str, make_topic: TopicFactory) -> None:
     """A client that is not aiokafka (Kafka's own Java console tools) can use the broker."""
     import asyncio
 

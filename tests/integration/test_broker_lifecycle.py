@@ -14,7 +14,9 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.integration
 
 
-def test_start_twice_status_stop_leaves_no_process(tmp_path: Path, monkeypatch) -> None:
+def test_start_twice_status_stop_leaves_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     port, controller = free_port(), free_port()
     args = ["--port", str(port), "--controller-port", str(controller), "--data-dir", str(tmp_path)]
@@ -43,7 +45,9 @@ def test_start_twice_status_stop_leaves_no_process(tmp_path: Path, monkeypatch) 
     assert down.exit_code == 1 and "down" in down.output
 
 
-def test_corrupt_data_directory_is_one_sentence_and_no_process(tmp_path: Path, monkeypatch) -> None:
+def test_corrupt_data_directory_is_one_sentence_and_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from infra.errors import BrokerStartError
 
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)

@@ -12,11 +12,11 @@ import socket
 import pytest
 
 from fiml_stream import Backoff, FimlStream, FimlStreamError
+from gateway import GatewaySettings
 from schemas.records import PriceUpdate
 from tests.integration.test_gateway import (  # noqa: F401
     T0,
     Feed,
-    GatewaySettings,
     feed,
     gw,
     price,

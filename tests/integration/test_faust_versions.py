@@ -13,11 +13,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.conftest import TopicFactory
+
 pytestmark = pytest.mark.integration
 
 
 async def test_faust_worker_updates_a_table_and_writes_output(
-    kafka_bootstrap: str, make_topic, tmp_path: Path
+    kafka_bootstrap: str, make_topic: TopicFactory, tmp_path: Path
 ) -> None:
     source, output = await make_topic("smoke-in"), await make_topic("smoke-out")
     app_id = f"smoke-{uuid.uuid4().hex[:8]}"
@@ -89,7 +91,7 @@ async def test_faust_worker_updates_a_table_and_writes_output(
 
 
 async def test_a_fetch_returns_no_records_of_partitions_faust_has_paused(
-    kafka_bootstrap: str, make_topic
+    kafka_bootstrap: str, make_topic: TopicFactory
 ) -> None:
     """aiokafka's ``fetched_records`` reads an empty partition set as "every partition", and
     Faust hands it its live set of active partitions, which a rebalance empties while the fetch

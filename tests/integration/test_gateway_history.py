@@ -13,11 +13,11 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from gateway import GatewaySettings
 from tests.integration.test_gateway import (  # noqa: F401
     HOUR,
     T0,
     Feed,
-    GatewaySettings,
     candle,
     feed,
     gw,
@@ -113,7 +113,7 @@ async def test_a_resume_token_serves_only_its_subscription(gw: str, feed: Feed) 
     body, _, mac = last["resume_token"].rpartition(".")
     version, epoch, seq, offsets = body.split(".")
     moved = "-".join(str(int(o) - 1) for o in offsets.split("-"))
-    refusals = {
+    refusals: dict[str, dict[str, Any]] = {
         "guessed": {"resume_token": "guessed"},
         "other symbols": {"symbols": ["BTC/USDT"]},
         "other id": {"subscription_id": "someone-else"},

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from gateway import GatewaySettings
 from schemas.records import ProviderHealth
 from tests.integration.test_gateway import (  # noqa: F401
     T0,
     Feed,
-    GatewaySettings,
     feed,
     price,
     recv_until,

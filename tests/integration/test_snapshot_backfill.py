@@ -13,12 +13,12 @@ from dataclasses import replace
 import pytest
 from websockets.asyncio.client import connect
 
+from gateway import GatewaySettings
 from schemas.codec import encode
 from schemas.topics import topic_name
 from tests.integration.test_gateway import (  # noqa: F401
     T0,
     Feed,
-    GatewaySettings,
     feed,
     http_get,
     is_type,

@@ -32,20 +32,26 @@ def test_server_properties_is_single_node_kraft_on_loopback(tmp_path: Path) -> N
     assert props["log.dirs"] == str(tmp_path / "broker" / "kraft")
 
 
-def test_missing_java_is_one_plain_sentence(tmp_path: Path, monkeypatch) -> None:
+def test_missing_java_is_one_plain_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     with pytest.raises(ToolMissingError, match=r"Java is not installed.*install"):
         LocalBroker(_config(tmp_path)).start()
 
 
-def test_missing_maven_is_one_plain_sentence(tmp_path: Path, monkeypatch) -> None:
+def test_missing_maven_is_one_plain_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ToolMissingError, match=r"Maven .* not installed.*install"):
         fetch_jars(tmp_path / "lib")
 
 
-def test_port_in_use_is_reported_before_anything_starts(tmp_path: Path, monkeypatch) -> None:
+def test_port_in_use_is_reported_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -76,7 +82,7 @@ def test_stop_when_nothing_runs_is_harmless(tmp_path: Path) -> None:
     assert LocalBroker(_config(tmp_path)).stop() is False
 
 
-def test_external_cluster_starts_nothing(tmp_path: Path, monkeypatch) -> None:
+def test_external_cluster_starts_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens there
     status = LocalBroker(_config(tmp_path)).start()
     assert status.external and not status.up and status.address == "127.0.0.1:1"

@@ -34,7 +34,7 @@ PRICES = topic_models("fiml.prices")
 class Rec(NamedTuple):
     timestamp: int
     run: int
-    index: int
+    position: int  # in its run (a field named index would hide tuple.index)
 
 
 @given(st.lists(st.lists(st.integers(0, 50), max_size=30), min_size=1, max_size=5))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
+from typing import Any
 
 import orjson
 import pytest
 
-from agents.arbitration.core.processor import Processor
+from agents.arbitration.core.processor import Output, Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.codec import encode
 from schemas.records import AssetType, RawTrade
@@ -38,10 +39,8 @@ def binance_trades() -> list[RawTrade]:
     ]
 
 
-def finals_1m(
-    outputs: list[tuple[str, bytes | None, bytes, int | None, object]],
-) -> dict[int, dict]:
-    finals: dict[int, dict] = {}
+def finals_1m(outputs: list[Output]) -> dict[int, dict[str, Any]]:
+    finals: dict[int, dict[str, Any]] = {}
     for topic, _k, value, _p, _h in outputs:
         if topic == "fiml.ohlcv":
             rec = orjson.loads(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from typing import Any
 
 import orjson
 
@@ -18,7 +19,7 @@ STALE = DEFAULT_STALE_MS["crypto"]
 DARK_FROM, DARK_UNTIL = 60_000, 120_000
 
 
-def prices() -> list[dict]:
+def prices() -> list[dict[str, Any]]:
     models = [
         ProviderModel("alpha", noise_bps=2, every_ms=500),
         ProviderModel("bravo", noise_bps=2, every_ms=700),
@@ -48,8 +49,10 @@ def test_a_dark_provider_fails_over_and_confidence_drops_and_recovers() -> None:
     )
 
     def conf(lo: int, hi: int) -> float:
-        return statistics.mean(
-            p["confidence"] for p in out if START + lo <= p["event_time_ms"] < START + hi
+        return float(
+            statistics.mean(
+                p["confidence"] for p in out if START + lo <= p["event_time_ms"] < START + hi
+            )
         )
 
     before = conf(30_000, DARK_FROM)
@@ -75,7 +78,7 @@ def test_provider_health_is_kept_per_provider_and_symbol() -> None:
     proc = Processor(ArbitrationSettings())
     for i, t in enumerate(ticks):
         proc.process(None, encode(t), 0, i)
-    compacted: dict[bytes, dict] = {}
+    compacted: dict[bytes | None, dict[str, Any]] = {}
     for topic, key, value, _p, _h in proc.drain():
         if topic == "fiml.provider.health":
             compacted[key] = orjson.loads(value)  # what compaction keeps: the last per key

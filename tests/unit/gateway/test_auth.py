@@ -101,7 +101,7 @@ def test_patterns_replay_and_raw_entitlements() -> None:
         ((StreamType.PRICE, ["BTC/USDT"], False, NOW_MS - 7_200_000), "replay_from"),
     ]:
         with pytest.raises(ProtocolError) as exc:
-            granted.check(*args, NOW_MS)  # type: ignore[arg-type]
+            granted.check(*args, NOW_MS)
         assert exc.value.code is ErrorCode.FORBIDDEN and exc.value.field == field
     with pytest.raises(ProtocolError, match="replay"):
         Entitlements(replay=False).check(StreamType.PRICE, ["A"], False, NOW_MS, NOW_MS)

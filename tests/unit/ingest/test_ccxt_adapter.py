@@ -111,8 +111,10 @@ async def test_rest_polling_provider_on_recorded_responses() -> None:
     kinds = [type(e).__name__ for e in events]
     # the same recent trade comes back on the second poll: it is emitted once
     assert kinds == ["RawTick", "RawTrade", "ProviderHealth", "RawTick"]
-    assert events[2].state == "up"
-    assert events[0].price == 73369.84 and events[1].trade_id == "2913537567"
+    tick, trade, health = events[0], events[1], events[2]  # their kinds: asserted above
+    assert isinstance(health, ProviderHealth) and health.state == "up"
+    assert isinstance(tick, RawTick) and isinstance(trade, RawTrade)
+    assert tick.price == 73369.84 and trade.trade_id == "2913537567"
 
 
 def test_bad_payloads_raise_payload_error() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from hypothesis import given, settings
@@ -47,7 +47,14 @@ def fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
 
-KW = {"seq": 1, "ingest_time_ms": 1_796_400_000_000}
+class Stamps(TypedDict):
+    """The keyword arguments every converter takes besides the payload and the symbol."""
+
+    seq: int
+    ingest_time_ms: int
+
+
+KW: Stamps = {"seq": 1, "ingest_time_ms": 1_796_400_000_000}
 CASES: dict[str, tuple[Callable[[Any], Any], Any, tuple[str, ...]]] = {
     "ccxt ticker": (
         lambda p: ticker_to_tick(p, provider="ccxt_binance", symbol="BTC/USDT", **KW),
