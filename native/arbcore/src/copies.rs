@@ -165,3 +165,66 @@ pub fn copies_of<'a>(provider: &str, pairs: &'a CopySet) -> BTreeSet<&'a str> {
     }
     out
 }
+
+#[cfg(test)]
+mod python_vectors {
+    use super::{copies_of, Agreement, CopySet};
+    use crate::json::vectors::{err, f, lines, written};
+    use serde_json::Value;
+
+    #[test]
+    fn agreement_as_python() {
+        let Some(lines) = lines("copies") else { return };
+        let (mut steps, mut of) = (0, 0);
+        for v in &lines {
+            if let Some(c) = v.get("copies_of") {
+                let pairs: CopySet = c[1]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into()))
+                    .collect();
+                let got: Vec<&str> = copies_of(c[0].as_str().unwrap(), &pairs)
+                    .into_iter()
+                    .collect();
+                assert_eq!(Value::from(got), c[2]);
+                of += 1;
+                continue;
+            }
+            let init: Value = serde_json::from_str(v["init"].as_str().unwrap()).unwrap();
+            let mut a = Agreement::from_json(&init).unwrap();
+            for step in v["ops"].as_array().unwrap() {
+                let me = step[0][0].as_str().unwrap();
+                let diffs: Vec<(&str, i64, f64, f64)> = step[0][1]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| {
+                        (
+                            d[0].as_str().unwrap(),
+                            d[1].as_i64().unwrap(),
+                            f(&d[2]),
+                            f(&d[3]),
+                        )
+                    })
+                    .collect();
+                let got = a
+                    .observe(me, diffs)
+                    .map_or_else(|e| err(&e), |_| Value::Null);
+                assert_eq!(got, step[1]);
+                let cp = match a.copies() {
+                    Ok(c) => Value::from(
+                        c.iter()
+                            .map(|(x, y)| Value::from(vec![x.as_str(), y.as_str()]))
+                            .collect::<Vec<_>>(),
+                    ),
+                    Err(e) => err(&e),
+                };
+                assert_eq!(cp, step[2]);
+                assert_eq!(written(|o| a.write_json(o)), step[3].as_str().unwrap());
+                steps += 1;
+            }
+        }
+        eprintln!("copies: {steps} steps and {of} copies_of compared");
+    }
+}

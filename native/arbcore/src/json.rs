@@ -358,3 +358,81 @@ pub mod py {
         }
     }
 }
+
+/// Test helpers for the differential vectors of tests/vectors/gen_vectors.py: floats travel
+/// as their bits (or "nan"), exceptions as "E:{type}: {message}".
+#[cfg(test)]
+pub(crate) mod vectors {
+    use serde_json::Value;
+
+    /// The lines of `$ARBCORE_VECTORS/{name}.jsonl`, or None (the test is skipped) when the
+    /// variable is not set.
+    pub fn lines(name: &str) -> Option<Vec<Value>> {
+        let dir = std::env::var("ARBCORE_VECTORS").ok()?;
+        let text = std::fs::read_to_string(format!("{dir}/{name}.jsonl")).ok()?;
+        Some(
+            text.lines()
+                .map(|l| serde_json::from_str(l).expect("a vector"))
+                .collect(),
+        )
+    }
+
+    /// A float from its bits or "nan".
+    pub fn f(v: &Value) -> f64 {
+        match v {
+            Value::String(s) if s == "nan" => f64::NAN,
+            _ => f64::from_bits(v.as_u64().expect("float bits")),
+        }
+    }
+
+    /// A float as the vectors write it.
+    pub fn enc(x: f64) -> Value {
+        if x.is_nan() {
+            Value::from("nan")
+        } else {
+            Value::from(x.to_bits())
+        }
+    }
+
+    /// An exception as the vectors write it.
+    pub fn err(e: &crate::error::Raised) -> Value {
+        Value::from(format!("E:{}", e.reason()))
+    }
+
+    /// The bytes a writer gives, as a string.
+    pub fn written(write: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        write(&mut out);
+        String::from_utf8(out).expect("UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod python_vectors {
+    use super::vectors::{f, lines};
+
+    #[test]
+    fn floats_and_strings_as_python() {
+        let Some(lines) = lines("floats") else { return };
+        let mut n = 0;
+        for v in &lines {
+            if v[0] == "str" {
+                let mut out = Vec::new();
+                super::str(&mut out, v[1].as_str().unwrap());
+                assert_eq!(String::from_utf8(out).unwrap(), v[2].as_str().unwrap());
+                continue;
+            }
+            let x = f(&v[0]);
+            let mut out = Vec::new();
+            super::f64(&mut out, x);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                v[1].as_str().unwrap(),
+                "{x:e}"
+            );
+            assert_eq!(super::py_repr_f64(x), v[2].as_str().unwrap(), "{x:e}");
+            n += 1;
+        }
+        eprintln!("floats: {n} compared");
+    }
+}

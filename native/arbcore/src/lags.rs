@@ -304,3 +304,49 @@ pub fn fit_lag(fits: &[f64], drift: f64) -> i64 {
         0
     }
 }
+
+#[cfg(test)]
+mod python_vectors {
+    use super::{fit_lag, LagLearner};
+    use crate::json::vectors::{err, f, lines, written};
+    use serde_json::Value;
+
+    #[test]
+    fn lags_as_python() {
+        let Some(lines) = lines("lags") else { return };
+        let (mut steps, mut fits, mut lags) = (0, 0, 0);
+        for v in &lines {
+            if let Some(c) = v.get("fit") {
+                let fs: Vec<f64> = c[0].as_array().unwrap().iter().map(f).collect();
+                assert_eq!(Value::from(fit_lag(&fs, f(&c[1]))), c[2], "{c}");
+                fits += 1;
+                continue;
+            }
+            let init: Value = serde_json::from_str(v["init"].as_str().unwrap()).unwrap();
+            let mut lr = LagLearner::from_json(&init).unwrap();
+            for step in v["ops"].as_array().unwrap() {
+                let a = &step[0];
+                let got = lr
+                    .observe(
+                        a[0].as_i64().unwrap(),
+                        f(&a[1]),
+                        f(&a[2]),
+                        f(&a[3]),
+                        f(&a[4]),
+                    )
+                    .map_or_else(|e| err(&e), Value::from);
+                assert_eq!(got, step[1], "{a}");
+                if got.is_i64() {
+                    lags += 1;
+                }
+                assert_eq!(
+                    written(|o| lr.write_json(o)),
+                    step[2].as_str().unwrap(),
+                    "{a}"
+                );
+                steps += 1;
+            }
+        }
+        eprintln!("lags: {steps} steps ({lags} fitted lags) and {fits} fit_lag compared");
+    }
+}

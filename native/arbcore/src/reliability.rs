@@ -309,3 +309,62 @@ impl ProviderStats {
         })
     }
 }
+
+#[cfg(test)]
+mod python_vectors {
+    use super::ProviderStats;
+    use crate::json::vectors::{enc, err, f, lines, written};
+    use serde_json::Value;
+
+    /// Random sequences of every method against the Python reference: each result (or
+    /// exception) and the saved state after each step.
+    #[test]
+    fn stats_as_python() {
+        let Some(lines) = lines("stats") else { return };
+        let mut steps = 0;
+        for v in &lines {
+            let init: Value = serde_json::from_str(v["init"].as_str().unwrap()).unwrap();
+            let mut s = ProviderStats::from_json(&init).unwrap();
+            for step in v["ops"].as_array().unwrap() {
+                let op = step[0].as_array().unwrap();
+                let i = |k: usize| op[k].as_i64().unwrap();
+                let got: Value = match op[0].as_str().unwrap() {
+                    "on_tick" => {
+                        s.on_tick(i(1), i(2));
+                        Value::Null
+                    }
+                    "learn" => s
+                        .learn(f(&op[1]), f(&op[2]))
+                        .map_or_else(|e| err(&e), |_| Value::Null),
+                    "learn_white" => s
+                        .learn_white(f(&op[1]), i(2))
+                        .map_or_else(|e| err(&e), |_| Value::Null),
+                    "reliability" => s.reliability(i(1)).map_or_else(|e| err(&e), enc),
+                    "silent" => Value::from(s.silent(i(1), i(2))),
+                    "state" => s
+                        .state(i(1), i(2), None)
+                        .map_or_else(|e| err(&e), Value::from),
+                    "values" => Value::from(vec![
+                        enc(s.noise_var()),
+                        enc(s.white_noise_var()),
+                        enc(s.error_bps()),
+                    ]),
+                    _ => {
+                        s.excluded = !s.excluded;
+                        Value::Null
+                    }
+                };
+                if op[0] != "values" || !step[1].is_null() {
+                    assert_eq!(got, step[1], "{op:?} from {init}");
+                }
+                assert_eq!(
+                    written(|o| s.write_json(o)),
+                    step[2].as_str().unwrap(),
+                    "{op:?}"
+                );
+                steps += 1;
+            }
+        }
+        eprintln!("stats: {steps} steps compared");
+    }
+}

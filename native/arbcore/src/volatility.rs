@@ -103,3 +103,37 @@ impl Volatility {
         })
     }
 }
+
+#[cfg(test)]
+mod python_vectors {
+    use super::Volatility;
+    use crate::json::vectors::{enc, err, f, lines, written};
+    use serde_json::Value;
+
+    #[test]
+    fn volatility_as_python() {
+        let Some(lines) = lines("volatility") else {
+            return;
+        };
+        let mut steps = 0;
+        for v in &lines {
+            let init: Value = serde_json::from_str(v["init"].as_str().unwrap()).unwrap();
+            let mut vol = Volatility::from_json(&init).unwrap();
+            for step in v["ops"].as_array().unwrap() {
+                let a = &step[0];
+                let got = vol
+                    .observe(a[0].as_i64().unwrap(), f(&a[1]), f(&a[2]))
+                    .map_or_else(|e| err(&e), |_| Value::Null);
+                assert_eq!(got, step[1], "{a}");
+                assert_eq!(enc(vol.per_ms()), step[2]);
+                assert_eq!(
+                    written(|o| vol.write_json(o)),
+                    step[3].as_str().unwrap(),
+                    "{a}"
+                );
+                steps += 1;
+            }
+        }
+        eprintln!("volatility: {steps} steps compared");
+    }
+}
