@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from agents.timebounds import TimeBounds
 from schemas.records import AssetType
 
-__all__ = ["DEFAULT_STALE_MS", "ArbitrationSettings"]
+__all__ = ["DEFAULT_STALE_MS", "ENGINES", "ArbitrationSettings"]
+
+#: The arbitration engines (``FIML_ARB_ENGINE``): the compiled core first, the default.
+ENGINES = ("compiled", "python")
 
 #: How old (event time) a provider's last quote may be before it stops counting, per asset type.
 #: Crypto trades around the clock and providers tick every second; equities and indices through
@@ -29,6 +32,12 @@ DEFAULT_STALE_MS: dict[str, int] = {
 
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, str(default)))
+
+
+def _engine(name: str) -> str:
+    if name not in ENGINES:
+        raise ValueError(f"FIML_ARB_ENGINE is {name!r}: expected one of {', '.join(ENGINES)}")
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,9 @@ class ArbitrationSettings:
     # the outputs are.
     commit_ms: int = 100
     transaction_timeout_ms: int = 60_000
+    # Which engine applies the records (agents/arbitration/engine.py): "compiled", the Rust
+    # core (native/arbcore, byte-identical outputs), or "python", the reference.
+    engine: str = "compiled"
 
     def stale_for(self, asset_type: str) -> int:
         return self.stale_ms.get(asset_type, 60_000)
@@ -81,4 +93,5 @@ class ArbitrationSettings:
             transaction_timeout_ms=_env_int(
                 "FIML_ARB_TRANSACTION_TIMEOUT_MS", base.transaction_timeout_ms
             ),
+            engine=_engine(os.environ.get("FIML_ARB_ENGINE", base.engine)),
         )
