@@ -169,7 +169,7 @@ pub fn copies_of<'a>(provider: &str, pairs: &'a CopySet) -> BTreeSet<&'a str> {
 #[cfg(test)]
 mod python_vectors {
     use super::{copies_of, Agreement, CopySet};
-    use crate::json::vectors::{err, f, lines, written};
+    use crate::json::vectors::{err, f, lines, round_trip, written};
     use serde_json::Value;
 
     #[test]
@@ -222,6 +222,9 @@ mod python_vectors {
                 };
                 assert_eq!(cp, step[2]);
                 assert_eq!(written(|o| a.write_json(o)), step[3].as_str().unwrap());
+                round_trip(step[3].as_str().unwrap(), |v| {
+                    Agreement::from_json(v).map(|x| written(|o| x.write_json(o)))
+                });
                 steps += 1;
             }
         }

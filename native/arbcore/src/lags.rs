@@ -308,7 +308,7 @@ pub fn fit_lag(fits: &[f64], drift: f64) -> i64 {
 #[cfg(test)]
 mod python_vectors {
     use super::{fit_lag, LagLearner};
-    use crate::json::vectors::{err, f, lines, written};
+    use crate::json::vectors::{err, f, lines, round_trip, written};
     use serde_json::Value;
 
     #[test]
@@ -344,6 +344,9 @@ mod python_vectors {
                     step[2].as_str().unwrap(),
                     "{a}"
                 );
+                round_trip(step[2].as_str().unwrap(), |v| {
+                    LagLearner::from_json(v).map(|x| written(|o| x.write_json(o)))
+                });
                 steps += 1;
             }
         }

@@ -313,7 +313,7 @@ impl ProviderStats {
 #[cfg(test)]
 mod python_vectors {
     use super::ProviderStats;
-    use crate::json::vectors::{enc, err, f, lines, written};
+    use crate::json::vectors::{enc, err, f, lines, round_trip, written};
     use serde_json::Value;
 
     /// Random sequences of every method against the Python reference: each result (or
@@ -362,6 +362,9 @@ mod python_vectors {
                     step[2].as_str().unwrap(),
                     "{op:?}"
                 );
+                round_trip(step[2].as_str().unwrap(), |v| {
+                    ProviderStats::from_json(v).map(|x| written(|o| x.write_json(o)))
+                });
                 steps += 1;
             }
         }

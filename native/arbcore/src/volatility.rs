@@ -107,7 +107,7 @@ impl Volatility {
 #[cfg(test)]
 mod python_vectors {
     use super::Volatility;
-    use crate::json::vectors::{enc, err, f, lines, written};
+    use crate::json::vectors::{enc, err, f, lines, round_trip, written};
     use serde_json::Value;
 
     #[test]
@@ -131,6 +131,9 @@ mod python_vectors {
                     step[3].as_str().unwrap(),
                     "{a}"
                 );
+                round_trip(step[3].as_str().unwrap(), |v| {
+                    Volatility::from_json(v).map(|x| written(|o| x.write_json(o)))
+                });
                 steps += 1;
             }
         }

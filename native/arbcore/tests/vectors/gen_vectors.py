@@ -64,7 +64,11 @@ def price(r: random.Random, base: float) -> float:
         return base * (1 + r.gauss(0, 0.02))
     if k < 0.95:
         return base * r.choice([2.0, 0.5, 1e10, 1e-10, 1e300, 1e-300])
-    return r.choice([5e-324, 1e-310, 1e308, 1.7976931348623157e308, base])
+    if k < 0.99:
+        return r.choice([5e-324, 1e-310, 1e308, 1.7976931348623157e308, base])
+    # a new NaN object each time: CPython's tuple comparison treats the *same* object as equal
+    # to itself, which no float comparison mirrors (decoded prices are distinct objects anyway)
+    return r.choice([float("nan"), math.inf, 0.0, -1.0])
 
 
 def gen_floats(r: random.Random, n: int, out):
