@@ -104,7 +104,9 @@ pub struct ConsensusResult {
     pub quotes: Vec<Quote>,
     pub weights: Vec<f64>,
     pub noises: Vec<f64>,
-    pub infos: Vec<i64>,
+    /// Python ints: i128 holds every difference of the i64 times and lags exactly, so a
+    /// restored lag of any size gives Python's floats, never an overflow
+    pub infos: Vec<i128>,
     pub drift: f64,
     pub now_ms: i64,
 }
@@ -113,7 +115,13 @@ impl ConsensusResult {
     /// `ConsensusResult.without`: the estimate from the inliers not in `leave_out`, with the
     /// variance of its error against the truth at `at_ms`; None if no inlier is left out or
     /// none remains. Raises only where `_combine` does.
-    pub fn without<S: AsRef<str>>(&self, leave_out: &[S], at_ms: i64) -> Res<Option<Others>> {
+    pub fn without<S: AsRef<str>>(
+        &self,
+        leave_out: &[S],
+        at_ms: impl Into<i128>,
+    ) -> Res<Option<Others>> {
+        // `at_ms` is a Python int: news_ms less a restored lag may leave i64
+        let at_ms: i128 = at_ms.into();
         let out = |p: &str| leave_out.iter().any(|x| x.as_ref() == p);
         let keep: Vec<usize> = (0..self.quotes.len())
             .filter(|&i| !out(&self.quotes[i].provider))
@@ -121,7 +129,7 @@ impl ConsensusResult {
         if keep.is_empty() || keep.len() == self.quotes.len() {
             return Ok(None);
         }
-        let infos: Vec<i64> = keep.iter().map(|&i| self.infos[i]).collect();
+        let infos: Vec<i128> = keep.iter().map(|&i| self.infos[i]).collect();
         let noises: Vec<f64> = keep.iter().map(|&i| self.noises[i]).collect();
         let prices: Vec<f64> = keep.iter().map(|&i| self.quotes[i].price).collect();
         let (price, _, weights) = combine(&prices, &noises, &infos, self.drift, self.now_ms)?;
@@ -177,12 +185,12 @@ pub fn consensus(
         let noise = s.map_or(PRIOR_NOISE_VAR, |s| s.noise_var());
         let white = s.map_or(PRIOR_NOISE_VAR, |s| s.white_noise_var());
         let info = match s {
-            Some(s) => q.news_ms() - s.info_lag_ms,
-            None => q.news_ms(),
+            Some(s) => q.news_ms() as i128 - s.info_lag_ms as i128,
+            None => q.news_ms() as i128,
         };
         noises.push(py_max(noise, floor));
         infos.push(info);
-        scatter.push(py_max(white, floor) + drift * (now_ms - info) as f64);
+        scatter.push(py_max(white, floor) + drift * (now_ms as i128 - info) as f64);
     }
 
     let names: Vec<&str> = fresh.iter().map(|q| q.provider.as_str()).collect();
@@ -200,7 +208,7 @@ pub fn consensus(
     for (&i, &v) in keep.iter().zip(inlier_votes.iter()) {
         shares.push(div(noises[i], v)?);
     }
-    let times: Vec<i64> = keep.iter().map(|&i| infos[i]).collect();
+    let times: Vec<i128> = keep.iter().map(|&i| infos[i]).collect();
     let mut rejected: Vec<String> = (0..fresh.len())
         .filter(|i| !keep.contains(i))
         .map(|i| fresh[i].provider.clone())
@@ -317,7 +325,7 @@ fn exclusion(
 fn combine(
     prices: &[f64],
     noises: &[f64],
-    infos: &[i64],
+    infos: &[i128],
     drift: f64,
     now_ms: i64,
 ) -> Res<(f64, f64, Vec<f64>)> {
@@ -342,12 +350,12 @@ fn combine(
         low = py_min(low, prices[j]);
         high = py_max(high, prices[j]);
     }
-    var += drift * (now_ms - at) as f64;
+    var += drift * (now_ms as i128 - at) as f64;
     Ok((py_min(py_max(price, low), high), var, weights))
 }
 
 /// `_error_var`: the variance of `truth(at_ms) - sum_j w_j y_j` for weights summing to 1.
-fn error_var(weights: &[f64], noises: &[f64], infos: &[i64], drift: f64, at_ms: i64) -> f64 {
+fn error_var(weights: &[f64], noises: &[f64], infos: &[i128], drift: f64, at_ms: i128) -> f64 {
     let (mut noise, mut walk) = (0.0, 0.0);
     for ((&wj, &rj), &tj) in weights.iter().zip(noises).zip(infos) {
         noise += wj * wj * rj;
@@ -500,7 +508,7 @@ mod python_vectors {
                         let mut leave: Vec<&str> =
                             copies_of(&q.provider, &copies).into_iter().collect();
                         leave.push(&q.provider);
-                        without.push(match r.without(&leave, q.news_ms() - lag) {
+                        without.push(match r.without(&leave, q.news_ms() as i128 - lag as i128) {
                             Err(e) => err(&e),
                             Ok(None) => Value::Null,
                             Ok(Some(o)) => {
@@ -515,7 +523,8 @@ mod python_vectors {
                         "variance": enc(r.variance_bps2),
                         "weights": r.weights.iter().map(|&w| enc(w)).collect::<Vec<_>>(),
                         "noises": r.noises.iter().map(|&w| enc(w)).collect::<Vec<_>>(),
-                        "infos": r.infos, "without": without,
+                        "infos": r.infos.iter().map(|&t| serde_json::Number::from_i128(t).map(Value::Number)).collect::<Vec<_>>(),
+                        "without": without,
                     })
                 }
             };

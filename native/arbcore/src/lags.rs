@@ -102,7 +102,8 @@ impl LagLearner {
         drift: f64,
     ) -> Res<Option<i64>> {
         if let Some(&last) = self.own_times.last() {
-            if time_ms - last > MAX_LAG_MS {
+            // Python ints: a restored time of any size cannot overflow
+            if time_ms as i128 - last as i128 > MAX_LAG_MS as i128 {
                 // back from silence: the histories start again (the fits stay)
                 self.own_times.clear();
                 self.own_prices.clear();
@@ -167,7 +168,7 @@ impl LagLearner {
                 prices[i]
                     + div(
                         (prices[i + 1] - prices[i]) * (t - t0 as f64),
-                        (times[i + 1] - t0) as f64,
+                        (times[i + 1] as i128 - t0 as i128) as f64,
                     )?
             };
             let miss = py_min((div(quoted, reference)? - 1.0).abs() * 1e4, MAX_MISS_BPS);

@@ -51,8 +51,9 @@ impl Volatility {
     /// `Volatility.observe`. Raises ZeroDivisionError for an anchor price of 0 (only a
     /// restored one) or a restored `samples` of -3.
     pub fn observe(&mut self, now_ms: i64, price: f64, variance_bps2: f64) -> Res<()> {
-        let elapsed = now_ms - self.anchor_ms;
-        if self.anchor_ms >= 0 && elapsed < WINDOW_MS {
+        // Python ints: a restored anchor of any size cannot overflow
+        let elapsed = now_ms as i128 - self.anchor_ms as i128;
+        if self.anchor_ms >= 0 && elapsed < WINDOW_MS as i128 {
             return Ok(());
         }
         if self.anchor_ms >= 0 {

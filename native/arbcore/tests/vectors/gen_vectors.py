@@ -104,7 +104,7 @@ def rand_stats(r: random.Random) -> ProviderStats:
     s.rejections = r.randint(0, 10)
     s.last_health_ms = r.randint(-1, 10**6)
     s.last_state = r.choice(["", "up", "down", "degraded", 'q"\\\x01é'])
-    s.info_lag_ms = r.choice([0, 0, 500, 1200, -300, 6000])
+    s.info_lag_ms = r.choice([0, 0, 500, 1200, -300, 6000, -(2**63), 2**63 - 1])
     return s
 
 
@@ -254,6 +254,8 @@ def gen_lags(r: random.Random, n: int, out):
         lr = LagLearner()
         if r.random() < 0.1:
             lr.samples = r.choice([-1, 39, 47])
+        if r.random() < 0.02:  # restored times far away: Python's ints do not overflow
+            lr.own_times, lr.own_prices = [r.choice([-(2**63), 2**63 - 1])], [base]
         init = orjson.dumps(lr.to_list()).decode()
         ops = []
         t = r.randint(0, 10**6)
