@@ -138,7 +138,7 @@ class _Fallback:
                 providers=[provider],
                 event_time_ms=event_time_ms,
             )
-        except Exception as exc:  # noqa: BLE001 - its text is the dead-letter reason
+        except Exception as exc:
             return _reason(exc)
         return "RuntimeError: the compiled core refused a TradeUpdate that Python accepts"
 
@@ -166,7 +166,7 @@ class _Fallback:
                 ticks=ticks,
                 errors=errors,
             )
-        except Exception as exc:  # noqa: BLE001 - its text is the dead-letter reason
+        except Exception as exc:
             return _reason(exc)
         return "RuntimeError: the compiled core refused a ProviderHealth that Python accepts"
 
