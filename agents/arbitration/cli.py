@@ -21,19 +21,15 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Run an arbitration worker (the same as ``faust -A agents.arbitration.app worker``)."""
-        import asyncio
         import os
 
         if metrics_port is not None:  # read when the app module is imported, just below
             os.environ["FIML_ARB_METRICS_PORT"] = str(metrics_port)
 
-        import uvloop
-        from faust.worker import Worker
-
         from agents.arbitration.app import app as faust_app
+        from agents.arbitration.worker.faust_adapter import run
 
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        Worker(faust_app, loglevel=loglevel).execute_from_commandline()
+        run(faust_app, loglevel)
 
     @app.command("rebuild")
     def rebuild(

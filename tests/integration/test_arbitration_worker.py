@@ -262,7 +262,7 @@ async def test_a_mark_over_one_megabyte_is_saved(
     """A partition's mark is one record holding every symbol state: with thousands of symbols
     it passes Kafka's 1 MB default, which once stopped a worker (MessageSizeTooLargeError)."""
     from agents.arbitration.agent import marks_topic
-    from agents.arbitration.transactions import MARK_MAX_BYTES
+    from agents.arbitration.worker.transactions import MARK_MAX_BYTES
     from infra.topics import describe_topics
     from schemas.records import AssetType, RawTick
 
@@ -338,7 +338,7 @@ async def test_a_mark_this_version_cannot_read_is_named_with_the_fix(
     from aiokafka import AIOKafkaProducer
 
     from agents.arbitration.agent import marks_topic
-    from agents.arbitration.transactions import marks_topic_configs
+    from agents.arbitration.worker.transactions import marks_topic_configs
     from infra.topics import ensure_topic
     from schemas.topics import TOPICS
 

@@ -98,7 +98,7 @@ async def test_a_fetch_returns_no_records_of_partitions_faust_has_paused(
     waits. ``OnlyThese`` (agents/arbitration/batches.py) makes an empty set mean none."""
     from aiokafka import TopicPartition
 
-    from agents.arbitration.batches import OnlyThese
+    from agents.arbitration.worker.faust_adapter import OnlyThese
 
     topic = await make_topic("fetch", partitions=2)
     tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]

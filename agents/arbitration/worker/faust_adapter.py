@@ -1,33 +1,70 @@
-"""Faust's Kafka consumer, feeding the raw topics to one callback per fetched batch.
+"""The one file that touches Faust: a Faust app whose consumer hands the worker whole fetches.
 
-Faust hands every record to its streams one by one: per record it starts two tasks
-(``wait_first`` of the delivery and of the flow-control event), builds an ``Event``, puts it on
-a queue and takes it off again in the agent. That was about 40% of the worker's CPU, more than
-the arbitration itself (docs/PERFORMANCE.md). Faust has no batch consumer API, so this subclass
-replaces the one method that pulls records in (``_drain_messages``; the faust-streaming version
-is pinned in pyproject.toml) and gives each ``getmany`` result, as a list, to ``on_batch``.
+Faust keeps the consumer group's membership, the assignment of ``fiml.raw``'s partitions and
+flow control during rebalances; nothing else. ``FaustBatchSource`` is the worker's
+``BatchSource`` port on it (``ports.py``); ``create_app`` builds the app, ``every`` and
+``on_stop`` hang the worker's timer and clean stop on it, ``run`` runs it.
 
-Everything else stays Faust's: the consumer group and partition assignment, flow control during
-rebalances, and records of any other topic (a table's changelog, handed to Faust's own callback
-as before). ``on_batch`` owns the records it is given; the arbitration never acks them to Faust,
-so Faust commits no offset of these topics: the worker's transactions do (``agent.py``,
-``transactions.py``). Faust does not wait for a running batch before it gives a partition away;
-the application does (``agent.py``). The consumer thread also keeps a fetch from returning
+Why private parts at all: Faust hands every record to its streams one by one: per record it
+starts two tasks (``wait_first`` of the delivery and of the flow-control event), builds an
+``Event``, puts it on a queue and takes it off again in the agent. That was about 40% of the
+worker's CPU, more than the arbitration itself (docs/PERFORMANCE.md). Faust has no batch
+consumer API, so ``BatchConsumer`` replaces the one method that pulls records in
+(``_drain_messages``) and gives each ``getmany`` result, as a list, to the worker. The worker
+never acks a record to Faust, so Faust commits no offset of the raw topic: the worker's
+transactions do (``transactions.py``). The consumer thread also keeps a fetch from returning
 records of partitions Faust has paused (``OnlyThese``): Faust would drop them.
+
+Every private attribute or method of Faust and aiokafka used here, each pinned by
+``tests/unit/arbitration/test_faust_contract.py`` against the installed versions
+(faust-streaming 0.15.3, aiokafka 0.14.0, pinned in pyproject.toml):
+
+* ``faust.transport.drivers.aiokafka.Consumer``: subclassed. Overridden:
+  ``_drain_messages(fetcher)`` and ``_new_consumer_thread()``. Used: ``_read_offset`` (the
+  offset last taken, per partition), ``_add_gap(tp, offset_from, offset_to)``,
+  ``getmany(timeout)``, ``callback``, ``wait_first``, ``suspend_flow``,
+  ``consumer_stopped_errors``, ``seek``, ``assignment()``, ``highwater(tp)``.
+* ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread``: subclassed. Overridden:
+  ``_create_worker_consumer(transport)`` and
+  ``_fetch_records(consumer, active_partitions, timeout, max_records)``.
+* ``faust.transport.drivers.aiokafka.Transport.Consumer``: the consumer class a transport
+  makes, replaced by ``BatchTransport``; ``App.transport`` is set to one before the consumer
+  exists.
+* ``faust.app.base.BootStrategy(app, enable_sensors=...)``: sensors off (per-record callbacks).
+* aiokafka's ``AIOKafkaConsumer._fetch_max_wait_ms``: set before the consumer starts (no
+  setter; read when its fetcher is made).
+* aiokafka's ``Fetcher.fetched_records(partitions, timeout, max_records)`` tests only the truth
+  of ``partitions`` and membership in it (``OnlyThese`` relies on it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Set
 from typing import Any, ClassVar, cast
 
 import faust
+import faust.app.base
 from faust.transport.drivers import aiokafka as faust_kafka
-from faust.types import Message
+from faust.types import TP, Message
 
-__all__ = ["BatchConsumer", "BatchHandler", "BatchTransport", "ResumeAt", "consume_in_batches"]
+from agents.arbitration.worker.ports import SourceEvents
+
+__all__ = [
+    "FETCH_MAX_WAIT_MS",
+    "BatchConsumer",
+    "BatchHandler",
+    "BatchTransport",
+    "FaustBatchSource",
+    "OnlyThese",
+    "ResumeAt",
+    "consume_in_batches",
+    "create_app",
+    "every",
+    "on_stop",
+    "run",
+]
 
 log = logging.getLogger("fiml.arbitration")
 
@@ -191,3 +228,108 @@ def consume_in_batches(
     consumer.on_batch = on_batch
     consumer.resume_at = resume_at
     app.topics.add(topic)
+
+
+class FaustBatchSource:
+    """The ``BatchSource`` port on a Faust app: ``topic``'s fetches and its partitions'
+    assignments and revocations go to the worker (call ``feed`` before the app starts)."""
+
+    def __init__(self, app: faust.App, topic: str) -> None:
+        self._app = app
+        self._topic = topic
+
+    def feed(self, events: SourceEvents) -> None:
+        app, name = self._app, self._topic
+        source = app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+        def mine(tps: Set[TP]) -> set[int]:
+            return {tp.partition for tp in tps if tp.topic == name}
+
+        async def assigned(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+            await events.assigned(mine(args[0]))
+
+        async def revoked(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+            await events.revoked(mine(args[0]))
+
+        async def handle(messages: list[Message]) -> None:
+            await events.handle(messages)  # a Faust Message is a RawRecord
+
+        def resume_at(topic: str, partition: int) -> int | None:
+            return events.resume_offset(partition)
+
+        app.on_partitions_assigned.connect(assigned)
+        app.on_partitions_revoked.connect(revoked)
+        consume_in_batches(app, source, handle, resume_at)
+
+    def assignment(self) -> set[int]:
+        return {tp.partition for tp in self._app.consumer.assignment() if tp.topic == self._topic}
+
+    async def rewind(self, partition: int, offset: int) -> None:
+        await self._app.consumer.seek(TP(self._topic, partition), offset)
+
+    def end_offset(self, partition: int) -> int | None:
+        high: int | None = self._app.consumer.highwater(TP(self._topic, partition))
+        return high
+
+
+def every(app: faust.App, seconds: float, tick: Callable[[], Awaitable[None]]) -> None:
+    """Run ``tick`` every ``seconds`` while the app runs."""
+
+    async def timer() -> None:
+        await tick()
+
+    app.timer(interval=seconds)(timer)
+
+
+def on_stop(app: faust.App, stop: Callable[[], Awaitable[None]]) -> None:
+    """Run ``stop`` when the app shuts down, before Faust stops its consumer and producer."""
+
+    async def before_shutdown(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        await stop()
+
+    app.on_before_shutdown.connect(before_shutdown)
+
+
+def create_app(
+    app_id: str,
+    bootstrap: str,
+    datadir: str,
+    *,
+    partitions: int,
+    replication: int,
+    batch_max: int,
+    session_timeout_s: float,
+) -> faust.App:
+    """A Faust app for group membership only: no table (``store="memory://"`` because Faust
+    wants one), no web server, no sensors. A new group starts at the raw topic's start."""
+    app = faust.App(
+        app_id,
+        broker=",".join(f"kafka://{b}" for b in bootstrap.split(",")),
+        datadir=datadir,
+        store="memory://",  # no Faust table: the state is in the marks topic (transactions.py)
+        web_enabled=False,
+        topic_partitions=partitions,
+        topic_replication_factor=replication,
+        consumer_auto_offset_reset="earliest",  # a new group starts from the event log's start
+        producer_linger_ms=5,
+        broker_max_poll_records=batch_max,
+        producer_acks=-1,
+        # A SIGKILLed member holds its partitions until its session expires: a shorter session
+        # makes a restarted worker take over sooner.
+        broker_session_timeout=session_timeout_s,
+        broker_heartbeat_interval=session_timeout_s / 10,
+    )
+    # Sensors cost per-record callbacks; this worker reports its own counts.
+    app.boot_strategy = faust.app.base.BootStrategy(app, enable_sensors=False)
+    return app
+
+
+def run(app: faust.App, loglevel: str) -> None:
+    """Run ``app`` as a Faust worker in this process, on uvloop, until it is stopped."""
+    import uvloop
+    from faust.worker import Worker
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    Worker(app, loglevel=loglevel).execute_from_commandline()

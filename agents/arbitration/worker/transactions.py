@@ -1,4 +1,5 @@
-"""Exactly once: each raw partition's outputs, mark and consumer offset in one Kafka transaction.
+"""The publisher and the checkpoint store on Kafka: each raw partition's outputs, mark and
+consumer offset in one Kafka transaction.
 
 This is how Kafka Streams' exactly-once works, by hand on aiokafka's transactional producer
 (Faust's changelog and its offset commits cannot join such a transaction, docs/RELIABILITY.md):
@@ -16,6 +17,10 @@ This is how Kafka Streams' exactly-once works, by hand on aiokafka's transaction
 
 So a crash, a rebalance or a stall repeats no committed output and loses none: the derived
 topics read with ``read_committed`` equal an uninterrupted run's, record for record.
+
+Only aiokafka's public API is used here (the producer's transactions, ``create_batch`` and
+``send_batch``, a ``read_committed`` consumer): this file needs no contract test. The private
+parts of Faust and aiokafka the worker relies on are all in ``faust_adapter.py``.
 """
 
 from __future__ import annotations
@@ -23,18 +28,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 
 from agents.arbitration.core.processor import Output
+from agents.arbitration.worker.errors import FencedError
+from infra.topics import ensure_topic
 from schemas.topics import topic_name
 
 __all__ = [
     "FENCED",
     "MARK_KEY",
     "MARK_MAX_BYTES",
+    "KafkaCheckpointStore",
+    "KafkaPublisher",
     "PartitionWriter",
     "marks_topic_configs",
     "quiet_fenced_leftovers",
@@ -51,6 +61,77 @@ MARK_KEY = b"mark"  # one key per partition of the compacted marks topic
 _BATCH_BYTES = 512 * 1024  # per topic-partition batch; under the broker's 1 MB default
 #: What a producer raises once another one took its transactional id over.
 FENCED = (ProducerFenced, InvalidProducerEpoch)
+
+
+class KafkaPublisher:
+    """The ``Publisher`` port on Kafka: a transactional producer per owned raw partition
+    (``PartitionWriter``), committing the consumer offsets of ``raw_topic`` for ``group_id``
+    and the marks to ``marks_topic``, which it creates when it first takes a partition over."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        app_id: str,
+        raw_topic: str,
+        marks_topic: str,
+        partitions: int,
+        transaction_timeout_ms: int = 60_000,
+    ) -> None:
+        self._bootstrap, self._app_id = bootstrap, app_id
+        self._raw, self._marks, self._partitions = raw_topic, marks_topic, partitions
+        self._transaction_timeout_ms = transaction_timeout_ms
+        self._writers: dict[int, PartitionWriter] = {}
+        self._ready = False
+
+    async def take_over(self, partition: int) -> None:
+        if not self._ready:  # once per worker, on its loop
+            quiet_fenced_leftovers(asyncio.get_running_loop())
+            await ensure_topic(
+                self._bootstrap, self._marks, self._partitions, marks_topic_configs()
+            )
+            self._ready = True
+        writer = PartitionWriter(
+            self._bootstrap, self._app_id, partition, self._transaction_timeout_ms
+        )
+        await writer.start()
+        self._writers[partition] = writer
+
+    async def send(self, partition: int, outputs: Sequence[Output]) -> None:
+        try:
+            await self._writers[partition].send(outputs)
+        except FENCED as exc:
+            raise FencedError(partition, type(exc).__name__) from exc
+
+    def in_transaction(self, partition: int) -> bool:
+        writer = self._writers.get(partition)
+        return writer is not None and writer.in_transaction
+
+    async def commit(
+        self, partition: int, checkpoint: bytes | None, next_offset: int | None
+    ) -> None:
+        offsets = (
+            {TopicPartition(self._raw, partition): next_offset} if next_offset is not None else {}
+        )
+        try:
+            await self._writers[partition].commit(self._marks, checkpoint, offsets, self._app_id)
+        except FENCED as exc:
+            raise FencedError(partition, type(exc).__name__) from exc
+
+    async def release(self, partition: int) -> None:
+        writer = self._writers.pop(partition, None)
+        if writer is not None:
+            await writer.stop()
+
+
+class KafkaCheckpointStore:
+    """The ``CheckpointStore`` port on Kafka: the marks topic, read with ``read_committed``."""
+
+    def __init__(self, bootstrap: str, marks_topic: str) -> None:
+        self._bootstrap = bootstrap
+        self.where = marks_topic
+
+    async def read(self, partition: int) -> bytes | None:
+        return await read_mark(self._bootstrap, self.where, partition)
 
 
 def marks_topic_configs() -> dict[str, str]:
@@ -98,7 +179,7 @@ class PartitionWriter:
         await self._settle()
         await self._producer.stop()
 
-    async def send(self, outputs: list[Output]) -> None:
+    async def send(self, outputs: Sequence[Output]) -> None:
         """Write ``outputs`` in the open transaction (one is begun if none is) and wait until
         the broker has them (still invisible to ``read_committed`` readers).
 
@@ -229,7 +310,7 @@ async def read_mark(
 
 
 async def send_all(
-    producer: AIOKafkaProducer, outputs: list[Output], names: dict[str, str]
+    producer: AIOKafkaProducer, outputs: Sequence[Output], names: dict[str, str]
 ) -> None:
     """Send ``outputs`` and wait until every one is delivered.
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka.errors import ProducerFenced
 
-from agents.arbitration.transactions import quiet_fenced_leftovers
+from agents.arbitration.worker.transactions import quiet_fenced_leftovers
 
 
 def test_only_fenced_leftovers_are_quieted() -> None:
