@@ -1,21 +1,27 @@
-"""Throughput of the arbitration worker against two baselines, same data, same run.
+"""Throughput of the arbitration worker against its baselines, same data, same run.
 
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python -m bench.arbitration --ticks 30000
 
 1. plain aiokafka: ``getmany`` -> decode RawTick -> encode -> ``send`` (linger 5 ms), in process;
-   and the same loop forwarding the bytes untouched through ``send_batch`` (the ceiling of
-   consume-produce in Python here);
-2. a naive Faust agent (bench/naive_faust_app.py), ``await topic.send`` per record, a worker
+   and the same loop forwarding the bytes untouched through ``send_batch`` (one output per
+   input);
+2. the I/O baseline: consume the same raw records and, per fetch, send through ``send_batch``
+   the very records the worker writes for them (the same number and size, computed beforehand
+   by the step alone): the Kafka I/O limit of this workload in one Python process. The worker
+   also does the arbitration and its transactions; this does neither;
+3. a naive Faust agent (bench/naive_faust_app.py), ``await topic.send`` per record, a worker
    process;
-3. the arbitration worker (``faust -A agents.arbitration.app worker``), a worker process,
-   doing the whole job (consensus, quotes, candles, health, state table);
-4. the arbitration step alone: the worker's ``Processor`` over the same records held in memory,
-   no Kafka at all (best of three passes). No worker design can beat it: it is the ceiling that
-   the rest of the worker (fetch, bookkeeping, produce, state) is measured against.
+4. the arbitration worker (``faust -A agents.arbitration.app worker``), a worker process,
+   doing the whole job (consensus, quotes, candles, health, checkpoints) with the engine that
+   ``FIML_ARB_ENGINE`` selects (the compiled core by default);
+5. the arbitration step alone, no Kafka at all (best of three passes), with the Python
+   reference and with the compiled core: the ceiling that the rest of the worker (fetch,
+   bookkeeping, produce, state) is measured against.
 
 Each reads the same raw ticks (4 partitions) from offset 0. A rate is records divided by the
-time from the first output record to the last; worker start-up is not counted. This is a
-script, not a test: numbers depend on the machine (docs/ARBITRATION.md has ours).
+time from the first output record to the last; worker start-up is not counted. It also prints
+the amplification: output records (and bytes) per raw tick, per output topic. This is a script,
+not a test: numbers depend on the machine (docs/ARBITRATION.md has ours).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from agents.arbitration.core.processor import Output
 from bench.common import report, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,6 +132,28 @@ async def plain_forward(bootstrap: str, src: str, dst: str, n: int) -> float:
     return await _consume_produce(bootstrap, src, n, step)
 
 
+async def io_baseline(
+    bootstrap: str, src: str, dst: str, n: int, outputs: dict[tuple[int, int], list[Output]]
+) -> float:
+    """``getmany`` -> per fetched partition, one ``send_batch`` of the records the worker
+    writes for those raw records (``outputs``: (partition, offset) -> its outputs)."""
+
+    async def step(producer: AIOKafkaProducer, partition: int, records: list[Any]) -> list[Any]:
+        futs, builder = [], producer.create_batch()
+        for r in records:
+            for _topic, key, value, _p, _headers in outputs.get((partition, r.offset), ()):
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    builder.close()
+                    futs.append(await producer.send_batch(builder, dst, partition=partition))
+                    builder = producer.create_batch()
+                    builder.append(key=key, value=value, timestamp=None)
+        builder.close()
+        futs.append(await producer.send_batch(builder, dst, partition=partition))
+        return futs
+
+    return await _consume_produce(bootstrap, src, n, step)
+
+
 async def _consume_produce(
     bootstrap: str,
     src: str,
@@ -177,25 +206,70 @@ async def fetch_all(bootstrap: str, src: str, n: int) -> list[tuple[bytes | None
         await consumer.stop()
 
 
-def compute_alone(records: list[tuple[bytes | None, bytes, int, int]], passes: int = 3) -> float:
-    """Seconds for a fresh ``Processor`` to take ``records`` (drained every 2,000 records, as
-    the worker does per fetch, its state saved at the end), the best of ``passes``."""
-    from agents.arbitration.core.processor import Processor
+Fetched = list[tuple[bytes | None, bytes, int, int]]
+
+
+def compute_alone(records: Fetched, engine: str, passes: int = 3) -> float:
+    """Seconds for a fresh engine (``python`` or ``compiled``) to take ``records`` a fetch at a
+    time (2,000 records, as the worker does, outputs drained per fetch), its state saved at the
+    end; the best of ``passes``."""
+    from agents.arbitration.engine import make_processor
+
     from agents.arbitration.settings import ArbitrationSettings
 
+    fetches = _fetches(records)
     best = float("inf")
     for _ in range(passes):
-        processor = Processor(ArbitrationSettings())
+        processor = make_processor(ArbitrationSettings(engine=engine))
         started = time.perf_counter()
-        for i, (key, value, partition, offset) in enumerate(records):
-            processor.process(key, value, partition, offset)
-            if i % 2000 == 1999:
-                processor.drain()
-        processor.drain()
+        for partition, batch in fetches:
+            processor.process_many(partition, batch)
+            processor.drain_partitions()
         for partition in {r[2] for r in records}:  # the state, saved once (once a second here)
             processor.mark(partition)
         best = min(best, time.perf_counter() - started)
     return best
+
+
+def _fetches(
+    records: Fetched, size: int = 2000
+) -> list[tuple[int, list[tuple[bytes | None, bytes, int]]]]:
+    """``records`` cut as the worker's fetches are: up to ``size`` records, per partition."""
+    out: list[tuple[int, list[tuple[bytes | None, bytes, int]]]] = []
+    for start in range(0, len(records), size):
+        by_partition: dict[int, list[tuple[bytes | None, bytes, int]]] = {}
+        for key, value, partition, offset in records[start : start + size]:
+            by_partition.setdefault(partition, []).append((key, value, offset))
+        out.extend(sorted(by_partition.items()))
+    return out
+
+
+def outputs_of(records: Fetched) -> dict[tuple[int, int], list[Output]]:
+    """What the worker writes for each raw record: (partition, offset) -> its outputs."""
+    from agents.arbitration.engine import make_processor
+
+    from agents.arbitration.settings import ArbitrationSettings
+
+    processor = make_processor(ArbitrationSettings(engine="compiled"))
+    out: dict[tuple[int, int], list[Output]] = {}
+    for key, value, partition, offset in records:
+        processor.process(key, value, partition, offset)
+        out[(partition, offset)] = processor.drain()
+    return out
+
+
+def amplification(outputs: dict[tuple[int, int], list[Output]], ticks: int) -> dict[str, float]:
+    """Output records and bytes per raw tick, per output topic and in all."""
+    records: dict[str, int] = {}
+    size: dict[str, int] = {}
+    for outs in outputs.values():
+        for topic, key, value, _p, _h in outs:
+            records[topic] = records.get(topic, 0) + 1
+            size[topic] = size.get(topic, 0) + len(value) + len(key or b"")
+    per_tick = {f"{t}_records_per_tick": round(c / ticks, 3) for t, c in sorted(records.items())}
+    per_tick["records_per_tick"] = round(sum(records.values()) / ticks, 3)
+    per_tick["bytes_per_tick"] = round(sum(size.values()) / ticks, 1)
+    return per_tick
 
 
 def start_worker(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -243,17 +317,25 @@ async def main() -> None:
     await create_topics(bootstrap)
     src = topic_name("fiml.raw")
     plain_out, naive_out = prefix + "bench.plain", prefix + "bench.naive"
-    forward_out = prefix + "bench.forward"
-    for name in (plain_out, naive_out, forward_out):
+    forward_out, io_out = prefix + "bench.forward", prefix + "bench.io"
+    for name in (plain_out, naive_out, forward_out, io_out):
         await ensure_topic(bootstrap, name, 4, {})
     await produce_ticks(bootstrap, src, args.ticks)
     n = args.ticks
     say(f"produced {n} raw ticks to {src}")
+    fetched = await fetch_all(bootstrap, src, n)
+    outputs = outputs_of(fetched)
+    amplified = amplification(outputs, n)
+    say(f"amplification: {amplified}")
     results: dict[str, float] = {}
-    results["plain aiokafka loop"] = n / await plain_loop(bootstrap, src, plain_out, n)
-    say(f"plain aiokafka loop: {results['plain aiokafka loop']:.0f}/s")
-    results["plain forward (bytes)"] = n / await plain_forward(bootstrap, src, forward_out, n)
-    say(f"plain forward: {results['plain forward (bytes)']:.0f}/s")
+
+    async def measure(name: str, seconds: Awaitable[float]) -> None:
+        results[name] = n / await seconds
+        say(f"{name}: {results[name]:.0f}/s")
+
+    await measure("plain aiokafka loop", plain_loop(bootstrap, src, plain_out, n))
+    await measure("plain forward (bytes)", plain_forward(bootstrap, src, forward_out, n))
+    await measure("I/O baseline", io_baseline(bootstrap, src, io_out, n, outputs))
     with tempfile.TemporaryDirectory() as tmp:
         base = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, FIML_TOPIC_PREFIX=prefix)
         if not args.skip_naive:
@@ -264,38 +346,41 @@ async def main() -> None:
                 BENCH_IN=src,
                 BENCH_OUT=naive_out,
             )
-            results["naive Faust agent"] = n / await run_worker(
-                "bench.naive_faust_app", env, naive_out, n, bootstrap
+            await measure(
+                "naive Faust agent",
+                run_worker("bench.naive_faust_app", env, naive_out, n, bootstrap),
             )
-            say(f"naive Faust agent: {results['naive Faust agent']:.0f}/s")
         env = dict(
             base, FIML_ARB_APP_ID=f"arb-{uuid.uuid4().hex[:6]}", FIML_ARB_DATADIR=f"{tmp}/arb"
         )
-        results["arbitration worker"] = n / await run_worker(
-            "agents.arbitration.app", env, topic_name("fiml.prices"), n, bootstrap
+        await measure(
+            "arbitration worker",
+            run_worker("agents.arbitration.app", env, topic_name("fiml.prices"), n, bootstrap),
         )
-    alone = "arbitration step alone"
-    results[alone] = n / compute_alone(await fetch_all(bootstrap, src, n))
-    say(f"{alone} (no Kafka): {results[alone]:.0f}/s")
+    for engine in ("python", "compiled"):
+        results[f"step alone ({engine})"] = n / compute_alone(fetched, engine)
+        say(f"step alone ({engine}, no Kafka): {results[f'step alone ({engine})']:.0f}/s")
     print(f"{n} raw ticks, 4 partitions, broker {bootstrap}")
     for name, rate in results.items():
         print(f"{name:24s} {rate:10.0f} ticks/s")
-    plain = results["plain aiokafka loop"]
-    arb = results["arbitration worker"]
-    forward = results["plain forward (bytes)"]
-    print(f"arbitration / plain = {arb / plain:.2f}")
-    print(f"arbitration / plain forward = {arb / forward:.2f}")
-    print(f"arbitration / step alone = {arb / results[alone]:.2f}")
+    arb, io = results["arbitration worker"], results["I/O baseline"]
+    python_step, compiled_step = results["step alone (python)"], results["step alone (compiled)"]
+    print(f"arbitration / I/O baseline = {arb / io:.2f}")
+    print(f"arbitration / plain forward = {arb / results['plain forward (bytes)']:.2f}")
+    print(f"compiled step / Python step = {compiled_step / python_step:.1f}")
+    print(f"arbitration / compiled step alone = {arb / compiled_step:.2f}")
     metrics: dict[str, float] = {
         "arbitration_ticks_per_s": round(arb),
-        "plain_aiokafka_ticks_per_s": round(plain),
-        "plain_forward_ticks_per_s": round(forward),
-        "arbitration_step_alone_ticks_per_s": round(results[alone]),
+        "arbitration_io_baseline_ticks_per_s": round(io),
+        "plain_aiokafka_ticks_per_s": round(results["plain aiokafka loop"]),
+        "plain_forward_ticks_per_s": round(results["plain forward (bytes)"]),
+        "arbitration_step_alone_ticks_per_s": round(compiled_step),
+        "arbitration_step_python_ticks_per_s": round(python_step),
+        **{f"arbitration_{k}": v for k, v in amplified.items()},
     }
     if "naive Faust agent" in results:
         naive = results["naive Faust agent"]
         print(f"arbitration / naive = {arb / naive:.1f}")
-        print(f"step alone / naive = {results[alone] / naive:.1f} (no worker can do better)")
         metrics["naive_faust_ticks_per_s"] = round(naive)
     report("arbitration", metrics)  # the last line of stdout, for bench/run.py
 

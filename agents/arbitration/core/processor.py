@@ -223,6 +223,14 @@ class Processor:
             # the same way on every run, so this keeps the outputs a function of the log.
             self._dead(key, value, partition, offset, exc)
 
+    def process_many(
+        self, partition: int, records: Iterable[tuple[bytes | None, bytes, int]]
+    ) -> None:
+        """``process`` of each (key, value, offset) of one fetch of ``partition``, in order
+        (the compiled core takes a fetch in one call; this keeps the two interchangeable)."""
+        for key, value, offset in records:
+            self.process(key, value, partition, offset)
+
     def mark(self, partition: int) -> bytes:
         """The partition's mark: the offset of the last record applied, the watermark and
         every symbol state, as one record. Only the states changed since the previous mark are
