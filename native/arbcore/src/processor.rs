@@ -6,6 +6,10 @@
 //! state bytes of `_saved` (a state changed without being marked dirty keeps its old bytes in
 //! the next mark, as in Python). The few messages only Python can write (pydantic's, the time
 //! bounds') come from the `Oracle`, the Python side's callbacks.
+//!
+//! Comparisons are written as in Python, `!(a < b)` included: NaN fails every comparison, and
+//! the negated form is what makes a NaN invalid.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -17,7 +21,6 @@ use crate::consensus::{consensus, ConsensusParams, ConsensusResult, Quote};
 use crate::copies::{copies_of, CopySet};
 use crate::error::{div, py_max, py_min, Raised, Res};
 use crate::json;
-use crate::lags::LagLearner;
 use crate::raw::{self, Raw};
 use crate::reliability::ProviderStats;
 use crate::state::{SymbolState, TradeCounts, TradeKey};
@@ -105,12 +108,19 @@ pub struct Output {
     pub headers: Option<Vec<(&'static str, Vec<u8>)>>,
 }
 
-#[derive(Debug, Default)]
+/// `_Partition`: -1 for "none yet" (never 0: `Default` is `new`).
+#[derive(Debug)]
 pub struct Partition {
     pub applied: i64,
     pub watermark: i64,
     pub next_close: i64,
     pub symbols: IndexMap<String, SymbolState>,
+}
+
+impl Default for Partition {
+    fn default() -> Self {
+        Partition::new()
+    }
 }
 
 impl Partition {
@@ -186,7 +196,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -281,9 +291,7 @@ impl Processor {
     }
 
     fn partition(&mut self, partition: i64) -> &mut Partition {
-        self.partitions
-            .entry(partition)
-            .or_insert_with(Partition::new)
+        self.partitions.entry(partition).or_default()
     }
 
     /// `_state`: the index of the record's symbol in the partition, created if new.
@@ -319,10 +327,7 @@ impl Processor {
         offset: i64,
         oracle: &dyn Oracle,
     ) {
-        let mut part = self
-            .partitions
-            .remove(&partition)
-            .unwrap_or_else(Partition::new);
+        let mut part = self.partitions.remove(&partition).unwrap_or_default();
         self.process_in(&mut part, key, value, partition, offset, oracle);
         self.partitions.insert(partition, part);
     }
@@ -382,10 +387,7 @@ impl Processor {
 
     /// `mark`: only the states changed since the previous mark are serialised again.
     pub fn mark(&mut self, partition: i64) -> Vec<u8> {
-        let part = self
-            .partitions
-            .entry(partition)
-            .or_insert_with(Partition::new);
+        let part = self.partitions.entry(partition).or_default();
         let states = self.saved.entry(partition).or_default();
         for (symbol, st) in &part.symbols {
             let changed = self.dirty.remove(symbol).is_some();
@@ -588,8 +590,7 @@ impl Processor {
             && band_low <= price
             && price <= band_high
             && band_high < INF
-            && 0.0 <= confidence
-            && confidence <= 1.0)
+            && (0.0..=1.0).contains(&confidence))
         {
             // only extreme inputs get here: a null or infinite band, or a NaN confidence
             self.invalid(
@@ -899,8 +900,7 @@ impl Processor {
                 && lo <= py_min(o, c)
                 && py_max(o, c) <= h
                 && h < INF
-                && 0.0 <= v
-                && v < INF)
+                && (0.0..INF).contains(&v))
             {
                 self.invalid(
                     st,
@@ -1055,10 +1055,7 @@ fn learn(st: &mut SymbolState, rec: &Raw, result: &ConsensusResult, copies: &Cop
         let at = quote.news_ms() - st.stats[me].info_lag_ms;
         if let Some(others) = result.without(&leave_out, at)? {
             st.stats[me].learn(bps2(quote.price, others.price)?, others.error_var)?;
-            let learner = st
-                .lags
-                .entry(me.to_owned())
-                .or_insert_with(LagLearner::default);
+            let learner = st.lags.entry(me.to_owned()).or_default();
             if let Some(lag) = learner.observe(
                 quote.time_ms,
                 quote.price,
