@@ -12,7 +12,8 @@ import os
 
 import faust
 
-from agents.arbitration.core.processor import RAW, Processor
+from agents.arbitration.core.processor import RAW
+from agents.arbitration.engine import make_processor
 from agents.arbitration.metrics import readings
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.worker.faust_adapter import FaustBatchSource, every, on_stop
@@ -38,11 +39,15 @@ def attach(
     app: faust.App, bootstrap: str, settings: ArbitrationSettings, source_prefix: str | None = None
 ) -> ArbitrationWorker:
     """Put an arbitration worker on ``app`` (before it starts). The raw topic is read under
-    ``source_prefix`` when given (``fiml rebuild``), else under ``FIML_TOPIC_PREFIX``."""
+    ``source_prefix`` when given (``fiml rebuild``), else under ``FIML_TOPIC_PREFIX``.
+
+    Raises:
+        EngineUnavailableError: the compiled core is asked for and not installed.
+    """
     raw = source_name(RAW, source_prefix)
     app_id = str(app.conf.id)
     marks = marks_topic(app_id)
-    engine = Processor(settings)
+    engine = make_processor(settings)  # FIML_ARB_ENGINE: the compiled core or the reference
     source = FaustBatchSource(app, raw)
     publisher = KafkaPublisher(
         bootstrap, app_id, raw, marks, TOPICS[RAW].partitions, settings.transaction_timeout_ms

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from agents.arbitration.core.processor import Processor
+from agents.arbitration.engine import ArbitrationEngine
 from agents.metrics import Reading
 
 __all__ = ["WorkerCounters", "readings"]
@@ -25,7 +25,7 @@ class WorkerCounters:
 
 
 def readings(
-    processor: Processor,
+    processor: ArbitrationEngine,
     counters: WorkerCounters,
     lag: Callable[[], Mapping[int, int]],
     checkpoint_age_s: Callable[[], Mapping[int, float]],

@@ -25,6 +25,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.arbitration.core.processor import RAW
+from agents.arbitration.engine import make_processor
+from agents.arbitration.settings import ArbitrationSettings
 from infra.topics import ensure_topic
 from schemas.topics import TOPICS
 
@@ -207,10 +209,13 @@ async def rebuild(
         ValueError: the two prefixes are equal (a rebuild never writes into live topics).
         TimeoutError: the worker had not caught up after ``timeout_s`` (it is stopped).
         RuntimeError: the worker process exited before it caught up.
+        EngineUnavailableError: ``FIML_ARB_ENGINE`` names the compiled core and it is not
+            installed (said here, before a worker starts and exits).
         KafkaError: (aiokafka) the broker cannot be reached.
     """
     if source_prefix == target_prefix:
         raise ValueError("the target prefix must differ from the source prefix")
+    make_processor(ArbitrationSettings.from_env())  # the worker's engine, as it will make it
     app_id = app_id or f"{target_prefix}fiml-rebuild-{uuid.uuid4().hex[:8]}"
     report = RebuildReport(source_prefix, target_prefix, app_id)
     loop = asyncio.get_running_loop()

@@ -13,17 +13,16 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence, Set
 
-from agents.arbitration.core.processor import RAW, Output, Processor
+from agents.arbitration.core.processor import RAW, Output
+from agents.arbitration.engine import ArbitrationEngine, process_many
 from agents.arbitration.metrics import WorkerCounters
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.worker.errors import FencedError, UnreadableCheckpointError
 from agents.arbitration.worker.ports import BatchSource, CheckpointStore, Publisher, RawRecord
 
-__all__ = ["ArbitrationWorker", "Engine"]
+__all__ = ["ArbitrationWorker"]
 
 log = logging.getLogger("fiml.arbitration")
-
-Engine = Processor
 
 
 class ArbitrationWorker:
@@ -37,7 +36,7 @@ class ArbitrationWorker:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: ArbitrationEngine,
         source: BatchSource,
         publisher: Publisher,
         checkpoints: CheckpointStore,
@@ -128,12 +127,11 @@ class ArbitrationWorker:
         return True
 
     def _apply(self, records: dict[int, list[RawRecord]]) -> None:
-        process = self.engine.process
         for partition, rs in records.items():
             self.counters.records_in[RAW] = self.counters.records_in.get(RAW, 0) + len(rs)
-            for r in rs:
-                # a tombstone (no value) is malformed here: it goes to the dead letters
-                process(r.key, r.value or b"", partition, r.offset)
+            # one call per partition (into the compiled core, when it runs); a tombstone (no
+            # value) is malformed here: it goes to the dead letters
+            process_many(self.engine, partition, [(r.key, r.value or b"", r.offset) for r in rs])
             self._last_taken[partition] = rs[-1].offset
 
     async def _send(self, outputs: dict[int, list[Output]]) -> None:
