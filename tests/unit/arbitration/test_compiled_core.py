@@ -293,6 +293,40 @@ def test_restarts_from_a_mark_at_any_cut(seed: int, n: int, cuts: list[float]) -
         restarted = True
 
 
+def _older(mark: bytes, version: int) -> bytes:
+    """``mark`` as an older build wrote it: a positional version 2 checkpoint whose states are
+    of ``version`` (2: no volatility, copies or lags, statistics of 8 fields; 3: no lags,
+    statistics of 16 fields)."""
+    saved = orjson.loads(mark)
+    states = []
+    for state in saved["states"]:
+        if version == 2:
+            stats = {
+                p: [0.0, *s[9:11], s[11], s[12], s[13], s[14], s[15]] for p, s in state[6].items()
+            }
+            state = [2, *state[1:6], stats, *state[7:11]]
+        else:
+            state = [3, *state[1:6], {p: s[:16] for p, s in state[6].items()}, *state[7:13]]
+        states.append(state)
+    return orjson.dumps([2, saved["applied"], saved["watermark"], states])
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_marks_of_older_versions_restore_alike(version: int) -> None:
+    records = stream(7, 900, 2, keyed=True)
+    py, rs = engines()
+    feed(py, rs, records[:450])
+    assert_same(py, rs, range(2))
+    marks = {p: _older(py.mark(p), version) for p in range(2)}
+    py, rs = engines()
+    for p, mark in marks.items():
+        py.restore(p, mark)
+        rs.restore(p, mark)
+    assert_same(py, rs, range(2))
+    feed(py, rs, records[450:])
+    assert assert_same(py, rs, range(2)) > 100
+
+
 def test_a_bad_mark_raises_the_references_error() -> None:
     py, rs = engines()
     for mark in [b"nonsense", b'{"v": 9}', b"[2, 1]", b'{"v": 3, "applied": 1.5}']:
