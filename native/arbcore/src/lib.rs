@@ -14,6 +14,7 @@ mod json;
 mod lags;
 mod processor;
 mod raw;
+mod records;
 mod reliability;
 mod state;
 mod times;

@@ -22,16 +22,16 @@ use crate::copies::{copies_of, CopySet};
 use crate::error::{div, py_max, py_min, Raised, Res};
 use crate::json;
 use crate::raw::{self, Raw};
+use crate::records::{
+    deadletter_headers, health_key, invalid_body, PriceUpdate, ProviderHealth, QuoteUpdate,
+    TradeUpdate,
+};
 use crate::reliability::ProviderStats;
 use crate::state::{SymbolState, TradeCounts, TradeKey};
-use crate::times::{iso_ms, push_iso_ms};
+use crate::times::iso_ms;
 
-/// The logical topic the processor reads.
-pub const RAW: &str = "fiml.raw";
 const INF: f64 = f64::INFINITY;
 const HOUR: i64 = 3_600_000;
-/// `agents/deadletter.py`'s `_MAX_REASON`, in characters.
-const MAX_REASON: usize = 2000;
 
 /// What the processor reads of `ArbitrationSettings` (engine.py writes it as JSON).
 #[derive(Debug, Clone)]
@@ -166,29 +166,10 @@ fn raised_from_reason(reason: String) -> Raised {
     }
 }
 
-/// `deadletter_headers(reason, RAW, partition, offset)`: the reason cut to 2000 characters.
-fn deadletter_headers(reason: &str, partition: i64, offset: i64) -> Vec<(&'static str, Vec<u8>)> {
-    let cut = match reason.char_indices().nth(MAX_REASON) {
-        Some((i, _)) => &reason[..i],
-        None => reason,
-    };
-    vec![
-        ("fiml-error", cut.as_bytes().to_vec()),
-        ("fiml-source", RAW.as_bytes().to_vec()),
-        ("fiml-partition", partition.to_string().into_bytes()),
-        ("fiml-offset", offset.to_string().into_bytes()),
-    ]
-}
-
 /// `_bps2`: the squared relative difference of two prices, in bp².
 fn bps2(a: f64, b: f64) -> Res<f64> {
     let d = (div(a, b)? - 1.0) * 1e4;
     Ok(d * d)
-}
-
-/// `health_key`.
-fn health_key(provider: &str, symbol: &str) -> Vec<u8> {
-    format!("{provider}|{symbol}").into_bytes()
 }
 
 /// `f"{n:,}"`.
@@ -202,17 +183,6 @@ fn thousands(n: usize) -> String {
         out.push(c);
     }
     out
-}
-
-fn str_list(out: &mut Vec<u8>, xs: &[String]) {
-    out.push(b'[');
-    for (k, x) in xs.iter().enumerate() {
-        if k > 0 {
-            out.push(b',');
-        }
-        json::str(out, x);
-    }
-    out.push(b']');
 }
 
 impl Processor {
@@ -640,47 +610,26 @@ impl Processor {
             }
         }
         let iso = iso_ms(now)?;
-        let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(b"{\"v\":2,\"symbol\":");
-        json::str(&mut out, &st.symbol);
-        out.extend_from_slice(b",\"asset_type\":");
-        json::str(&mut out, &st.asset_type);
-        out.extend_from_slice(b",\"price\":");
-        json::f64(&mut out, price);
-        out.extend_from_slice(b",\"confidence\":");
-        json::f64(&mut out, confidence);
-        out.extend_from_slice(b",\"band_low\":");
-        json::f64(&mut out, band_low);
-        out.extend_from_slice(b",\"band_high\":");
-        json::f64(&mut out, band_high);
-        out.extend_from_slice(b",\"providers_used\":");
-        str_list(&mut out, used);
-        out.extend_from_slice(b",\"providers_rejected\":");
-        str_list(&mut out, &result.rejected);
-        out.extend_from_slice(b",\"flags\":[");
-        for (k, f) in result.flags.iter().enumerate() {
-            if k > 0 {
-                out.push(b',');
-            }
-            json::str(&mut out, f);
+        // orjson of a dict in PriceUpdate's field order
+        let out = PriceUpdate {
+            symbol: &st.symbol,
+            asset_type: &st.asset_type,
+            price,
+            confidence,
+            band_low,
+            band_high,
+            used,
+            rejected: &result.rejected,
+            flags: &result.flags,
+            event_time_ms: now,
+            timestamp: &iso,
+            provider: nearest,
+            day_open,
+            change,
+            change_percent,
+            volume: day_volume,
         }
-        out.extend_from_slice(b"],\"event_time_ms\":");
-        json::i64(&mut out, now);
-        out.extend_from_slice(b",\"source_ticks\":");
-        json::i64(&mut out, (used.len() + result.rejected.len()) as i64);
-        out.extend_from_slice(b",\"timestamp\":");
-        json::str(&mut out, &iso);
-        out.extend_from_slice(b",\"provider\":");
-        json::str(&mut out, nearest);
-        out.extend_from_slice(b",\"day_open\":");
-        json::f64(&mut out, day_open);
-        out.extend_from_slice(b",\"change\":");
-        json::f64(&mut out, change);
-        out.extend_from_slice(b",\"change_percent\":");
-        json::f64(&mut out, change_percent);
-        out.extend_from_slice(b",\"volume\":");
-        json::opt_f64(&mut out, day_volume);
-        out.push(b'}');
+        .to_json();
         self.emit(
             partition,
             Output {
@@ -720,23 +669,7 @@ impl Processor {
     ) {
         self.invalid += 1;
         let offset = self.applying;
-        let mut body = Vec::with_capacity(160);
-        body.extend_from_slice(b"{\"symbol\":");
-        json::str(&mut body, &st.symbol);
-        body.extend_from_slice(b",\"event_time_ms\":");
-        json::i64(&mut body, st.newest_ms);
-        for (k, v) in values {
-            body.push(b',');
-            json::str(&mut body, k);
-            body.push(b':');
-            if -INF < *v && *v < INF {
-                json::f64(&mut body, *v);
-            } else {
-                // str(v): 'inf', '-inf' or 'nan'
-                json::str(&mut body, &json::py_repr_f64(*v));
-            }
-        }
-        body.push(b'}');
+        let body = invalid_body(&st.symbol, st.newest_ms, values);
         let headers = deadletter_headers(
             &format!("invalid {model}: {rule} does not hold"),
             partition,
@@ -786,22 +719,15 @@ impl Processor {
             );
             return;
         }
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(b"{\"v\":2,\"symbol\":");
-        json::str(&mut out, &st.symbol);
-        out.extend_from_slice(b",\"bid\":");
-        json::f64(&mut out, bid);
-        out.extend_from_slice(b",\"ask\":");
-        json::f64(&mut out, ask);
-        out.extend_from_slice(b",\"bid_size\":null,\"ask_size\":null,\"providers\":");
-        str_list(&mut out, &providers);
-        out.extend_from_slice(b",\"event_time_ms\":");
-        json::i64(&mut out, st.newest_ms);
-        out.extend_from_slice(b",\"spread\":");
-        json::f64(&mut out, ask - bid);
-        out.extend_from_slice(b",\"timestamp\":");
-        json::str(&mut out, iso);
-        out.push(b'}');
+        let out = QuoteUpdate {
+            symbol: &st.symbol,
+            bid,
+            ask,
+            providers: &providers,
+            event_time_ms: st.newest_ms,
+            timestamp: iso,
+        }
+        .to_json();
         self.emit(
             partition,
             Output {
@@ -834,50 +760,33 @@ impl Processor {
         }
         stats.last_state = state.to_owned();
         stats.last_health_ms = now;
-        let reliability = py_min(py_max(reliability, 0.0), 1.0);
-        let error_bps = stats.error_bps();
-        let staleness = (now - stats.last_time_ms).max(0) as f64;
-        let (ticks, errors) = (stats.ticks, stats.rejections);
-        // ProviderHealth's checks: Unit, Size, Count (the rest holds by construction)
-        let valid = (0.0..=1.0).contains(&reliability)
-            && error_bps.is_finite()
-            && error_bps >= 0.0
-            && ticks >= 0
-            && errors >= 0;
-        if !valid {
+        let record = ProviderHealth {
+            provider,
+            state,
+            symbol: &symbol,
+            event_time_ms: now,
+            reliability: py_min(py_max(reliability, 0.0), 1.0),
+            error_bps: stats.error_bps(),
+            staleness_ms: (now - stats.last_time_ms).max(0) as f64,
+            ticks: stats.ticks,
+            errors: stats.rejections,
+        };
+        if !record.valid() {
+            let r = &record;
             let reason = oracle.health_error(
-                provider,
-                state,
-                &symbol,
-                now,
-                reliability,
-                error_bps,
-                staleness,
-                ticks,
-                errors,
+                r.provider,
+                r.state,
+                r.symbol,
+                r.event_time_ms,
+                r.reliability,
+                r.error_bps,
+                r.staleness_ms,
+                r.ticks,
+                r.errors,
             );
             return Err(raised_from_reason(reason));
         }
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(b"{\"v\":2,\"provider\":");
-        json::str(&mut out, provider);
-        out.extend_from_slice(b",\"state\":");
-        json::str(&mut out, state);
-        out.extend_from_slice(b",\"symbol\":");
-        json::str(&mut out, &symbol);
-        out.extend_from_slice(b",\"reason\":null,\"event_time_ms\":");
-        json::i64(&mut out, now);
-        out.extend_from_slice(b",\"reliability\":");
-        json::f64(&mut out, reliability);
-        out.extend_from_slice(b",\"error_bps\":");
-        json::f64(&mut out, error_bps);
-        out.extend_from_slice(b",\"staleness_ms\":");
-        json::f64(&mut out, staleness);
-        out.extend_from_slice(b",\"ticks\":");
-        json::i64(&mut out, ticks);
-        out.extend_from_slice(b",\"errors\":");
-        json::i64(&mut out, errors);
-        out.push(b'}');
+        let out = record.to_json();
         // keyed per (provider, symbol), to the state's own partition field (as Python)
         let target = st.partition;
         self.emit(
@@ -983,45 +892,29 @@ fn trade_update(
     oracle: &dyn Oracle,
 ) -> Res<Vec<u8>> {
     let trade_id = format!("{}:{}", rec.provider, trade.trade_id);
-    let t = rec.event_time_ms;
-    if trade_id.chars().count() > 64 {
+    let record = TradeUpdate {
+        symbol: &st.symbol,
+        trade_id: &trade_id,
+        price: rec.price,
+        amount: trade.amount,
+        side: trade.side,
+        provider: &rec.provider,
+        event_time_ms: rec.event_time_ms,
+    };
+    if !record.valid() {
+        let r = &record;
         let reason = oracle.trade_error(
-            &st.symbol,
-            &trade_id,
-            rec.price,
-            trade.amount,
-            trade.side,
-            &rec.provider,
-            t,
+            r.symbol,
+            r.trade_id,
+            r.price,
+            r.amount,
+            r.side,
+            r.provider,
+            r.event_time_ms,
         );
         return Err(raised_from_reason(reason));
     }
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"{\"v\":2,\"symbol\":");
-    json::str(&mut out, &st.symbol);
-    out.extend_from_slice(b",\"trade_id\":");
-    json::str(&mut out, &trade_id);
-    out.extend_from_slice(b",\"price\":");
-    json::f64(&mut out, rec.price);
-    out.extend_from_slice(b",\"amount\":");
-    json::f64(&mut out, trade.amount);
-    out.extend_from_slice(b",\"side\":");
-    match trade.side {
-        Some(s) => json::str(&mut out, s),
-        None => json::null(&mut out),
-    }
-    out.extend_from_slice(b",\"providers\":[");
-    json::str(&mut out, &rec.provider);
-    out.extend_from_slice(b"],\"event_time_ms\":");
-    json::i64(&mut out, t);
-    out.extend_from_slice(b",\"quantity\":");
-    json::f64(&mut out, trade.amount);
-    out.extend_from_slice(b",\"timestamp\":\"");
-    let mut iso = String::new();
-    push_iso_ms(&mut iso, t);
-    out.extend_from_slice(iso.as_bytes());
-    out.extend_from_slice(b"\"}");
-    Ok(out)
+    Ok(record.to_json())
 }
 
 /// `_learn`: what this consensus teaches (exclusion hysteresis, noise, hidden lag, copies,
