@@ -45,11 +45,11 @@ fn reason_of(err: PyErr, py: Python<'_>) -> String {
 }
 
 impl Oracle for PyOracle<'_, '_> {
-    fn decode(&self, value: &[u8]) -> Result<Vec<u8>, String> {
+    fn decode(&self, value: Option<&[u8]>) -> Result<Vec<u8>, String> {
         let py = self.fallback.py();
         let answer = self
             .fallback
-            .call1((PyBytes::new(py, value),))
+            .call1((value.map(|v| PyBytes::new(py, v)),))
             .and_then(|r| r.extract::<(bool, Bound<'_, PyAny>)>());
         match answer {
             Ok((true, canonical)) => canonical.extract::<Vec<u8>>().map_err(|e| reason_of(e, py)),
@@ -169,14 +169,8 @@ fn output_tuple<'py>(py: Python<'py>, out: Output) -> PyResult<Bound<'py, PyTupl
         }
         None => None,
     };
-    (
-        out.topic,
-        key,
-        PyBytes::new(py, &out.value),
-        out.partition,
-        headers,
-    )
-        .into_pyobject(py)
+    let value = out.value.map(|v| PyBytes::new(py, &v));
+    (out.topic, key, value, out.partition, headers).into_pyobject(py)
 }
 
 /// The compiled `Processor` (agents/arbitration/core/processor.py), same interface.
@@ -219,7 +213,7 @@ impl Core {
         &mut self,
         py: Python<'_>,
         key: Option<&[u8]>,
-        value: &[u8],
+        value: Option<&[u8]>,
         partition: i64,
         offset: i64,
     ) {
@@ -240,11 +234,17 @@ impl Core {
         let oracle = PyOracle { fallback };
         for item in records.try_iter()? {
             let item = item?;
-            let (key, value, offset): (Option<Bound<'_, PyBytes>>, Bound<'_, PyBytes>, i64) =
-                item.extract()?;
+            // a value may be None (a tombstone): dead-lettered as the reference does
+            type Item<'py> = (
+                Option<Bound<'py, PyBytes>>,
+                Option<Bound<'py, PyBytes>>,
+                i64,
+            );
+            let (key, value, offset): Item<'_> = item.extract()?;
             let key = key.as_ref().map(|k| k.as_bytes());
+            let value = value.as_ref().map(|v| v.as_bytes());
             self.processor
-                .process(key, value.as_bytes(), partition, offset, &oracle);
+                .process(key, value, partition, offset, &oracle);
         }
         Ok(())
     }

@@ -67,7 +67,7 @@ impl Settings {
 pub trait Oracle {
     /// `decode_raw(value)`: Ok(its canonical bytes, which `raw::parse` reads) or Err(the
     /// dead-letter reason).
-    fn decode(&self, value: &[u8]) -> Result<Vec<u8>, String>;
+    fn decode(&self, value: Option<&[u8]>) -> Result<Vec<u8>, String>;
     /// The dead-letter reason of a record out of its time bounds (`OutOfTimeError: ...`).
     fn out_of_time(&self, value: &[u8]) -> String;
     /// The reason `TradeUpdate(...)` raises for these fields.
@@ -103,7 +103,8 @@ pub trait Oracle {
 pub struct Output {
     pub topic: &'static str,
     pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
+    /// None only for a dead-lettered record that had no value (a tombstone)
+    pub value: Option<Vec<u8>>,
     pub partition: Option<i64>,
     pub headers: Option<Vec<(&'static str, Vec<u8>)>>,
 }
@@ -292,7 +293,7 @@ impl Processor {
     pub fn process(
         &mut self,
         key: Option<&[u8]>,
-        value: &[u8],
+        value: Option<&[u8]>,
         partition: i64,
         offset: i64,
         oracle: &dyn Oracle,
@@ -306,7 +307,7 @@ impl Processor {
         &mut self,
         part: &mut Partition,
         key: Option<&[u8]>,
-        value: &[u8],
+        value: Option<&[u8]>,
         partition: i64,
         offset: i64,
         oracle: &dyn Oracle,
@@ -318,7 +319,8 @@ impl Processor {
         part.applied = offset;
         self.marks.insert(partition);
         self.applying = offset;
-        let record = match raw::parse(value) {
+        let parsed = value.and_then(raw::parse);
+        let record = match parsed {
             Some(rec) => rec,
             None => match oracle.decode(value) {
                 Ok(canonical) => match raw::parse(&canonical) {
@@ -339,7 +341,7 @@ impl Processor {
         };
         if self.settings.out_of_time(&record) {
             self.out_of_time += 1;
-            let reason = oracle.out_of_time(value);
+            let reason = oracle.out_of_time(value.unwrap_or_default());
             self.dead(key, value, partition, offset, &reason);
             return;
         }
@@ -376,7 +378,7 @@ impl Processor {
     fn dead(
         &mut self,
         key: Option<&[u8]>,
-        value: &[u8],
+        value: Option<&[u8]>,
         partition: i64,
         offset: i64,
         reason: &str,
@@ -388,7 +390,7 @@ impl Processor {
             Output {
                 topic: "fiml.deadletter",
                 key: key.map(<[u8]>::to_vec),
-                value: value.to_vec(),
+                value: value.map(<[u8]>::to_vec),
                 partition: None,
                 headers: Some(headers),
             },
@@ -465,7 +467,7 @@ impl Processor {
                     Output {
                         topic: "fiml.trades",
                         key: Some(st.symbol.as_bytes().to_vec()),
-                        value,
+                        value: Some(value),
                         partition: Some(partition),
                         headers: None,
                     },
@@ -635,7 +637,7 @@ impl Processor {
             Output {
                 topic: "fiml.prices",
                 key: Some(key.clone()),
-                value: out,
+                value: Some(out),
                 partition: Some(partition),
                 headers: None,
             },
@@ -680,7 +682,7 @@ impl Processor {
             Output {
                 topic: "fiml.deadletter",
                 key: Some(st.symbol.as_bytes().to_vec()),
-                value: body,
+                value: Some(body),
                 partition: None,
                 headers: Some(headers),
             },
@@ -733,7 +735,7 @@ impl Processor {
             Output {
                 topic: "fiml.quotes",
                 key: Some(key.to_vec()),
-                value: out,
+                value: Some(out),
                 partition: Some(partition),
                 headers: None,
             },
@@ -794,7 +796,7 @@ impl Processor {
             Output {
                 topic: "fiml.provider.health",
                 key: Some(health_key(provider, &symbol)),
-                value: out,
+                value: Some(out),
                 partition: Some(0),
                 headers: None,
             },
@@ -833,7 +835,7 @@ impl Processor {
                 Output {
                     topic: "fiml.ohlcv",
                     key: Some(st.symbol.as_bytes().to_vec()),
-                    value: out,
+                    value: Some(out),
                     partition: Some(partition),
                     headers: None,
                 },

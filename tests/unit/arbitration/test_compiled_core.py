@@ -327,6 +327,16 @@ def test_marks_of_older_versions_restore_alike(version: int) -> None:
     assert assert_same(py, rs, range(2)) > 100
 
 
+def test_a_record_without_a_value_is_dead_lettered_alike() -> None:
+    """A tombstone (value None) is not a raw record: both engines dead-letter it."""
+    py, rs = engines()
+    py.process(b"BTC/USD", None, 0, 0)  # type: ignore[arg-type]
+    py.process(None, None, 0, 1)  # type: ignore[arg-type]
+    rs.process(b"BTC/USD", None, 0, 0)  # type: ignore[arg-type]
+    rs.process_many(0, [(None, None, 1)])  # type: ignore[list-item]
+    assert assert_same(py, rs, [0]) == 2
+
+
 def test_a_bad_mark_raises_the_references_error() -> None:
     py, rs = engines()
     for mark in [b"nonsense", b'{"v": 9}', b"[2, 1]", b'{"v": 3, "applied": 1.5}']:
