@@ -33,9 +33,11 @@ from tests.unit.arbitration.test_restart_from_a_mark import LOG
 pytest.importorskip("fiml_arbcore", reason="the compiled core is built by `make setup`")
 
 from agents.arbitration.engine import (
+    ArbitrationEngine,
     CompiledProcessor,
     EngineUnavailableError,
     make_processor,
+    process_many,
 )
 
 #: (partition, key, value, offset): one record of ``fiml.raw`` as fetched.
@@ -348,8 +350,18 @@ def test_a_bad_mark_raises_the_references_error() -> None:
 
 
 def test_the_engine_setting_chooses() -> None:
-    assert isinstance(make_processor(ArbitrationSettings(engine="python")), Processor)
-    assert isinstance(make_processor(ArbitrationSettings()), CompiledProcessor)
+    python: ArbitrationEngine = make_processor(ArbitrationSettings(engine="python"))
+    compiled: ArbitrationEngine = make_processor(ArbitrationSettings())  # mypy: both are one
+    assert isinstance(python, Processor)
+    assert isinstance(compiled, CompiledProcessor)
+
+
+def test_process_many_feeds_either_engine() -> None:
+    py, rs = engines()
+    batch = [(None, value, offset) for offset, value in enumerate(LOG[:300])]
+    process_many(py, 0, batch)
+    process_many(rs, 0, batch)
+    assert assert_same(py, rs, [0]) > 100
 
 
 def test_a_missing_core_says_how_to_build_it(monkeypatch: pytest.MonkeyPatch) -> None:
