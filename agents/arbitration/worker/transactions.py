@@ -7,7 +7,8 @@ This is how Kafka Streams' exactly-once works, by hand on aiokafka's transaction
 * a partition has its own producer, whose ``transactional.id`` is ``<app id>-<partition>``;
   starting it (``init_transactions``) aborts whatever a previous owner left open and fences that
   owner: a zombie (a worker stopped past its session timeout, then continued) fails on its next
-  send or commit and exits, writing nothing a ``read_committed`` reader ever sees;
+  send or commit (``FencedError`` here) and lets the partition go, writing nothing a
+  ``read_committed`` reader ever sees;
 * the outputs of the partition's records go into the open transaction as they are made; every
   ``commit_ms`` the partition's mark (its whole state and the offset it ends at) is written to
   the marks topic, the consumer offset added with ``send_offsets_to_transaction``, and the

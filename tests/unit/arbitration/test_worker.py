@@ -19,6 +19,7 @@ each partition's records once.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from dataclasses import dataclass
 
 import pytest
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 
 from agents.arbitration.core.checkpoint import Checkpoint
 from agents.arbitration.core.processor import Output, Processor
+from agents.arbitration.engine import make_processor
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.synthetic import ProviderModel, synthetic_ticks, trade_of
 from agents.arbitration.worker.errors import FencedError, UnreadableCheckpointError
@@ -67,6 +69,16 @@ def raw_log() -> dict[int, list[tuple[bytes | None, bytes]]]:
 
 
 RAW = raw_log()
+ENGINES = [
+    "python",
+    pytest.param(
+        "compiled",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("fiml_arbcore") is None,
+            reason="the compiled core is built by `make setup`",
+        ),
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -115,11 +127,11 @@ class Member:
     clock: Clock
 
 
-def member(broker: FakeBroker, commit_ms: int = 0) -> Member:
-    settings = ArbitrationSettings(commit_ms=commit_ms)
+def member(broker: FakeBroker, commit_ms: int = 0, engine: str = "python") -> Member:
+    settings = ArbitrationSettings(commit_ms=commit_ms, engine=engine)
     source, publisher, clock = FakeSource(broker), FakePublisher(broker), Clock()
     worker = ArbitrationWorker(
-        Processor(settings), source, publisher, FakeCheckpointStore(broker), settings, clock
+        make_processor(settings), source, publisher, FakeCheckpointStore(broker), settings, clock
     )
     source.feed(worker)
     return Member(worker, source, publisher, clock)
@@ -130,7 +142,7 @@ def fresh_broker() -> FakeBroker:
 
 
 async def run_to_the_end(
-    broker: FakeBroker, sizes: list[int], commit_ms: int, clean_stop: bool
+    broker: FakeBroker, sizes: list[int], commit_ms: int, clean_stop: bool, engine: str = "python"
 ) -> int:
     """Run workers over ``broker`` until every raw record is committed: a worker whose publish
     fails is stopped as Faust stops it (``stop``, when ``clean_stop``) or vanishes (SIGKILL),
@@ -138,7 +150,7 @@ async def run_to_the_end(
     restarts = 0
     fetches = 0
     while True:
-        m = member(broker, commit_ms)
+        m = member(broker, commit_ms, engine)
         try:
             await m.source.assign(set(RAW))
             while m.source.pending():
@@ -190,16 +202,19 @@ async def test_offsets_are_never_ahead_of_outputs(
     committed_in_order(broker)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(run=RUNS, data=st.data(), clean_stop=st.booleans())
 async def test_a_restart_after_a_crash_at_any_point_gives_each_output_once(
-    run: tuple[list[int], int], data: st.DataObject, clean_stop: bool
+    engine: str, run: tuple[list[int], int], data: st.DataObject, clean_stop: bool
 ) -> None:
+    """With the Python reference and with the compiled core: the outputs are the
+    reference's either way."""
     sizes, commit_ms = run
     broker = fresh_broker()
     steps = await _steps(sizes, commit_ms)
     broker.fail_at = {data.draw(st.integers(0, steps - 1))}
-    restarts = await run_to_the_end(broker, sizes, commit_ms, clean_stop)
+    restarts = await run_to_the_end(broker, sizes, commit_ms, clean_stop, engine)
     assert restarts == 1
     assert broker.outputs == REFERENCE.outputs
     assert broker.offsets == {p: len(records) for p, records in RAW.items()}
