@@ -135,23 +135,42 @@ async def plain_forward(bootstrap: str, src: str, dst: str, n: int) -> float:
 async def io_baseline(
     bootstrap: str, src: str, dst: str, n: int, outputs: dict[tuple[int, int], list[Output]]
 ) -> float:
-    """``getmany`` -> per fetched partition, one ``send_batch`` of the records the worker
-    writes for those raw records (``outputs``: (partition, offset) -> its outputs)."""
-
-    async def step(producer: AIOKafkaProducer, partition: int, records: list[Any]) -> list[Any]:
-        futs, builder = [], producer.create_batch()
-        for r in records:
-            for _topic, key, value, _p, _headers in outputs.get((partition, r.offset), ()):
-                if builder.append(key=key, value=value, timestamp=None) is None:
-                    builder.close()
-                    futs.append(await producer.send_batch(builder, dst, partition=partition))
-                    builder = producer.create_batch()
-                    builder.append(key=key, value=value, timestamp=None)
-        builder.close()
-        futs.append(await producer.send_batch(builder, dst, partition=partition))
-        return futs
-
-    return await _consume_produce(bootstrap, src, n, step)
+    """Seconds to consume ``n`` records of ``src`` and send, per fetched partition, one
+    ``send_batch`` of the records the worker writes for them (``outputs``: (partition, offset)
+    -> its outputs). Nothing waits between fetches (no per-fetch delivery wait, no commit, no
+    transaction): the ceiling of this workload's Kafka I/O in one Python process."""
+    consumer = AIOKafkaConsumer(
+        src, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        done, t0, futs = 0, None, []
+        while done < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            t0 = t0 or time.monotonic()
+            for tp, records in batch.items():
+                builder = producer.create_batch()
+                for r in records:
+                    for _topic, key, value, _p, _headers in outputs.get(
+                        (tp.partition, r.offset), ()
+                    ):
+                        if builder.append(key=key, value=value, timestamp=None) is None:
+                            builder.close()
+                            futs.append(
+                                await producer.send_batch(builder, dst, partition=tp.partition)
+                            )
+                            builder = producer.create_batch()
+                            builder.append(key=key, value=value, timestamp=None)
+                builder.close()
+                futs.append(await producer.send_batch(builder, dst, partition=tp.partition))
+                done += len(records)
+        await asyncio.gather(*futs)
+        return time.monotonic() - (t0 or time.monotonic())
+    finally:
+        await consumer.stop()
+        await producer.stop()
 
 
 async def _consume_produce(
@@ -214,7 +233,6 @@ def compute_alone(records: Fetched, engine: str, passes: int = 3) -> float:
     time (2,000 records, as the worker does, outputs drained per fetch), its state saved at the
     end; the best of ``passes``."""
     from agents.arbitration.engine import make_processor
-
     from agents.arbitration.settings import ArbitrationSettings
 
     fetches = _fetches(records)
@@ -247,7 +265,6 @@ def _fetches(
 def outputs_of(records: Fetched) -> dict[tuple[int, int], list[Output]]:
     """What the worker writes for each raw record: (partition, offset) -> its outputs."""
     from agents.arbitration.engine import make_processor
-
     from agents.arbitration.settings import ArbitrationSettings
 
     processor = make_processor(ArbitrationSettings(engine="compiled"))

@@ -29,8 +29,8 @@ RESULTS = ROOT / "bench" / "results"
 
 # scenario -> (quick arguments, full arguments)
 SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
-    # at ~9k ticks/s fewer ticks than this make the 0.2 s polling of the output a large error
-    "arbitration": (["--ticks", "20000"], ["--ticks", "100000"]),
+    # at ~20k ticks/s fewer ticks than this make the 0.2 s polling of the output a large error
+    "arbitration": (["--ticks", "60000"], ["--ticks", "200000"]),
     "latency": (
         ["--rates", "1000,5000", "--duration", "4"],
         ["--rates", "500,1000,2500,5000,7500,10000", "--duration", "20"],
