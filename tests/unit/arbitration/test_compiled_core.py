@@ -329,6 +329,74 @@ def test_marks_of_older_versions_restore_alike(version: int) -> None:
     assert assert_same(py, rs, range(2)) > 100
 
 
+_TICK = (
+    b'{"provider":"a","symbol":"S","provider_symbol":"S","asset_type":"crypto","price":PRICE,'
+    b'"event_time_ms":ET,"ingest_time_ms":1764892800000,"seq":SEQ EXTRA}'
+)
+
+
+def _tick(price: bytes = b"1.5", et: bytes = b"1764892800000", seq: bytes = b"1") -> bytes:
+    return _TICK.replace(b"PRICE", price).replace(b"ET", et).replace(b"SEQ", seq)
+
+
+_PRICES: tuple[bytes, ...] = (b"-0", b"0", b"1e400", b"1e-400", b"4.9e-324", b"2.4703282292062328e-324")
+_PRICES += (b"1.7976931348623158e308", b"1.7976931348623159e308", b"9007199254740993")
+_PRICES += (b"9223372036854775807", b"9223372036854775808", b"-1", b"1.", b".5", b"01")
+_PRICES += (b"1E+5", b"1.0e-5", b"123456789012345678901234567890")
+_TIMES = (b"-0", b"1764892800000.0", b"1.7648928e12", b"253402300799999", b"253402300800000")
+
+#: The strict parser's edges: numbers at the limits of i64 and of floats, -0, JSON's number
+#: grammar, strict ints and bools, escapes and surrogates, names of 64 characters and more.
+EDGES = [
+    *(_tick(price=p).replace(b" EXTRA", b"") for p in _PRICES),
+    *(_tick(et=et).replace(b" EXTRA", b"") for et in _TIMES),
+    *(
+        _tick(seq=q).replace(b" EXTRA", b"")
+        for q in [b"-0", b"0", b"-1", b"1.0", b"99999999999999999999999", b"true"]
+    ),
+    *(
+        _tick().replace(b" EXTRA", extra)
+        for extra in [
+            b',"trade_id":"x","amount":-0,"side":"buy"',
+            b',"trade_id":"x","amount":-0.0',
+            b',"trade_id":"x","amount":1e-400',
+            b',"trade_id":"' + b"x" * 64 + b'","amount":1',
+            b',"trade_id":"","amount":1',
+            b',"trade_id":"x","amount":1,"bid":2',
+            b',"side":"buy"',
+            b',"history":1',
+            b',"history":true',
+            b',"v":0',
+            b',"v":true',
+            b',"v":99999999999999999999999',
+            b',"market":"\\ud800"',
+            b',"market":"\\ud83d\\ude00"',
+            b',"market":"\\u0000\\/\\b"',
+            b',"bid":null,"ask":2',
+            b',"volume":-0.0',
+            b',"asset_type":"fx"',
+            b"",
+        ]
+    ),
+    b" \n" + _tick().replace(b" EXTRA", b"") + b"\n ",
+    _tick()
+    .replace(b" EXTRA", b"")
+    .replace(b'"S","provider_symbol"', '"{}","provider_symbol"'.format("é" * 64).encode()),
+    _tick()
+    .replace(b" EXTRA", b"")
+    .replace(b'"S","provider_symbol"', '"{}","provider_symbol"'.format("😀" * 65).encode()),
+]
+
+
+@pytest.mark.parametrize("value", EDGES)
+def test_the_strict_parsers_edges(value: bytes) -> None:
+    py, rs = engines()
+    for engine in (py, rs):
+        engine.process(None, value, 0, 0)
+        engine.process(None, _tick(et=b"1764892801000").replace(b" EXTRA", b""), 0, 1)
+    assert_same(py, rs, [0])
+
+
 def test_a_record_without_a_value_is_dead_lettered_alike() -> None:
     """A tombstone (value None) is not a raw record: both engines dead-letter it."""
     py, rs = engines()
