@@ -68,6 +68,7 @@ class ArbitrationEngine(Protocol):
     def restore(self, partition: int, mark: bytes | None) -> None: ...
     def forget(self, partitions: Iterable[int]) -> None: ...
     def process(self, key: bytes | None, value: bytes, partition: int, offset: int) -> None: ...
+    def process_many(self, partition: int, records: RawBatch) -> None: ...
     def mark(self, partition: int) -> bytes: ...
     def drain_partitions(self) -> dict[int, list[Output]]: ...
     def drain(self) -> list[Output]: ...
@@ -281,14 +282,9 @@ class CompiledProcessor:
 
 
 def process_many(engine: ArbitrationEngine, partition: int, records: RawBatch) -> None:
-    """Apply one fetch of ``partition``: one call into the compiled core, a loop over
-    ``process`` for the reference."""
-    if isinstance(engine, CompiledProcessor):
-        engine.process_many(partition, records)
-        return
-    process = engine.process
-    for key, value, offset in records:
-        process(key, value, partition, offset)
+    """Apply one fetch of ``partition`` (both engines take a fetch in one call now; kept for
+    the callers of the time when only the compiled core did)."""
+    engine.process_many(partition, records)
 
 
 def make_processor(settings: ArbitrationSettings) -> Processor | CompiledProcessor:
