@@ -26,7 +26,7 @@ use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyTuple};
 
-use processor::{Oracle, Output, Processor, Settings};
+use processor::{Oracle, Output, Outputs, Processor, Settings};
 
 /// The Python side's callbacks: `fallback(value) -> (ok, bytes | reason)`, and its methods
 /// `out_of_time(value)`, `trade_error(...)`, `health_error(...)`, each a dead-letter reason.
@@ -157,8 +157,12 @@ fn settings_from_json(data: &[u8]) -> PyResult<Settings> {
     })
 }
 
-fn output_tuple<'py>(py: Python<'py>, out: Output) -> PyResult<Bound<'py, PyTuple>> {
-    let key = out.key.map(|k| PyBytes::new(py, &k));
+fn output_tuple<'py>(
+    py: Python<'py>,
+    outputs: &Outputs,
+    out: Output,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let key = outputs.slice(&out.key).map(|k| PyBytes::new(py, k));
     let headers = match out.headers {
         Some(hs) => {
             let list = PyList::empty(py);
@@ -169,7 +173,7 @@ fn output_tuple<'py>(py: Python<'py>, out: Output) -> PyResult<Bound<'py, PyTupl
         }
         None => None,
     };
-    let value = out.value.map(|v| PyBytes::new(py, &v));
+    let value = outputs.slice(&out.value).map(|v| PyBytes::new(py, v));
     (out.topic, key, value, out.partition, headers).into_pyobject(py)
 }
 
@@ -261,10 +265,10 @@ impl Core {
 
     fn drain_partitions<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
-        for (p, outs) in self.processor.drain_partitions() {
+        for (p, mut outs) in self.processor.drain_partitions() {
             let list = PyList::empty(py);
-            for out in outs {
-                list.append(output_tuple(py, out)?)?;
+            for out in std::mem::take(&mut outs.items) {
+                list.append(output_tuple(py, &outs, out)?)?;
             }
             dict.set_item(p, list)?;
         }
@@ -275,9 +279,9 @@ impl Core {
         let mut by_partition: Vec<_> = self.processor.drain_partitions().into_iter().collect();
         by_partition.sort_by_key(|(p, _)| *p);
         let list = PyList::empty(py);
-        for (_, outs) in by_partition {
-            for out in outs {
-                list.append(output_tuple(py, out)?)?;
+        for (_, mut outs) in by_partition {
+            for out in std::mem::take(&mut outs.items) {
+                list.append(output_tuple(py, &outs, out)?)?;
             }
         }
         Ok(list)

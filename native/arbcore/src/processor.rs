@@ -12,6 +12,7 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 
 use indexmap::IndexMap;
 
@@ -98,16 +99,38 @@ pub trait Oracle {
     ) -> String;
 }
 
-/// One output: (logical topic, key, value, partition, headers).
+/// One output: (logical topic, key, value, partition, headers); the key and the value are
+/// ranges of their partition's `Outputs::bytes` (one buffer, not two allocations an output).
 #[derive(Debug, Clone)]
 pub struct Output {
     pub topic: &'static str,
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Range<usize>>,
     /// None only for a dead-lettered record that had no value (a tombstone)
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Range<usize>>,
     pub partition: Option<i64>,
     pub headers: Option<Vec<(&'static str, Vec<u8>)>>,
 }
+
+/// The outputs of one source partition since the last drain.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub bytes: Vec<u8>,
+    pub items: Vec<Output>,
+}
+
+impl Outputs {
+    pub fn slice(&self, range: &Option<Range<usize>>) -> Option<&[u8]> {
+        range.as_ref().map(|r| &self.bytes[r.clone()])
+    }
+
+    fn copy(&mut self, data: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        start..self.bytes.len()
+    }
+}
+
+type Headers = Vec<(&'static str, Vec<u8>)>;
 
 /// `_Partition`: -1 for "none yet" (never 0: `Default` is `new`).
 #[derive(Debug)]
@@ -141,7 +164,7 @@ pub struct Processor {
     pub marks: BTreeSet<i64>,
     saved: HashMap<i64, BTreeMap<String, Vec<u8>>>,
     partitions: HashMap<i64, Partition>,
-    outputs: IndexMap<i64, Vec<Output>>,
+    outputs: IndexMap<i64, Outputs>,
     /// symbol -> the `partition` field of the state that changed (Python keeps the state
     /// object; only its partition is ever read: `forget`)
     dirty: HashMap<String, i64>,
@@ -238,7 +261,7 @@ impl Processor {
         self.dirty.retain(|_, p| !partitions.contains(p));
     }
 
-    pub fn drain_partitions(&mut self) -> IndexMap<i64, Vec<Output>> {
+    pub fn drain_partitions(&mut self) -> IndexMap<i64, Outputs> {
         std::mem::take(&mut self.outputs)
     }
 
@@ -284,8 +307,49 @@ impl Processor {
         Ok(part.symbols.insert_full(rec.symbol.clone(), st).0)
     }
 
-    fn emit(&mut self, partition: i64, output: Output) {
-        self.outputs.entry(partition).or_default().push(output);
+    /// `_emit` of a record this processor writes: `write` appends its value.
+    fn emit(
+        &mut self,
+        partition: i64,
+        topic: &'static str,
+        key: &[u8],
+        to: Option<i64>,
+        headers: Option<Headers>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let outputs = self.outputs.entry(partition).or_default();
+        let key = Some(outputs.copy(key));
+        let start = outputs.bytes.len();
+        write(&mut outputs.bytes);
+        let value = Some(start..outputs.bytes.len());
+        outputs.items.push(Output {
+            topic,
+            key,
+            value,
+            partition: to,
+            headers,
+        });
+    }
+
+    /// `_emit` of a raw record as it came (a dead letter).
+    fn emit_raw(
+        &mut self,
+        partition: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Headers,
+    ) {
+        let outputs = self.outputs.entry(partition).or_default();
+        let key = key.map(|k| outputs.copy(k));
+        let value = value.map(|v| outputs.copy(v));
+        let topic = "fiml.deadletter";
+        outputs.items.push(Output {
+            topic,
+            key,
+            value,
+            partition: None,
+            headers: Some(headers),
+        });
     }
 
     // -- records ---------------------------------------------------------------------------
@@ -348,7 +412,7 @@ impl Processor {
         let applied = self.state(part, partition, &record).and_then(|i| {
             self.apply(part, i, &record, partition, oracle)?;
             let st = &part.symbols[i];
-            self.dirty.insert(st.symbol.clone(), st.partition);
+            mark_dirty(&mut self.dirty, st);
             Ok(())
         });
         if let Err(exc) = applied {
@@ -385,16 +449,7 @@ impl Processor {
     ) {
         self.poison += 1;
         let headers = deadletter_headers(reason, partition, offset);
-        self.emit(
-            partition,
-            Output {
-                topic: "fiml.deadletter",
-                key: key.map(<[u8]>::to_vec),
-                value: value.map(<[u8]>::to_vec),
-                partition: None,
-                headers: Some(headers),
-            },
-        );
+        self.emit_raw(partition, key, value, headers);
     }
 
     fn apply(
@@ -462,15 +517,14 @@ impl Processor {
             if self.counted(st, rec, trade.amount) {
                 st.candles.on_trade(t, trade.amount);
                 let value = trade_update(st, rec, trade, oracle)?;
+                let key = st.symbol.as_bytes();
                 self.emit(
                     partition,
-                    Output {
-                        topic: "fiml.trades",
-                        key: Some(st.symbol.as_bytes().to_vec()),
-                        value: Some(value),
-                        partition: Some(partition),
-                        headers: None,
-                    },
+                    "fiml.trades",
+                    key,
+                    Some(partition),
+                    None,
+                    |out| out.extend_from_slice(&value),
                 );
             }
         }
@@ -613,7 +667,7 @@ impl Processor {
         }
         let iso = iso_ms(now)?;
         // orjson of a dict in PriceUpdate's field order
-        let out = PriceUpdate {
+        let record = PriceUpdate {
             symbol: &st.symbol,
             asset_type: &st.asset_type,
             price,
@@ -630,18 +684,11 @@ impl Processor {
             change,
             change_percent,
             volume: day_volume,
-        }
-        .to_json();
-        self.emit(
-            partition,
-            Output {
-                topic: "fiml.prices",
-                key: Some(key.clone()),
-                value: Some(out),
-                partition: Some(partition),
-                headers: None,
-            },
-        );
+        };
+        let to = Some(partition);
+        self.emit(partition, "fiml.prices", &key, to, None, |out| {
+            record.write_json(out)
+        });
         self.quote(st, used, &key, partition, &iso);
         self.health(st, provider, params.stale_ms, oracle)?;
         // the others: one that has gone silent while this one ticks is down now
@@ -671,21 +718,19 @@ impl Processor {
     ) {
         self.invalid += 1;
         let offset = self.applying;
-        let body = invalid_body(&st.symbol, st.newest_ms, values);
         let headers = deadletter_headers(
             &format!("invalid {model}: {rule} does not hold"),
             partition,
             offset,
         );
+        let key = st.symbol.as_bytes();
         self.emit(
             partition,
-            Output {
-                topic: "fiml.deadletter",
-                key: Some(st.symbol.as_bytes().to_vec()),
-                value: Some(body),
-                partition: None,
-                headers: Some(headers),
-            },
+            "fiml.deadletter",
+            key,
+            None,
+            Some(headers),
+            |out| invalid_body(out, &st.symbol, st.newest_ms, values),
         );
     }
 
@@ -721,25 +766,18 @@ impl Processor {
             );
             return;
         }
-        let out = QuoteUpdate {
+        let record = QuoteUpdate {
             symbol: &st.symbol,
             bid,
             ask,
             providers: &providers,
             event_time_ms: st.newest_ms,
             timestamp: iso,
-        }
-        .to_json();
-        self.emit(
-            partition,
-            Output {
-                topic: "fiml.quotes",
-                key: Some(key.to_vec()),
-                value: Some(out),
-                partition: Some(partition),
-                headers: None,
-            },
-        );
+        };
+        let to = Some(partition);
+        self.emit(partition, "fiml.quotes", key, to, None, |out| {
+            record.write_json(out)
+        });
     }
 
     fn health(
@@ -750,7 +788,7 @@ impl Processor {
         oracle: &dyn Oracle,
     ) -> Res<()> {
         let now = st.newest_ms;
-        let symbol = st.symbol.clone();
+        let symbol = st.symbol.as_str(); // a field beside `stats`: both borrowed at once
         let stats: &mut ProviderStats = st
             .stats
             .get_mut(provider)
@@ -765,7 +803,7 @@ impl Processor {
         let record = ProviderHealth {
             provider,
             state,
-            symbol: &symbol,
+            symbol,
             event_time_ms: now,
             reliability: py_min(py_max(reliability, 0.0), 1.0),
             error_bps: stats.error_bps(),
@@ -788,18 +826,15 @@ impl Processor {
             );
             return Err(raised_from_reason(reason));
         }
-        let out = record.to_json();
         // keyed per (provider, symbol), to the state's own partition field (as Python)
-        let target = st.partition;
+        let key = health_key(provider, symbol);
         self.emit(
-            target,
-            Output {
-                topic: "fiml.provider.health",
-                key: Some(health_key(provider, &symbol)),
-                value: Some(out),
-                partition: Some(0),
-                headers: None,
-            },
+            st.partition,
+            "fiml.provider.health",
+            &key,
+            Some(0),
+            None,
+            |out| record.write_json(out),
         );
         Ok(())
     }
@@ -828,18 +863,10 @@ impl Processor {
                 );
                 continue;
             }
-            let mut out = Vec::with_capacity(384);
-            r.write_json(&st.symbol, &mut out);
-            self.emit(
-                partition,
-                Output {
-                    topic: "fiml.ohlcv",
-                    key: Some(st.symbol.as_bytes().to_vec()),
-                    value: Some(out),
-                    partition: Some(partition),
-                    headers: None,
-                },
-            );
+            let (key, to) = (st.symbol.as_bytes(), Some(partition));
+            self.emit(partition, "fiml.ohlcv", key, to, None, |out| {
+                r.write_json(&st.symbol, out)
+            });
         }
     }
 
@@ -861,10 +888,20 @@ impl Processor {
             if 0 <= nxt && nxt <= watermark {
                 let records = st.candles.close(watermark, grace);
                 self.candles(records, st, partition);
-                self.dirty.insert(st.symbol.clone(), st.partition);
+                mark_dirty(&mut self.dirty, st);
             }
         }
         refresh_next_close(part, grace);
+    }
+}
+
+/// `self.dirty[symbol] = st`, without a new key's allocation when the symbol is there already.
+fn mark_dirty(dirty: &mut HashMap<String, i64>, st: &SymbolState) {
+    match dirty.get_mut(&st.symbol) {
+        Some(p) => *p = st.partition,
+        None => {
+            dirty.insert(st.symbol.clone(), st.partition);
+        }
     }
 }
 

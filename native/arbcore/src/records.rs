@@ -72,45 +72,43 @@ pub struct PriceUpdate<'a> {
 }
 
 impl PriceUpdate<'_> {
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(V);
-        key(&mut out, b"\"symbol\":");
-        json::str(&mut out, self.symbol);
-        key(&mut out, b",\"asset_type\":");
-        json::str(&mut out, self.asset_type);
-        key(&mut out, b",\"price\":");
-        json::f64(&mut out, self.price);
-        key(&mut out, b",\"confidence\":");
-        json::f64(&mut out, self.confidence);
-        key(&mut out, b",\"band_low\":");
-        json::f64(&mut out, self.band_low);
-        key(&mut out, b",\"band_high\":");
-        json::f64(&mut out, self.band_high);
-        key(&mut out, b",\"providers_used\":");
-        str_list(&mut out, self.used);
-        key(&mut out, b",\"providers_rejected\":");
-        str_list(&mut out, self.rejected);
-        key(&mut out, b",\"flags\":");
-        str_list(&mut out, self.flags);
-        key(&mut out, b",\"event_time_ms\":");
-        json::i64(&mut out, self.event_time_ms);
-        key(&mut out, b",\"source_ticks\":");
-        json::i64(&mut out, (self.used.len() + self.rejected.len()) as i64);
-        key(&mut out, b",\"timestamp\":");
-        json::str(&mut out, self.timestamp);
-        key(&mut out, b",\"provider\":");
-        json::str(&mut out, self.provider);
-        key(&mut out, b",\"day_open\":");
-        json::f64(&mut out, self.day_open);
-        key(&mut out, b",\"change\":");
-        json::f64(&mut out, self.change);
-        key(&mut out, b",\"change_percent\":");
-        json::f64(&mut out, self.change_percent);
-        key(&mut out, b",\"volume\":");
-        json::opt_f64(&mut out, self.volume);
+        key(out, b"\"symbol\":");
+        json::str(out, self.symbol);
+        key(out, b",\"asset_type\":");
+        json::str(out, self.asset_type);
+        key(out, b",\"price\":");
+        json::f64(out, self.price);
+        key(out, b",\"confidence\":");
+        json::f64(out, self.confidence);
+        key(out, b",\"band_low\":");
+        json::f64(out, self.band_low);
+        key(out, b",\"band_high\":");
+        json::f64(out, self.band_high);
+        key(out, b",\"providers_used\":");
+        str_list(out, self.used);
+        key(out, b",\"providers_rejected\":");
+        str_list(out, self.rejected);
+        key(out, b",\"flags\":");
+        str_list(out, self.flags);
+        key(out, b",\"event_time_ms\":");
+        json::i64(out, self.event_time_ms);
+        key(out, b",\"source_ticks\":");
+        json::i64(out, (self.used.len() + self.rejected.len()) as i64);
+        key(out, b",\"timestamp\":");
+        json::str(out, self.timestamp);
+        key(out, b",\"provider\":");
+        json::str(out, self.provider);
+        key(out, b",\"day_open\":");
+        json::f64(out, self.day_open);
+        key(out, b",\"change\":");
+        json::f64(out, self.change);
+        key(out, b",\"change_percent\":");
+        json::f64(out, self.change_percent);
+        key(out, b",\"volume\":");
+        json::opt_f64(out, self.volume);
         out.push(b'}');
-        out
     }
 }
 
@@ -125,28 +123,23 @@ pub struct QuoteUpdate<'a> {
 }
 
 impl QuoteUpdate<'_> {
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(V);
-        key(&mut out, b"\"symbol\":");
-        json::str(&mut out, self.symbol);
-        key(&mut out, b",\"bid\":");
-        json::f64(&mut out, self.bid);
-        key(&mut out, b",\"ask\":");
-        json::f64(&mut out, self.ask);
-        key(
-            &mut out,
-            b",\"bid_size\":null,\"ask_size\":null,\"providers\":",
-        );
-        str_list(&mut out, self.providers);
-        key(&mut out, b",\"event_time_ms\":");
-        json::i64(&mut out, self.event_time_ms);
-        key(&mut out, b",\"spread\":");
-        json::f64(&mut out, self.ask - self.bid);
-        key(&mut out, b",\"timestamp\":");
-        json::str(&mut out, self.timestamp);
+        key(out, b"\"symbol\":");
+        json::str(out, self.symbol);
+        key(out, b",\"bid\":");
+        json::f64(out, self.bid);
+        key(out, b",\"ask\":");
+        json::f64(out, self.ask);
+        key(out, b",\"bid_size\":null,\"ask_size\":null,\"providers\":");
+        str_list(out, self.providers);
+        key(out, b",\"event_time_ms\":");
+        json::i64(out, self.event_time_ms);
+        key(out, b",\"spread\":");
+        json::f64(out, self.ask - self.bid);
+        key(out, b",\"timestamp\":");
+        json::str(out, self.timestamp);
         out.push(b'}');
-        out
     }
 }
 
@@ -176,29 +169,27 @@ impl ProviderHealth<'_> {
     }
 
     /// `encode(ProviderHealth(...))`.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(V);
-        key(&mut out, b"\"provider\":");
-        json::str(&mut out, self.provider);
-        key(&mut out, b",\"state\":");
-        json::str(&mut out, self.state);
-        key(&mut out, b",\"symbol\":");
-        json::str(&mut out, self.symbol);
-        key(&mut out, b",\"reason\":null,\"event_time_ms\":");
-        json::i64(&mut out, self.event_time_ms);
-        key(&mut out, b",\"reliability\":");
-        json::f64(&mut out, self.reliability);
-        key(&mut out, b",\"error_bps\":");
-        json::f64(&mut out, self.error_bps);
-        key(&mut out, b",\"staleness_ms\":");
-        json::f64(&mut out, self.staleness_ms);
-        key(&mut out, b",\"ticks\":");
-        json::i64(&mut out, self.ticks);
-        key(&mut out, b",\"errors\":");
-        json::i64(&mut out, self.errors);
+        key(out, b"\"provider\":");
+        json::str(out, self.provider);
+        key(out, b",\"state\":");
+        json::str(out, self.state);
+        key(out, b",\"symbol\":");
+        json::str(out, self.symbol);
+        key(out, b",\"reason\":null,\"event_time_ms\":");
+        json::i64(out, self.event_time_ms);
+        key(out, b",\"reliability\":");
+        json::f64(out, self.reliability);
+        key(out, b",\"error_bps\":");
+        json::f64(out, self.error_bps);
+        key(out, b",\"staleness_ms\":");
+        json::f64(out, self.staleness_ms);
+        key(out, b",\"ticks\":");
+        json::i64(out, self.ticks);
+        key(out, b",\"errors\":");
+        json::i64(out, self.errors);
         out.push(b'}');
-        out
     }
 }
 
@@ -223,53 +214,55 @@ impl TradeUpdate<'_> {
     /// `encode(TradeUpdate(...))`: `quantity` and `timestamp` derived.
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
+        self.write_json(&mut out);
+        out
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(V);
-        key(&mut out, b"\"symbol\":");
-        json::str(&mut out, self.symbol);
-        key(&mut out, b",\"trade_id\":");
-        json::str(&mut out, self.trade_id);
-        key(&mut out, b",\"price\":");
-        json::f64(&mut out, self.price);
-        key(&mut out, b",\"amount\":");
-        json::f64(&mut out, self.amount);
-        key(&mut out, b",\"side\":");
+        key(out, b"\"symbol\":");
+        json::str(out, self.symbol);
+        key(out, b",\"trade_id\":");
+        json::str(out, self.trade_id);
+        key(out, b",\"price\":");
+        json::f64(out, self.price);
+        key(out, b",\"amount\":");
+        json::f64(out, self.amount);
+        key(out, b",\"side\":");
         match self.side {
-            Some(s) => json::str(&mut out, s),
-            None => json::null(&mut out),
+            Some(s) => json::str(out, s),
+            None => json::null(out),
         }
-        key(&mut out, b",\"providers\":[");
-        json::str(&mut out, self.provider);
-        key(&mut out, b"],\"event_time_ms\":");
-        json::i64(&mut out, self.event_time_ms);
-        key(&mut out, b",\"quantity\":");
-        json::f64(&mut out, self.amount);
-        key(&mut out, b",\"timestamp\":\"");
+        key(out, b",\"providers\":[");
+        json::str(out, self.provider);
+        key(out, b"],\"event_time_ms\":");
+        json::i64(out, self.event_time_ms);
+        key(out, b",\"quantity\":");
+        json::f64(out, self.amount);
+        key(out, b",\"timestamp\":\"");
         let mut iso = String::with_capacity(24);
         push_iso_ms(&mut iso, self.event_time_ms);
         out.extend_from_slice(iso.as_bytes());
         out.extend_from_slice(b"\"}");
-        out
     }
 }
 
 /// The body of `processor._invalid`: the symbol, its newest event time and the values, a
 /// non-finite one as `str(v)` ('inf', '-inf', 'nan').
-pub fn invalid_body(symbol: &str, event_time_ms: i64, values: &[(&str, f64)]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(160);
+pub fn invalid_body(body: &mut Vec<u8>, symbol: &str, event_time_ms: i64, values: &[(&str, f64)]) {
     body.extend_from_slice(b"{\"symbol\":");
-    json::str(&mut body, symbol);
+    json::str(body, symbol);
     body.extend_from_slice(b",\"event_time_ms\":");
-    json::i64(&mut body, event_time_ms);
+    json::i64(body, event_time_ms);
     for (k, v) in values {
         body.push(b',');
-        json::str(&mut body, k);
+        json::str(body, k);
         body.push(b':');
         if v.is_finite() {
-            json::f64(&mut body, *v);
+            json::f64(body, *v);
         } else {
-            json::str(&mut body, &json::py_repr_f64(*v));
+            json::str(body, &json::py_repr_f64(*v));
         }
     }
     body.push(b'}');
-    body
 }
