@@ -2,9 +2,10 @@
 
 ``agents/arbitration/core/processor.py``'s ``Processor`` is the readable reference; the
 compiled core (the ``fiml_arbcore`` module, Rust through PyO3, built by ``make setup``) gives
-byte-identical outputs and marks for the same records, several times faster
-(``tests/unit/arbitration/test_compiled_core.py`` holds it to that). ``FIML_ARB_ENGINE``
-chooses: ``compiled`` (the default) or ``python``.
+byte-identical outputs and marks for the same records (``tests/unit/arbitration/
+test_compiled_core.py`` holds it to that), about twelve times faster on the synthetic
+workload (``process_many`` and ``drain``, 100k records: ~110k records/s against ~9.5k).
+``FIML_ARB_ENGINE`` chooses: ``compiled`` (the default) or ``python``.
 
 The compiled core asks Python for what only Python can say exactly: a raw record its strict
 parser cannot prove valid goes through ``decode_raw`` (``_Fallback``), and the dead-letter
