@@ -261,6 +261,12 @@ class PriceUpdate(_Record):
         description="the UTC day's traded volume (its 1d candle); null until a "
         "trade of the day is seen",
     )
+    bid: Price | None = Field(
+        default=None,
+        description="the consensus best bid at this price's event time (fiml.quotes "
+        "samples it at most every FIML_ARB_QUOTE_MS); null when no provider used quotes one",
+    )
+    ask: Price | None = Field(default=None, description="the consensus best ask, as bid")
     derived = {
         "timestamp": _iso_of("event_time_ms"),
         "change": lambda f: price_change(f["price"], f["day_open"])[0],

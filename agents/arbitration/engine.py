@@ -84,6 +84,7 @@ def settings_json(settings: ArbitrationSettings) -> bytes:
         {
             "grace_ms": settings.grace_ms,
             "throttle_ms": settings.throttle_ms,
+            "quote_ms": settings.quote_ms,
             "health_every_ms": settings.health_every_ms,
             "dedup_ms": settings.dedup_ms,
             "stale_ms": settings.stale_ms,

@@ -403,6 +403,8 @@ class Processor:
             d = abs(st.quotes[p].price - price)
             if d < distance:
                 nearest, distance = p, d
+        quote = self._consensus_quote(st, used, partition)
+        bid, ask = quote[0] if quote is not None else None, quote[1] if quote is not None else None
         iso = iso_ms(now)
         # orjson of a dict in PriceUpdate's field order: a model per tick costs ~20 us
         self._emit(
@@ -430,13 +432,19 @@ class Processor:
                         "change": change,
                         "change_percent": change_percent,
                         "volume": day.volume if day is not None and day.trades else None,
+                        "bid": bid,
+                        "ask": ask,
                     }
                 ),
                 partition,
                 None,
             ),
         )
-        self._quote(st, used, key, partition, iso)
+        if quote is not None and (
+            st.last_quote_ms < 0 or now - st.last_quote_ms >= self.settings.quote_ms
+        ):
+            st.last_quote_ms = now
+            self._quote(st, quote, key, partition, iso)
         self._health(st, provider, stats, params.stale_ms)
         # the others: one that has gone silent while this one ticks is down now
         for other, other_stats in st.stats.items():
@@ -522,10 +530,12 @@ class Processor:
             ),
         )
 
-    def _quote(
-        self, st: SymbolState, used: tuple[str, ...], key: bytes, partition: int, iso: str
-    ) -> None:
-        """``iso`` is the price's ``timestamp``: the quote has the same event time."""
+    def _consensus_quote(
+        self, st: SymbolState, used: tuple[str, ...], partition: int
+    ) -> tuple[float, float, list[str]] | None:
+        """The consensus best bid and ask (the medians, lower middle, of the quotes of the
+        providers used that carry both) and those providers; None if none does, or if the
+        medians fail QuoteUpdate's rule (dead-lettered)."""
         bids: list[float] = []
         asks: list[float] = []
         providers: list[str] = []
@@ -537,14 +547,27 @@ class Processor:
                 asks.append(q.ask)
                 providers.append(p)
         if not bids:
-            return
+            return None
         if len(bids) > 1:
             bids.sort()
             asks.sort()
         bid, ask = bids[(len(bids) - 1) // 2], asks[(len(asks) - 1) // 2]
         if not (0.0 < bid < _INF and 0.0 < ask < _INF and ask - bid < _INF):
             self._invalid(st, partition, "QuoteUpdate", "0 < bid, ask < inf", bid=bid, ask=ask)
-            return
+            return None
+        return bid, ask, providers
+
+    def _quote(
+        self,
+        st: SymbolState,
+        quote: tuple[float, float, list[str]],
+        key: bytes,
+        partition: int,
+        iso: str,
+    ) -> None:
+        """The ``fiml.quotes`` record of ``quote``; ``iso`` is the price's ``timestamp``: the
+        quote has the same event time."""
+        bid, ask, providers = quote
         self._emit(
             partition,
             (

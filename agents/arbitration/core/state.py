@@ -40,11 +40,12 @@ class SymbolState:
     volatility: Volatility = field(default_factory=Volatility)
     agreement: Agreement = field(default_factory=Agreement)
     lags: dict[str, LagLearner] = field(default_factory=dict)  # provider -> its learner
+    last_quote_ms: int = -1  # event time of its last fiml.quotes record (the quote throttle)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
             [
-                4,
+                5,
                 self.symbol,
                 self.asset_type,
                 self.partition,
@@ -61,6 +62,7 @@ class SymbolState:
                 self.volatility.to_list(),
                 self.agreement.to_list(),
                 {p: lag.to_list() for p, lag in self.lags.items()},
+                self.last_quote_ms,
             ]
         )
 
@@ -75,6 +77,8 @@ class SymbolState:
         volatility = Volatility.from_list(saved[11]) if version >= 3 else Volatility()
         agreement = Agreement.from_list(saved[12]) if version >= 3 else Agreement()
         lags = {p: LagLearner.from_list(x) for p, x in saved[13].items()} if version >= 4 else {}
+        # version 4 (before issue 19) had no quote throttle: the next quote goes at once
+        last_quote_ms = int(saved[14]) if version >= 5 else -1
         return cls(
             symbol=symbol,
             asset_type=asset,
@@ -89,6 +93,7 @@ class SymbolState:
             volatility=volatility,
             agreement=agreement,
             lags=lags,
+            last_quote_ms=last_quote_ms,
         )
 
     def prune(self, horizon_ms: int) -> None:

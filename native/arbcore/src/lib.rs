@@ -148,6 +148,7 @@ fn settings_from_json(data: &[u8]) -> PyResult<Settings> {
     Ok(Settings {
         grace_ms: int("grace_ms")?,
         throttle_ms: int("throttle_ms")?,
+        quote_ms: int("quote_ms")?,
         health_every_ms: int("health_every_ms")?,
         dedup_ms: int("dedup_ms")?,
         stale_ms: map("stale_ms")?,

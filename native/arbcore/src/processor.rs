@@ -39,6 +39,7 @@ const HOUR: i64 = 3_600_000;
 pub struct Settings {
     pub grace_ms: i64,
     pub throttle_ms: i64,
+    pub quote_ms: i64,
     pub health_every_ms: i64,
     pub dedup_ms: i64,
     pub stale_ms: HashMap<String, i64>,
@@ -665,6 +666,7 @@ impl Processor {
                 distance = d;
             }
         }
+        let quote = self.consensus_quote(st, used, partition);
         let iso = iso_ms(now)?;
         // orjson of a dict in PriceUpdate's field order
         let record = PriceUpdate {
@@ -684,12 +686,19 @@ impl Processor {
             change,
             change_percent,
             volume: day_volume,
+            bid: quote.as_ref().map(|q| q.0),
+            ask: quote.as_ref().map(|q| q.1),
         };
         let to = Some(partition);
         self.emit(partition, "fiml.prices", &key, to, None, |out| {
             record.write_json(out)
         });
-        self.quote(st, used, &key, partition, &iso);
+        if let Some(quote) = quote {
+            if st.last_quote_ms < 0 || now - st.last_quote_ms >= self.settings.quote_ms {
+                st.last_quote_ms = now;
+                self.quote(st, quote, &key, partition, &iso);
+            }
+        }
         self.health(st, provider, params.stale_ms, oracle)?;
         // the others: one that has gone silent while this one ticks is down now
         let silent: Vec<String> = st
@@ -734,7 +743,15 @@ impl Processor {
         );
     }
 
-    fn quote(&mut self, st: &SymbolState, used: &[String], key: &[u8], partition: i64, iso: &str) {
+    /// `Processor._consensus_quote`: the medians (lower middle) of the bids and asks of the
+    /// providers used that quote both, and those providers; None if none does, or if the
+    /// medians fail QuoteUpdate's rule (dead-lettered).
+    fn consensus_quote(
+        &mut self,
+        st: &SymbolState,
+        used: &[String],
+        partition: i64,
+    ) -> Option<(f64, f64, Vec<String>)> {
         let mut bids: Vec<f64> = Vec::new();
         let mut asks: Vec<f64> = Vec::new();
         let mut providers: Vec<String> = Vec::new();
@@ -748,7 +765,7 @@ impl Processor {
             }
         }
         if bids.is_empty() {
-            return;
+            return None;
         }
         if bids.len() > 1 {
             // finite prices > 0: a total order, as Python's sort
@@ -764,8 +781,21 @@ impl Processor {
                 "0 < bid, ask < inf",
                 &[("bid", bid), ("ask", ask)],
             );
-            return;
+            return None;
         }
+        Some((bid, ask, providers))
+    }
+
+    /// `Processor._quote`: the `fiml.quotes` record of a consensus quote.
+    fn quote(
+        &mut self,
+        st: &SymbolState,
+        quote: (f64, f64, Vec<String>),
+        key: &[u8],
+        partition: i64,
+        iso: &str,
+    ) {
+        let (bid, ask, providers) = quote;
         let record = QuoteUpdate {
             symbol: &st.symbol,
             bid,

@@ -69,6 +69,8 @@ pub struct PriceUpdate<'a> {
     pub change: f64,
     pub change_percent: f64,
     pub volume: Option<f64>,
+    pub bid: Option<f64>,
+    pub ask: Option<f64>,
 }
 
 impl PriceUpdate<'_> {
@@ -108,6 +110,10 @@ impl PriceUpdate<'_> {
         json::f64(out, self.change_percent);
         key(out, b",\"volume\":");
         json::opt_f64(out, self.volume);
+        key(out, b",\"bid\":");
+        json::opt_f64(out, self.bid);
+        key(out, b",\"ask\":");
+        json::opt_f64(out, self.ask);
         out.push(b'}');
     }
 }

@@ -1,4 +1,4 @@
-//! `agents/arbitration/core/state.py`: the per-symbol state and its bytes (version 4).
+//! `agents/arbitration/core/state.py`: the per-symbol state and its bytes (version 5).
 //!
 //! Every dict of the Python state is an IndexMap here: Python dicts keep insertion order, and
 //! `to_bytes` writes them in that order.
@@ -51,6 +51,8 @@ pub struct SymbolState {
     pub volatility: Volatility,
     pub agreement: Agreement,
     pub lags: IndexMap<String, LagLearner>,
+    /// event time of its last fiml.quotes record (the quote throttle); -1: none yet
+    pub last_quote_ms: i64,
 }
 
 impl SymbolState {
@@ -69,13 +71,14 @@ impl SymbolState {
             volatility: Volatility::default(),
             agreement: Agreement::default(),
             lags: IndexMap::new(),
+            last_quote_ms: -1,
         }
     }
 
-    /// `SymbolState.to_bytes`: orjson of the version 4 list.
+    /// `SymbolState.to_bytes`: orjson of the version 5 list.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4096);
-        out.extend_from_slice(b"[4,");
+        out.extend_from_slice(b"[5,");
         json::str(&mut out, &self.symbol);
         out.push(b',');
         json::str(&mut out, &self.asset_type);
@@ -145,11 +148,13 @@ impl SymbolState {
             out.push(b':');
             lag.write_json(&mut out);
         }
-        out.extend_from_slice(b"}]");
+        out.extend_from_slice(b"},");
+        json::i64(&mut out, self.last_quote_ms);
+        out.push(b']');
         out
     }
 
-    /// `SymbolState.from_bytes` (versions 2 to 4) of a state already parsed: a checkpoint
+    /// `SymbolState.from_bytes` (versions 2 to 5) of a state already parsed: a checkpoint
     /// holds its states as JSON values.
     pub fn from_value(saved: &Value) -> Res<SymbolState> {
         let saved = list(saved)?;
@@ -231,6 +236,10 @@ impl SymbolState {
                 st.lags
                     .insert(p.clone(), LagLearner::from_json(x).map_err(r1)?);
             }
+        }
+        if version >= 5 {
+            // version 4 (before issue 19) had no quote throttle: the next quote goes at once
+            st.last_quote_ms = int(saved.get(14).ok_or_else(bad_state)?)?;
         }
         Ok(st)
     }
