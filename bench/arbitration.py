@@ -7,8 +7,9 @@
    input);
 2. the I/O baseline: consume the same raw records and, per fetch, send through ``send_batch``
    the very records the worker writes for them (the same number and size, computed beforehand
-   by the step alone): the Kafka I/O limit of this workload in one Python process. The worker
-   also does the arbitration and its transactions; this does neither;
+   by the step alone): the Kafka I/O limit of this workload in one Python process (the best of
+   three passes). The worker also does the arbitration and its transactions; this does
+   neither;
 3. a naive Faust agent (bench/naive_faust_app.py), ``await topic.send`` per record, a worker
    process;
 4. the arbitration worker (``faust -A agents.arbitration.app worker``), a worker process,
@@ -335,7 +336,7 @@ async def main() -> None:
     src = topic_name("fiml.raw")
     plain_out, naive_out = prefix + "bench.plain", prefix + "bench.naive"
     forward_out, io_out = prefix + "bench.forward", prefix + "bench.io"
-    for name in (plain_out, naive_out, forward_out, io_out):
+    for name in (plain_out, naive_out, forward_out):
         await ensure_topic(bootstrap, name, 4, {})
     await produce_ticks(bootstrap, src, args.ticks)
     n = args.ticks
@@ -352,7 +353,14 @@ async def main() -> None:
 
     await measure("plain aiokafka loop", plain_loop(bootstrap, src, plain_out, n))
     await measure("plain forward (bytes)", plain_forward(bootstrap, src, forward_out, n))
-    await measure("I/O baseline", io_baseline(bootstrap, src, io_out, n, outputs))
+    # the best of three: the first pass on a fresh broker runs up to 1.6x slower (its JIT
+    # warming up on this produce path), and a ceiling should be the best it can do
+    io_rates = []
+    for run in range(3):
+        await ensure_topic(bootstrap, f"{io_out}{run}", 4, {})
+        io_rates.append(n / await io_baseline(bootstrap, src, f"{io_out}{run}", n, outputs))
+    results["I/O baseline"] = max(io_rates)
+    say(f"I/O baseline: {', '.join(f'{r:.0f}' for r in io_rates)}/s (the best counts)")
     with tempfile.TemporaryDirectory() as tmp:
         base = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, FIML_TOPIC_PREFIX=prefix)
         if not args.skip_naive:

@@ -166,28 +166,46 @@ class ArbitrationWorker:
         """Commit each partition's outputs, checkpoint and offset in one transaction. A torn
         partition is never committed (its state is ahead of its outputs); one with no new state
         and no open transaction has nothing to commit (its offset went in with its
-        checkpoint)."""
+        checkpoint).
+
+        The partitions' transactions are independent (a producer each), so they commit at
+        once: one after another, a commit's four broker round trips per partition held every
+        batch behind them, and the worker sat idle for half its time."""
         now = self._clock()
+        due: list[tuple[int, bytes | None]] = []
         for p in sorted(partitions):
             if p not in self._owned or p in self._torn:
                 continue
             changed = p in self.engine.marks
             if not changed and not self.publisher.in_transaction(p):
                 continue
-            checkpoint = self.engine.mark(p) if changed else None
-            try:
-                await self.publisher.commit(p, checkpoint, self.engine.resume_offset(p))
-            except FencedError as exc:
-                await self._lose(p, exc)
-                continue
-            except BaseException:
+            due.append((p, self.engine.mark(p) if changed else None))
+        try:
+            results = await asyncio.gather(
+                *(
+                    self.publisher.commit(p, checkpoint, self.engine.resume_offset(p))
+                    for p, checkpoint in due
+                ),
+                return_exceptions=True,
+            )
+        except BaseException:  # cancelled (a stop) while they commit: none of them is known whole
+            self._torn.update(p for p, _checkpoint in due)
+            raise
+        failure: BaseException | None = None
+        for (p, _checkpoint), result in zip(due, results, strict=True):
+            if isinstance(result, FencedError):
+                await self._lose(p, result)
+            elif isinstance(result, BaseException):
                 # The transaction may hold part of this commit (the checkpoint without the
                 # offset, or neither) while the engine believes the checkpoint saved: never
                 # commit it now (a stop's commit would put the offset ahead of the checkpoint).
                 # The next owner aborts it.
                 self._torn.add(p)
-                raise
-            self._committed_at[p] = now
+                failure = failure or result
+            else:
+                self._committed_at[p] = now
+        if failure is not None:
+            raise failure
 
     async def commit_quiet(self) -> None:
         """Commit what is due when no batch is running (a timer calls it every ``commit_ms``):
