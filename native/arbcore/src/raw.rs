@@ -8,6 +8,8 @@
 //! or the dead-letter reason. So the compiled core never decides a record's validity on its
 //! own when it is not certain, and the rare path costs a call into Python.
 
+use std::borrow::Cow;
+
 /// What the arbitration reads of a RawTick or RawTrade (the other fields are only validated).
 #[derive(Debug, Clone)]
 pub struct Raw {
@@ -34,10 +36,11 @@ pub struct Trade {
 const ASSET_TYPES: [&str; 5] = ["crypto", "equity", "fx", "index", "commodity"];
 const MAX_EPOCH_MS: i64 = crate::times::MAX_EPOCH_MS;
 
-/// One JSON scalar as read: numbers keep their text (int or float literal).
-enum Value {
-    Str(String),
-    Num { text: String, int: bool },
+/// One JSON scalar as read, borrowed from the record where it can be (a string without
+/// escapes, a number's text: int or float literal).
+enum Value<'a> {
+    Str(Cow<'a, str>),
+    Num { text: &'a str, int: bool },
     Bool(bool),
     Null,
 }
@@ -83,7 +86,7 @@ impl<'a> Reader<'a> {
     /// A JSON string (the opening quote is next), unescaped; `escaped` says whether it had
     /// escapes (keys with escapes are left to Python: `decode_raw` looks for `"trade_id"` in
     /// the bytes).
-    fn string(&mut self) -> Option<(String, bool)> {
+    fn string(&mut self) -> Option<(Cow<'a, str>, bool)> {
         self.eat(b'"')?;
         let start = self.i;
         // the fast path: no escape
@@ -92,7 +95,7 @@ impl<'a> Reader<'a> {
                 b'"' => {
                     let s = std::str::from_utf8(&self.b[start..self.i]).ok()?;
                     self.i += 1;
-                    return Some((s.to_owned(), false));
+                    return Some((Cow::Borrowed(s), false));
                 }
                 b'\\' => break,
                 0..=0x1f => return None,
@@ -143,7 +146,7 @@ impl<'a> Reader<'a> {
                 _ => out.push(c),
             }
         }
-        Some((String::from_utf8(out).ok()?, true))
+        Some((Cow::Owned(String::from_utf8(out).ok()?), true))
     }
 
     fn hex4(&mut self) -> Option<u32> {
@@ -157,7 +160,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A number's text by JSON's grammar; `int` when it has neither fraction nor exponent.
-    fn number(&mut self) -> Option<(String, bool)> {
+    fn number(&mut self) -> Option<(&'a str, bool)> {
         let start = self.i;
         let _ = self.eat(b'-');
         match self.peek()? {
@@ -185,7 +188,7 @@ impl<'a> Reader<'a> {
             self.digits();
         }
         let text = std::str::from_utf8(&self.b[start..self.i]).ok()?;
-        Some((text.to_owned(), int))
+        Some((text, int))
     }
 
     fn digits(&mut self) {
@@ -195,7 +198,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A scalar value; objects and arrays are never a valid raw field: None.
-    fn value(&mut self) -> Option<Value> {
+    fn value(&mut self) -> Option<Value<'a>> {
         match self.peek()? {
             b'"' => Some(Value::Str(self.string()?.0)),
             b't' => self.lit(b"true").map(|_| Value::Bool(true)),
@@ -306,7 +309,7 @@ pub fn parse(data: &[u8]) -> Option<Raw> {
 const SIDE_BIT: u32 = 1 << 15;
 
 /// Validates one key's value into `f`; its bit, or None (unknown key, invalid value).
-fn field(f: &mut Fields, key: &str, value: Value) -> Option<u32> {
+fn field(f: &mut Fields, key: &str, value: Value<'_>) -> Option<u32> {
     Some(match key {
         "v" => {
             // strict int >= 1, of any size
@@ -412,17 +415,17 @@ fn field(f: &mut Fields, key: &str, value: Value) -> Option<u32> {
 }
 
 /// `Name`: a string of 1 to 64 characters (code points, as Python counts).
-fn name(value: Value) -> Option<String> {
+fn name(value: Value<'_>) -> Option<String> {
     let Value::Str(s) = value else { return None };
     let n = s.chars().count();
     if (1..=64).contains(&n) {
-        Some(s)
+        Some(s.into_owned())
     } else {
         None
     }
 }
 
-fn optional(value: Value, check: fn(Value) -> Option<f64>) -> Option<Option<f64>> {
+fn optional(value: Value<'_>, check: fn(Value<'_>) -> Option<f64>) -> Option<Option<f64>> {
     match value {
         Value::Null => Some(None),
         v => check(v).map(Some),
@@ -431,7 +434,7 @@ fn optional(value: Value, check: fn(Value) -> Option<f64>) -> Option<Option<f64>
 
 /// A strict float from JSON: a float literal, or an int literal within i64 (pydantic converts
 /// it with `as f64`, as Python's `float(int)` rounds); bigger ints are left to Python.
-fn float(value: Value) -> Option<f64> {
+fn float(value: Value<'_>) -> Option<f64> {
     let Value::Num { text, int } = value else {
         return None;
     };
@@ -444,19 +447,19 @@ fn float(value: Value) -> Option<f64> {
 }
 
 /// `Price`: finite and > 0.
-fn price(value: Value) -> Option<f64> {
+fn price(value: Value<'_>) -> Option<f64> {
     let v = float(value)?;
     (v.is_finite() && v > 0.0).then_some(v)
 }
 
 /// `Size`: finite and >= 0 (-0.0 included, as pydantic's `ge=0`).
-fn size(value: Value) -> Option<f64> {
+fn size(value: Value<'_>) -> Option<f64> {
     let v = float(value)?;
     (v.is_finite() && v >= 0.0).then_some(v)
 }
 
 /// `EpochMs`: a strict int in 0..=MAX_EPOCH_MS.
-fn epoch_ms(value: Value) -> Option<i64> {
+fn epoch_ms(value: Value<'_>) -> Option<i64> {
     let Value::Num { text, int: true } = value else {
         return None;
     };
