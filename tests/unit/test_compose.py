@@ -78,3 +78,13 @@ def test_dockerfile_builds_one_image_with_fiml_entrypoint() -> None:
     assert "FROM python:3.11-slim" in text
     assert 'ENTRYPOINT ["fiml"]' in text
     assert "pip install" in text
+
+
+def test_the_image_carries_the_compiled_arbitration_core() -> None:
+    """The worker's default engine is the compiled core (FIML_ARB_ENGINE=compiled): an image
+    without its wheel would stop every arbitration container on EngineUnavailableError."""
+    text = (ROOT / "Dockerfile").read_text()
+    assert "maturin build --release" in text and "native/arbcore/Cargo.toml" in text
+    assert "COPY --from=arbcore /wheels /wheels" in text
+    assert "/wheels/*.whl" in text.split("FROM python:3.11-slim", 1)[1]
+    assert "native/arbcore/target" in (ROOT / ".dockerignore").read_text()
