@@ -10,10 +10,12 @@ starts two tasks (``wait_first`` of the delivery and of the flow-control event),
 ``Event``, puts it on a queue and takes it off again in the agent. That was about 40% of the
 worker's CPU, more than the arbitration itself (docs/PERFORMANCE.md). Faust has no batch
 consumer API, so ``BatchConsumer`` replaces the one method that pulls records in
-(``_drain_messages``) and gives each ``getmany`` result, as a list, to the worker. The worker
-never acks a record to Faust, so Faust commits no offset of the raw topic: the worker's
-transactions do (``transactions.py``). The consumer thread also keeps a fetch from returning
-records of partitions Faust has paused (``OnlyThese``): Faust would drop them.
+(``_drain_messages``) and gives each fetch, as a list of aiokafka records, to the worker
+(``_fetch``: Faust's ``getmany`` made a Faust message per record, the largest CPU cost left
+once the arbitration was compiled). The worker never acks a record to Faust, so Faust commits
+no offset of the raw topic: the worker's transactions do (``transactions.py``). The consumer
+thread also keeps a fetch from returning records of partitions Faust has paused
+(``OnlyThese``): Faust would drop them.
 
 Every private attribute or method of Faust and aiokafka used here, each pinned by
 ``tests/unit/arbitration/test_faust_contract.py`` against the installed versions
@@ -22,7 +24,9 @@ Every private attribute or method of Faust and aiokafka used here, each pinned b
 * ``faust.transport.drivers.aiokafka.Consumer``: subclassed. Overridden:
   ``_drain_messages(fetcher)`` and ``_new_consumer_thread()``. Used: ``_read_offset`` (the
   offset last taken, per partition), ``_add_gap(tp, offset_from, offset_to)``,
-  ``getmany(timeout)``, ``callback``, ``wait_first``, ``suspend_flow``,
+  ``_wait_next_records(timeout)`` (what ``getmany`` awaits: the fetched records per partition
+  and the active partitions), ``flow_active``, ``perform_seek()``, ``_buffered_partitions``,
+  ``_to_message(tp, record)``, ``callback``, ``wait_first``, ``suspend_flow``,
   ``consumer_stopped_errors``, ``seek``, ``assignment()``, ``highwater(tp)``.
 * ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread``: subclassed. Overridden:
   ``_create_worker_consumer(transport)`` and
@@ -47,9 +51,9 @@ from typing import Any, ClassVar, cast
 import faust
 import faust.app.base
 from faust.transport.drivers import aiokafka as faust_kafka
-from faust.types import TP, Message
+from faust.types import TP
 
-from agents.arbitration.worker.ports import SourceEvents
+from agents.arbitration.worker.ports import RawRecord, SourceEvents
 
 __all__ = [
     "FETCH_MAX_WAIT_MS",
@@ -68,7 +72,7 @@ __all__ = [
 
 log = logging.getLogger("fiml.arbitration")
 
-BatchHandler = Callable[[list[Message]], Awaitable[None]]
+BatchHandler = Callable[[list[RawRecord]], Awaitable[None]]
 #: How long the broker may hold a fetch for partitions with no new records (aiokafka's
 #: default is 500 ms, Faust's 1,500 ms); an idle worker makes ~50 cheap requests a second.
 FETCH_MAX_WAIT_MS = 20
@@ -86,6 +90,30 @@ class BatchConsumer(faust_kafka.Consumer):
     def _new_consumer_thread(self) -> faust_kafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _fetch(self, timeout: float) -> list[tuple[TP, Any]]:  # noqa: ASYNC109
+        """One fetch as (tp, aiokafka record) pairs, partition by partition in offset order:
+        Faust's ``getmany`` without its per-record work. ``getmany`` makes a Faust ``Message``
+        and tells the monitor the high-water mark for every record, and checks flow control
+        and the generation at every yield, because its caller awaits between records; the
+        worker takes a fetch whole, with no await in between, so the checks are made once.
+        An aiokafka ``ConsumerRecord`` is a ``RawRecord`` (``ports.py``) as it is."""
+        records, active = await self._wait_next_records(timeout)
+        if records is None or self.should_stop:
+            return []
+        if not self.flow_active:  # as getmany: seek back to the committed offsets, take none
+            try:
+                await self.perform_seek()
+            except Exception as exc:  # getmany's own handling: logged, not raised
+                log.warning("exception performing seek when flow not active %s", exc)
+            return []
+        buffered = self._buffered_partitions
+        return [
+            (tp, record)
+            for tp, rs in records.items()
+            if active is None or tp in active or tp in buffered
+            for record in rs
+        ]
+
     async def _drain_messages(self, fetcher: Any) -> None:
         on_batch = self.on_batch
         if on_batch is None:
@@ -97,19 +125,22 @@ class BatchConsumer(faust_kafka.Consumer):
         rewound: dict[Any, int] = {}  # tp -> the offset it was last sought back to
         try:
             while not (self.should_stop or fetcher.should_stop):
-                batch: list[Message] = []
+                batch: list[RawRecord] = []
                 behind: set[Any] = set()  # sought back: the rest of this fetch comes again
-                # Faust's getmany applies flow control, the partitions paused during recovery and
-                # the generation check of a rebalance; it yields Faust messages.
-                async for tp, message in self.getmany(timeout=1.0):
+                generation = self.app.consumer_generation_id
+                for tp, message in await self._fetch(timeout=1.0):
+                    if self.app.consumer_generation_id != generation:
+                        break  # a rebalance during a seek below: as getmany, take no more
                     offset, last = message.offset, read_offsets[tp]
                     if (last is not None and offset < last) or tp in behind:
                         continue  # already taken: a fetch that raced a seek (as Faust skips it)
-                    if message.topic not in mine:  # the table's changelog: Faust's own path
+                    if message.topic not in mine:  # another topic: Faust's own path
                         if last is not None and offset - last > 1:
                             await self._add_gap(tp, last + 1, offset)
                         read_offsets[tp] = offset
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                        await self.wait_first(
+                            callback(self._to_message(tp, message)), self.suspend_flow.wait()
+                        )
                         continue
                     # The raw topics have no holes: a record past the next expected one
                     # means records were fetched and dropped. Faust's getmany drops the rest
@@ -253,8 +284,8 @@ class FaustBatchSource:
         async def revoked(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
             await events.revoked(mine(args[0]))
 
-        async def handle(messages: list[Message]) -> None:
-            await events.handle(messages)  # a Faust Message is a RawRecord
+        async def handle(records: list[RawRecord]) -> None:
+            await events.handle(records)
 
         def resume_at(topic: str, partition: int) -> int | None:
             return events.resume_offset(partition)

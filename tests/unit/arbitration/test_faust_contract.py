@@ -56,8 +56,17 @@ def test_faust_calls_drain_messages_with_its_fetcher_service() -> None:
 
 def test_the_consumer_parts_drain_messages_uses() -> None:
     consumer = faust_kafka.Consumer
-    assert parameters(consumer.getmany) == ["self", "timeout"]
-    assert inspect.isasyncgenfunction(consumer.getmany)
+    # _fetch does what getmany does, once per fetch: the same private parts, in getmany's way
+    assert parameters(consumer._wait_next_records) == ["self", "timeout"]
+    assert inspect.iscoroutinefunction(consumer._wait_next_records)
+    getmany = source_of(faust_consumer.Consumer.getmany)
+    assert "records, active_partitions = await self._wait_next_records(timeout)" in getmany
+    assert "or tp in self._buffered_partitions" in getmany
+    assert "if self.flow_active:" in getmany and "await self.perform_seek()" in getmany
+    assert "yield tp, to_message(tp, record)" in getmany
+    assert parameters(consumer.perform_seek) == ["self"]
+    assert parameters(consumer._to_message) == ["self", "tp", "record"]
+    assert "self._buffered_partitions = set()" in source_of(faust_consumer.Consumer.__init__)
     assert parameters(consumer._add_gap) == ["self", "tp", "offset_from", "offset_to"]
     assert inspect.iscoroutinefunction(consumer._add_gap)
     assert parameters(consumer.seek) == ["self", "partition", "offset"]
