@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import cast
 
 import orjson
 
@@ -33,14 +32,16 @@ from agents.deadletter import deadletter_headers
 from schemas.codec import decode_raw, encode
 from schemas.errors import DecodeError
 from schemas.records import (
-    SCHEMA_VERSION,
+    AssetType,
+    PriceUpdate,
     ProviderHealth,
+    QuoteUpdate,
     RawTick,
     RawTrade,
     TradeUpdate,
     price_change,
 )
-from schemas.times import iso_ms
+from schemas.times import MAX_EPOCH_MS
 
 __all__ = ["RAW", "Output", "Processor", "health_key"]
 
@@ -387,7 +388,7 @@ class Processor:
         # client can check them), and the provider nearest the consensus.
         day = st.candles.day(now) or st.candles.day(rec.event_time_ms)
         day_open = day.open if day is not None else price
-        change, change_percent = price_change(price, day_open)
+        _, change_percent = price_change(price, day_open)  # the model derives the change
         if not -_INF < change_percent < _INF:  # a day open 1e300 times smaller than the price
             self._invalid(
                 st,
@@ -404,47 +405,30 @@ class Processor:
             if d < distance:
                 nearest, distance = p, d
         quote = self._consensus_quote(st, used, partition)
-        bid, ask = quote[0] if quote is not None else None, quote[1] if quote is not None else None
-        iso = iso_ms(now)
-        # orjson of a dict in PriceUpdate's field order: a model per tick costs ~20 us
-        self._emit(
-            partition,
-            (
-                "fiml.prices",
-                key,
-                orjson.dumps(
-                    {
-                        "v": SCHEMA_VERSION,
-                        "symbol": st.symbol,
-                        "asset_type": asset,
-                        "price": price,
-                        "confidence": confidence,
-                        "band_low": band_low,
-                        "band_high": band_high,
-                        "providers_used": used,
-                        "providers_rejected": rejected,
-                        "flags": result.flags,
-                        "event_time_ms": now,
-                        "source_ticks": len(used) + len(rejected),
-                        "timestamp": iso,
-                        "provider": nearest,
-                        "day_open": day_open,
-                        "change": change,
-                        "change_percent": change_percent,
-                        "volume": day.volume if day is not None and day.trades else None,
-                        "bid": bid,
-                        "ask": ask,
-                    }
-                ),
-                partition,
-                None,
-            ),
+        record = PriceUpdate(
+            symbol=st.symbol,
+            asset_type=AssetType(asset),
+            price=price,
+            confidence=confidence,
+            band_low=band_low,
+            band_high=band_high,
+            providers_used=list(used),
+            providers_rejected=list(rejected),
+            flags=list(result.flags),
+            event_time_ms=now,
+            source_ticks=len(used) + len(rejected),
+            provider=nearest,
+            day_open=day_open,
+            volume=day.volume if day is not None and day.trades else None,
+            bid=quote.bid if quote is not None else None,
+            ask=quote.ask if quote is not None else None,
         )
+        self._emit(partition, ("fiml.prices", key, encode(record), partition, None))
         if quote is not None and (
             st.last_quote_ms < 0 or now - st.last_quote_ms >= self.settings.quote_ms
         ):
             st.last_quote_ms = now
-            self._quote(st, quote, key, partition, iso)
+            self._emit(partition, ("fiml.quotes", key, encode(quote), partition, None))
         self._health(st, provider, stats, params.stale_ms)
         # the others: one that has gone silent while this one ticks is down now
         for other, other_stats in st.stats.items():
@@ -532,10 +516,10 @@ class Processor:
 
     def _consensus_quote(
         self, st: SymbolState, used: tuple[str, ...], partition: int
-    ) -> tuple[float, float, list[str]] | None:
+    ) -> QuoteUpdate | None:
         """The consensus best bid and ask (the medians, lower middle, of the quotes of the
-        providers used that carry both) and those providers; None if none does, or if the
-        medians fail QuoteUpdate's rule (dead-lettered)."""
+        providers used that carry both) and those providers, at the symbol's event time; None
+        if none does, or if the medians fail QuoteUpdate's rule (dead-lettered)."""
         bids: list[float] = []
         asks: list[float] = []
         providers: list[str] = []
@@ -555,41 +539,8 @@ class Processor:
         if not (0.0 < bid < _INF and 0.0 < ask < _INF and ask - bid < _INF):
             self._invalid(st, partition, "QuoteUpdate", "0 < bid, ask < inf", bid=bid, ask=ask)
             return None
-        return bid, ask, providers
-
-    def _quote(
-        self,
-        st: SymbolState,
-        quote: tuple[float, float, list[str]],
-        key: bytes,
-        partition: int,
-        iso: str,
-    ) -> None:
-        """The ``fiml.quotes`` record of ``quote``; ``iso`` is the price's ``timestamp``: the
-        quote has the same event time."""
-        bid, ask, providers = quote
-        self._emit(
-            partition,
-            (
-                "fiml.quotes",
-                key,
-                orjson.dumps(
-                    {
-                        "v": SCHEMA_VERSION,
-                        "symbol": st.symbol,
-                        "bid": bid,
-                        "ask": ask,
-                        "bid_size": None,
-                        "ask_size": None,
-                        "providers": providers,
-                        "event_time_ms": st.newest_ms,
-                        "spread": ask - bid,
-                        "timestamp": iso,
-                    }
-                ),
-                partition,
-                None,
-            ),
+        return QuoteUpdate(
+            symbol=st.symbol, bid=bid, ask=ask, providers=providers, event_time_ms=st.newest_ms
         )
 
     def _health(self, st: SymbolState, provider: str, stats: ProviderStats, stale: int) -> None:
@@ -620,7 +571,7 @@ class Processor:
     def _candles(self, records: list[CandleRecord], st: SymbolState, partition: int) -> None:
         key = st.symbol.encode()
         for r in records:
-            o, h, lo, c, v = (cast(float, r[k]) for k in ("open", "high", "low", "close", "volume"))
+            o, h, lo, c, v = r.open, r.high, r.low, r.close, r.volume
             if not (0.0 < lo <= min(o, c) and max(o, c) <= h < _INF and 0.0 <= v < _INF):
                 self._invalid(
                     st,
@@ -634,7 +585,10 @@ class Processor:
                     volume=v,
                 )
                 continue
-            self._emit(partition, ("fiml.ohlcv", key, orjson.dumps(r), partition, None))
+            if r.window_end_ms > MAX_EPOCH_MS:  # the last windows of 9999 end in the year 10000
+                self._invalid(st, partition, "OHLCVUpdate", "window_end_ms <= MAX_EPOCH_MS")
+                continue
+            self._emit(partition, ("fiml.ohlcv", key, encode(r.model()), partition, None))
 
     def _close_partition(self, part: _Partition, partition: int) -> None:
         grace = self.settings.grace_ms

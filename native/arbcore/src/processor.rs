@@ -29,7 +29,7 @@ use crate::records::{
 };
 use crate::reliability::ProviderStats;
 use crate::state::{SymbolState, TradeCounts, TradeKey};
-use crate::times::iso_ms;
+use crate::times::{iso_ms, MAX_EPOCH_MS};
 
 const INF: f64 = f64::INFINITY;
 const HOUR: i64 = 3_600_000;
@@ -890,6 +890,17 @@ impl Processor {
                         ("close", c),
                         ("volume", v),
                     ],
+                );
+                continue;
+            }
+            if r.end > MAX_EPOCH_MS {
+                // the last windows of 9999 end in the year 10000
+                self.invalid(
+                    st,
+                    partition,
+                    "OHLCVUpdate",
+                    "window_end_ms <= MAX_EPOCH_MS",
+                    &[],
                 );
                 continue;
             }

@@ -25,7 +25,8 @@ from agents.arbitration.core.processor import Processor
 from agents.arbitration.quality import scenarios
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.synthetic import synthetic_ticks
-from schemas.codec import encode
+from schemas.codec import RECORD_TYPES, decode, encode
+from schemas.records import AssetType, RawTick
 from schemas.times import MAX_EPOCH_MS
 from tests.unit.arbitration.test_binance_klines import binance_trades
 from tests.unit.arbitration.test_restart_from_a_mark import LOG
@@ -126,6 +127,39 @@ def test_binance_trades() -> None:
     py, rs = engines()
     feed(py, rs, one_partition(values))
     assert assert_same(py, rs, [0]) > 1_000
+
+
+def test_candles_that_end_after_the_year_9999_are_dead_lettered_alike() -> None:
+    """A window that holds 9999-12-31T23:59:59.999 ends in the year 10000, after
+    ``MAX_EPOCH_MS``: its candle would not be a valid OHLCVUpdate. Both engines dead-letter it
+    as invalid and write the rest (the price, the health, the 1s candles that end in time)."""
+    values = [
+        encode(
+            RawTick(
+                provider="ab"[i % 2],
+                symbol="X/USD",
+                provider_symbol="XUSD",
+                asset_type=AssetType.CRYPTO,
+                price=100.0 + i % 3,
+                event_time_ms=(t := MAX_EPOCH_MS - 9_000 + 700 * i),
+                ingest_time_ms=t,
+                seq=i,
+            )
+        )
+        for i in range(12)
+    ]
+    reference = Processor(ArbitrationSettings())
+    reference.process_many(0, [(None, v, offset) for offset, v in enumerate(values)])
+    outputs = reference.drain()
+    dead = [dict(h or []) for topic, _k, _v, _p, h in outputs if topic == "fiml.deadletter"]
+    assert dead and reference.invalid == len(dead)
+    assert all(d["fiml-error"].startswith(b"invalid OHLCVUpdate: window_end_ms") for d in dead)
+    for topic, _key, value, _p, _h in outputs:
+        if topic in RECORD_TYPES:
+            decode(RECORD_TYPES[topic], value)  # every record written is valid
+    py, rs = engines()
+    feed(py, rs, one_partition(values))
+    assert assert_same(py, rs, [0]) == len(outputs)
 
 
 # -- generated streams -------------------------------------------------------------------------

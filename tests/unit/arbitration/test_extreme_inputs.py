@@ -8,10 +8,11 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.arbitration.core.candles import CandleRecord
 from agents.arbitration.core.processor import Processor
 from agents.arbitration.settings import ArbitrationSettings
 from schemas.codec import RECORD_TYPES, decode, encode
-from schemas.records import AssetType, RawTick, RawTrade
+from schemas.records import AssetType, Interval, RawTick, RawTrade
 
 NOW = 1_796_400_000_000
 
@@ -139,14 +140,9 @@ def test_an_invalid_candle_is_dead_lettered_not_written(bad: tuple[str, float]) 
     proc = Processor(ArbitrationSettings())
     proc.process(None, encode(raw_tick("a", 1.0, NOW, 0, symbol="X/USD")), 0, 41)
     proc.drain()
-    candle: dict[str, object] = {
-        "open": 1.0,
-        "high": 2.0,
-        "low": 1.0,
-        "close": 1.5,
-        "volume": 0.0,
-        bad[0]: bad[1],
-    }
+    v = {"open": 1.0, "high": 2.0, "low": 1.0, "close": 1.5, "volume": 0.0, bad[0]: bad[1]}
+    o, h, lo, c, vol = v["open"], v["high"], v["low"], v["close"], v["volume"]
+    candle = CandleRecord("X/USD", Interval.S1, NOW, o, h, lo, c, vol, 0, 0, False, NOW)
     proc._candles([candle], SymbolState("X/USD", "crypto", 0), 0)
     [(topic, _key, value, _p, headers)] = proc.drain()
     assert topic == "fiml.deadletter"
