@@ -23,6 +23,8 @@ from agents.arbitration.worker.ports import BatchSource, CheckpointStore, Publis
 __all__ = ["ArbitrationWorker"]
 
 log = logging.getLogger("fiml.arbitration")
+#: How long a clean stop waits for the running batch or commit before letting go without one.
+STOP_WAIT_S = 10.0
 
 
 class ArbitrationWorker:
@@ -66,8 +68,8 @@ class ArbitrationWorker:
            gives this worker (revoked after the fetch) or that was fenced since its last
            assignment are dropped: they are another owner's now, and taking the partition back
            would fence that owner.
-        2. A partition not taken over yet is (``_take_over``: the publisher first, then the
-           checkpoint).
+        2. A partition not taken over yet is taken over (``_take_over``: its publisher first,
+           which fences any previous owner, then its checkpoint is restored).
         3. A partition fetched from past where its state ends (a fetch that raced a rebalance)
            is sought back and its records dropped: they come again.
         4. The engine applies every record, each partition's in offset order.
@@ -168,9 +170,10 @@ class ArbitrationWorker:
         and no open transaction has nothing to commit (its offset went in with its
         checkpoint).
 
-        The partitions' transactions are independent (a producer each), so they commit at
-        once: one after another, a commit's four broker round trips per partition held every
-        batch behind them, and the worker sat idle for half its time."""
+        The partitions' transactions are independent (a producer each), so they commit
+        together. A partition whose commit fails is torn until the worker stops (the error is
+        raised once every commit has ended); a fenced one is let go; a cancelled ``_commit``
+        tears every partition it was committing."""
         now = self._clock()
         due: list[tuple[int, bytes | None]] = []
         for p in sorted(partitions):
@@ -237,10 +240,19 @@ class ArbitrationWorker:
         """A clean stop: commit every partition and let them go. A batch the stop cut short
         (torn) stays uncommitted: its states are ahead of its outputs, and the next owner
         aborts its transaction and applies its records again."""
-        if not self._lock.locked():
-            async with self._lock:
-                await self._commit(set(self._owned))
-        await self._let_go(set(self._owned))
+        try:
+            # whatever holds the lock (the timer's commit, a revocation) finishes first, so the
+            # partitions are not let go under a commit in flight
+            await asyncio.wait_for(self._lock.acquire(), STOP_WAIT_S)
+        except TimeoutError:  # stuck on a broker that is gone: let go, commit nothing
+            log.warning("stopping without a last commit: the worker was busy for %s s", STOP_WAIT_S)
+            await self._let_go(set(self._owned))
+            return
+        try:
+            await self._commit(set(self._owned))
+            await self._let_go(set(self._owned))
+        finally:
+            self._lock.release()
 
     async def _take_over(self, partition: int) -> None:
         """Own ``partition``: the publisher first (which aborts and fences a previous owner's

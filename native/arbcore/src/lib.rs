@@ -30,18 +30,44 @@ use processor::{Oracle, Output, Outputs, Processor, Settings};
 
 /// The Python side's callbacks: `fallback(value) -> (ok, bytes | reason)`, and its methods
 /// `out_of_time(value)`, `trade_error(...)`, `health_error(...)`, each a dead-letter reason.
+///
+/// A callback answers the reference's own errors with a reason; anything else it raises
+/// (MemoryError, a bug of the Python side) is kept in `raised` and re-raised to the caller
+/// once the record is done, as the reference would raise it: the worker stops and the record
+/// is applied again by the next owner, never dead-lettered and lost.
 struct PyOracle<'a, 'py> {
     fallback: &'a Bound<'py, PyAny>,
+    raised: std::cell::RefCell<Option<PyErr>>,
 }
 
-/// A Python exception raised by a callback, as a reason (a bug of the Python side).
-fn reason_of(err: PyErr, py: Python<'_>) -> String {
-    let name = err
-        .get_type(py)
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "Exception".into());
-    format!("{name}: {}", err.value(py))
+impl<'a, 'py> PyOracle<'a, 'py> {
+    fn new(fallback: &'a Bound<'py, PyAny>) -> Self {
+        PyOracle {
+            fallback,
+            raised: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// Keep the first exception a callback raised; the reason returned is never written (the
+    /// caller raises instead).
+    fn reason_of(&self, err: PyErr, py: Python<'_>) -> String {
+        let name = err
+            .get_type(py)
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "Exception".into());
+        let reason = format!("{name}: {}", err.value(py));
+        self.raised.borrow_mut().get_or_insert(err);
+        reason
+    }
+
+    /// The exception a callback raised while the last record was applied, if any.
+    fn take_raised(&self) -> PyResult<()> {
+        match self.raised.borrow_mut().take() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Oracle for PyOracle<'_, '_> {
@@ -52,9 +78,13 @@ impl Oracle for PyOracle<'_, '_> {
             .call1((value.map(|v| PyBytes::new(py, v)),))
             .and_then(|r| r.extract::<(bool, Bound<'_, PyAny>)>());
         match answer {
-            Ok((true, canonical)) => canonical.extract::<Vec<u8>>().map_err(|e| reason_of(e, py)),
-            Ok((false, reason)) => Err(reason.extract::<String>().map_err(|e| reason_of(e, py))?),
-            Err(e) => Err(reason_of(e, py)),
+            Ok((true, canonical)) => canonical
+                .extract::<Vec<u8>>()
+                .map_err(|e| self.reason_of(e, py)),
+            Ok((false, reason)) => Err(reason
+                .extract::<String>()
+                .map_err(|e| self.reason_of(e, py))?),
+            Err(e) => Err(self.reason_of(e, py)),
         }
     }
 
@@ -63,7 +93,7 @@ impl Oracle for PyOracle<'_, '_> {
         self.fallback
             .call_method1("out_of_time", (PyBytes::new(py, value),))
             .and_then(|r| r.extract::<String>())
-            .unwrap_or_else(|e| reason_of(e, py))
+            .unwrap_or_else(|e| self.reason_of(e, py))
     }
 
     fn trade_error(
@@ -91,7 +121,7 @@ impl Oracle for PyOracle<'_, '_> {
                 ),
             )
             .and_then(|r| r.extract::<String>())
-            .unwrap_or_else(|e| reason_of(e, py))
+            .unwrap_or_else(|e| self.reason_of(e, py))
     }
 
     fn health_error(
@@ -121,7 +151,7 @@ impl Oracle for PyOracle<'_, '_> {
         self.fallback
             .call_method1("health_error", args)
             .and_then(|r| r.extract::<String>())
-            .unwrap_or_else(|e| reason_of(e, py))
+            .unwrap_or_else(|e| self.reason_of(e, py))
     }
 }
 
@@ -221,11 +251,12 @@ impl Core {
         value: Option<&[u8]>,
         partition: i64,
         offset: i64,
-    ) {
+    ) -> PyResult<()> {
         let fallback = self.fallback.bind(py);
-        let oracle = PyOracle { fallback };
+        let oracle = PyOracle::new(fallback);
         self.processor
             .process(key, value, partition, offset, &oracle);
+        oracle.take_raised()
     }
 
     /// `process` for each (key, value, offset) of one fetch of `partition`: one call.
@@ -236,7 +267,7 @@ impl Core {
         records: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let fallback = self.fallback.bind(py);
-        let oracle = PyOracle { fallback };
+        let oracle = PyOracle::new(fallback);
         for item in records.try_iter()? {
             let item = item?;
             // a value may be None (a tombstone): dead-lettered as the reference does
@@ -250,6 +281,7 @@ impl Core {
             let value = value.as_ref().map(|v| v.as_bytes());
             self.processor
                 .process(key, value, partition, offset, &oracle);
+            oracle.take_raised()?; // as the reference: the records after it are not applied
         }
         Ok(())
     }
