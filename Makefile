@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed-stamp
 # The compiled arbitration core (native/arbcore, Rust through PyO3), built into the venv by
 # maturin whenever its sources change; FIML_ARB_ENGINE=python runs the Python reference instead.
 CORE   := $(VENV)/.arbcore-stamp
-CORE_SRC := native/arbcore/Cargo.toml native/arbcore/Cargo.lock $(wildcard native/arbcore/src/*.rs)
+CORE_SRC := native/arbcore/Cargo.toml native/arbcore/Cargo.lock native/arbcore/pyproject.toml \
+            $(wildcard native/arbcore/src/*.rs)
 JARS   := .fiml/kafka-4.1.1/lib/.complete
 # The dashboard's chart library, from npm (gateway/static/package.json); no build step.
 CHARTS := gateway/static/node_modules/lightweight-charts/package.json
@@ -29,10 +30,14 @@ $(CHARTS): gateway/static/package.json
 	cd gateway/static && npm install --no-audit --no-fund --loglevel=error
 	touch $(CHARTS)
 
+# Without cargo, FIML_ARB_ENGINE=python skips the build (the stamp is not made: a later make
+# with cargo builds it); otherwise one sentence says what is missing.
 $(CORE): $(CORE_SRC) | $(STAMP)
-	@command -v cargo >/dev/null || { echo "The compiled arbitration core needs Rust's cargo: install it from https://rustup.rs and run make again (or set FIML_ARB_ENGINE=python to use the Python reference)."; exit 1; }
-	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release -m native/arbcore/Cargo.toml
-	touch $(CORE)
+	@if ! command -v cargo >/dev/null; then \
+	  if [ "$$FIML_ARB_ENGINE" = python ]; then echo "No cargo: the compiled arbitration core is not built (FIML_ARB_ENGINE=python runs the Python reference)."; exit 0; fi; \
+	  echo "The compiled arbitration core needs Rust's cargo: install it from https://rustup.rs and run make again (or set FIML_ARB_ENGINE=python to use the Python reference)."; exit 1; \
+	fi; \
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --locked -m native/arbcore/Cargo.toml && touch $(CORE)
 
 setup: $(STAMP) $(CHARTS) $(CORE)
 
