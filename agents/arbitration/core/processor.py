@@ -96,7 +96,9 @@ class Processor:
         self._partitions: dict[int, _Partition] = {}
         self._params = {a: ConsensusParams(stale_ms=ms) for a, ms in settings.stale_ms.items()}
         self._outputs: dict[int, list[Output]] = {}  # source partition -> outputs
-        self.dirty: dict[str, SymbolState] = {}  # changed since their partition's last mark
+        #: partition -> its symbols whose state changed since the partition's last mark (a
+        #: symbol may be in two partitions, each with its own state, marked on its own)
+        self.dirty: dict[int, set[str]] = {}
         self.poison = 0
         self.out_of_time = 0  # of the poison: event time outside the bounds (timebounds.py)
         self.invalid = 0  # derived records that failed their checks (dead-lettered, not written)
@@ -126,13 +128,12 @@ class Processor:
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop cached state and unsent outputs of partitions this worker no longer owns (after
         a rebalance) or must restore again."""
-        gone = set(partitions)
-        for p in gone:
+        for p in set(partitions):
             self._partitions.pop(p, None)
             self._saved.pop(p, None)
             self._outputs.pop(p, None)
             self.marks.discard(p)
-        self.dirty = {s: st for s, st in self.dirty.items() if st.partition not in gone}
+            self.dirty.pop(p, None)
 
     def drain_partitions(self) -> dict[int, list[Output]]:
         """The outputs since the last call, per source partition. Changed states wait for
@@ -216,7 +217,7 @@ class Processor:
         try:
             st = self._state(part, partition, record)
             self._apply(part, st, record, partition)
-            self.dirty[st.symbol] = st
+            self.dirty.setdefault(partition, set()).add(st.symbol)
         except Exception as exc:
             # Whatever applying one record raises (an overflow near the float limit, or a bug
             # only this record reaches) is that record's fault: it is dead-lettered with the
@@ -238,10 +239,9 @@ class Processor:
         serialised again."""
         part = self._partition(partition)
         states = self._saved.setdefault(partition, {})
-        dirty = self.dirty
+        changed = self.dirty.pop(partition, set())
         for symbol, st in part.symbols.items():
-            changed = dirty.pop(symbol, None) is not None
-            if changed or symbol not in states:  # or restored and never changed since
+            if symbol in changed or symbol not in states:  # or restored and never changed since
                 states[symbol] = st.to_bytes()
         self.marks.discard(partition)
         return Checkpoint(
@@ -597,7 +597,7 @@ class Processor:
             nxt = st.candles.next_close_ms(grace)
             if 0 <= nxt <= part.watermark:
                 self._candles(st.candles.close(symbol, part.watermark, grace), st, partition)
-                self.dirty[symbol] = st
+                self.dirty.setdefault(partition, set()).add(symbol)
         self._refresh_next_close(part)
 
     def _refresh_next_close(self, part: _Partition) -> None:

@@ -11,7 +11,7 @@
 //! the negated form is what makes a NaN invalid.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 
 use indexmap::IndexMap;
@@ -166,9 +166,9 @@ pub struct Processor {
     saved: HashMap<i64, BTreeMap<String, Vec<u8>>>,
     partitions: HashMap<i64, Partition>,
     outputs: IndexMap<i64, Outputs>,
-    /// symbol -> the `partition` field of the state that changed (Python keeps the state
-    /// object; only its partition is ever read: `forget`)
-    dirty: HashMap<String, i64>,
+    /// partition -> its symbols whose state changed since the partition's last mark (a
+    /// symbol may be in two partitions, each with its own state, marked on its own)
+    dirty: HashMap<i64, HashSet<String>>,
     pub poison: i64,
     pub out_of_time: i64,
     pub invalid: i64,
@@ -258,8 +258,8 @@ impl Processor {
             self.saved.remove(p);
             self.outputs.shift_remove(p);
             self.marks.remove(p);
+            self.dirty.remove(p);
         }
-        self.dirty.retain(|_, p| !partitions.contains(p));
     }
 
     pub fn drain_partitions(&mut self) -> IndexMap<i64, Outputs> {
@@ -413,7 +413,7 @@ impl Processor {
         let applied = self.state(part, partition, &record).and_then(|i| {
             self.apply(part, i, &record, partition, oracle)?;
             let st = &part.symbols[i];
-            mark_dirty(&mut self.dirty, st);
+            mark_dirty(&mut self.dirty, partition, &st.symbol);
             Ok(())
         });
         if let Err(exc) = applied {
@@ -426,9 +426,10 @@ impl Processor {
     pub fn mark(&mut self, partition: i64) -> Vec<u8> {
         let part = self.partitions.entry(partition).or_default();
         let states = self.saved.entry(partition).or_default();
+        let changed = self.dirty.remove(&partition).unwrap_or_default();
         for (symbol, st) in &part.symbols {
-            let changed = self.dirty.remove(symbol).is_some();
-            if changed || !states.contains_key(symbol) {
+            // or restored and never changed since
+            if changed.contains(symbol) || !states.contains_key(symbol) {
                 states.insert(symbol.clone(), st.to_bytes());
             }
         }
@@ -929,20 +930,19 @@ impl Processor {
             if 0 <= nxt && nxt <= watermark {
                 let records = st.candles.close(watermark, grace);
                 self.candles(records, st, partition);
-                mark_dirty(&mut self.dirty, st);
+                mark_dirty(&mut self.dirty, partition, &st.symbol);
             }
         }
         refresh_next_close(part, grace);
     }
 }
 
-/// `self.dirty[symbol] = st`, without a new key's allocation when the symbol is there already.
-fn mark_dirty(dirty: &mut HashMap<String, i64>, st: &SymbolState) {
-    match dirty.get_mut(&st.symbol) {
-        Some(p) => *p = st.partition,
-        None => {
-            dirty.insert(st.symbol.clone(), st.partition);
-        }
+/// `self.dirty.setdefault(partition, set()).add(symbol)`, without allocating the symbol when
+/// it is there already.
+fn mark_dirty(dirty: &mut HashMap<i64, HashSet<String>>, partition: i64, symbol: &str) {
+    let symbols = dirty.entry(partition).or_default();
+    if !symbols.contains(symbol) {
+        symbols.insert(symbol.to_owned());
     }
 }
 

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.arbitration.core.processor import Processor
+from agents.arbitration.core.processor import Output, Processor
 from agents.arbitration.quality import scenarios
 from agents.arbitration.settings import ArbitrationSettings
-from agents.arbitration.synthetic import synthetic_ticks
+from agents.arbitration.synthetic import ProviderModel, synthetic_ticks, trade_of
 from schemas.codec import RECORD_TYPES, decode, encode
 from schemas.records import AssetType, RawTick
 from schemas.times import MAX_EPOCH_MS
@@ -313,9 +313,7 @@ def test_generated_streams(seed: int, n: int, partitions: int, small: bool) -> N
 def test_restarts_from_a_mark_at_any_cut(seed: int, n: int, cuts: list[float]) -> None:
     """The reference runs through; the core is marked, rebuilt from its mark and goes on at
     each cut (a crash right after a commit): the outputs and the marks are the same."""
-    # keyed: with one symbol in two partitions, the reference itself does not restart alike
-    # (its dirty set is keyed by symbol alone; see the report of the compiled core)
-    records = stream(seed, n, 2, keyed=True)
+    records = stream(seed, n, 2)  # a symbol's records in either partition
     py, rs = engines()
     start, restarted = 0, False  # counters are of one engine's life
     for cut in [*sorted({int(c * len(records)) for c in cuts}), len(records)]:
@@ -327,6 +325,56 @@ def test_restarts_from_a_mark_at_any_cut(seed: int, n: int, cuts: list[float]) -
         for p, mark in marks.items():
             rs.restore(p, mark)
         restarted = True
+
+
+def _one_symbol_in_two_partitions() -> list[Record]:
+    """BTC/USD's ticks and trades alternately in partitions 0 and 1 (a producer that keys them
+    differently), ETH/USD's in partition 0 only."""
+    providers = [ProviderModel("alpha", every_ms=700), ProviderModel("bravo", every_ms=1100)]
+    ticks, _ = synthetic_ticks(["BTC/USD", "ETH/USD"], providers, START, 40_000)
+    offsets = [0, 0]
+    records: list[Record] = []
+    for i, tick in enumerate(ticks):
+        values = [encode(tick)]
+        if i % 5 == 2:
+            values.append(encode(trade_of(tick, f"t{i}", 0.5)))
+        for value in values:
+            p = len(records) % 2 if tick.symbol == "BTC/USD" else 0
+            records.append((p, tick.symbol.encode(), value, offsets[p]))
+            offsets[p] += 1
+    return records
+
+
+def test_one_symbol_in_two_partitions_restarts_alike_from_a_mark_at_every_cut() -> None:
+    """Each partition holds its own state of a symbol whose records come in two partitions, and
+    marking one partition must not take the other's changes for saved. A run that marks both
+    partitions after every record (a commit each) is restarted from the marks of every cut: the
+    restarted outputs and marks equal the uninterrupted run's, in both engines, which agree byte
+    for byte."""
+    records = _one_symbol_in_two_partitions()
+    py, rs = engines()
+    so_far: dict[int, list[Output]] = {0: [], 1: []}
+    cuts: list[tuple[dict[int, list[Output]], dict[int, bytes]]] = []  # outputs so far, marks
+    for cut in range(len(records) + 1):
+        feed(py, rs, records[cut - 1 : cut] if cut else [])
+        outputs = py.drain_partitions()
+        assert rs.drain_partitions() == outputs
+        so_far = {p: so_far[p] + outputs.get(p, []) for p in so_far}
+        marks = {p: py.mark(p) for p in (0, 1)}
+        assert {p: rs.mark(p) for p in (0, 1)} == marks
+        cuts.append((so_far, marks))
+    expected, final_marks = cuts[-1]
+    for cut, (committed, marks) in enumerate(cuts[:-1]):
+        again_py, again_rs = engines()
+        for p, mark in marks.items():
+            again_py.restore(p, mark)
+            again_rs.restore(p, mark)
+        feed(again_py, again_rs, records[cut:])
+        outputs = again_py.drain_partitions()
+        assert again_rs.drain_partitions() == outputs, f"cut {cut}"
+        for p in (0, 1):
+            assert committed[p] + outputs.get(p, []) == expected[p], f"cut {cut}, partition {p}"
+            assert again_py.mark(p) == again_rs.mark(p) == final_marks[p], f"cut {cut}"
 
 
 def _older(mark: bytes, version: int) -> bytes:
