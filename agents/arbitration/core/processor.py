@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import orjson
 
@@ -78,6 +79,14 @@ class _Partition:
     watermark: int = -1
     next_close: int = -1
     symbols: dict[str, SymbolState] = field(default_factory=dict)
+
+
+class _BestQuote(NamedTuple):
+    """The consensus best bid and ask, and the providers whose quotes they are the medians of."""
+
+    bid: float
+    ask: float
+    providers: list[str]
 
 
 class Processor:
@@ -428,7 +437,7 @@ class Processor:
             st.last_quote_ms < 0 or now - st.last_quote_ms >= self.settings.quote_ms
         ):
             st.last_quote_ms = now
-            self._emit(partition, ("fiml.quotes", key, encode(quote), partition, None))
+            self._quote(st, quote, key, partition)
         self._health(st, provider, stats, params.stale_ms)
         # the others: one that has gone silent while this one ticks is down now
         for other, other_stats in st.stats.items():
@@ -516,10 +525,10 @@ class Processor:
 
     def _consensus_quote(
         self, st: SymbolState, used: tuple[str, ...], partition: int
-    ) -> QuoteUpdate | None:
+    ) -> _BestQuote | None:
         """The consensus best bid and ask (the medians, lower middle, of the quotes of the
-        providers used that carry both) and those providers, at the symbol's event time; None
-        if none does, or if the medians fail QuoteUpdate's rule (dead-lettered)."""
+        providers used that carry both) and those providers; None if none does, or if the
+        medians fail QuoteUpdate's rule (dead-lettered)."""
         bids: list[float] = []
         asks: list[float] = []
         providers: list[str] = []
@@ -539,9 +548,18 @@ class Processor:
         if not (0.0 < bid < _INF and 0.0 < ask < _INF and ask - bid < _INF):
             self._invalid(st, partition, "QuoteUpdate", "0 < bid, ask < inf", bid=bid, ask=ask)
             return None
-        return QuoteUpdate(
-            symbol=st.symbol, bid=bid, ask=ask, providers=providers, event_time_ms=st.newest_ms
+        return _BestQuote(bid, ask, providers)
+
+    def _quote(self, st: SymbolState, quote: _BestQuote, key: bytes, partition: int) -> None:
+        """The ``fiml.quotes`` record of ``quote``, at the price's event time."""
+        record = QuoteUpdate(
+            symbol=st.symbol,
+            bid=quote.bid,
+            ask=quote.ask,
+            providers=quote.providers,
+            event_time_ms=st.newest_ms,
         )
+        self._emit(partition, ("fiml.quotes", key, encode(record), partition, None))
 
     def _health(self, st: SymbolState, provider: str, stats: ProviderStats, stale: int) -> None:
         reliability = stats.reliability(stale)

@@ -126,7 +126,7 @@ pub struct CandleSeries {
     pub gap_windows: i64,
 }
 
-/// A candle revision ready to be written (`_record`'s dict).
+/// A candle revision ready to be written (`_record`'s `CandleRecord`).
 #[derive(Debug, Clone)]
 pub struct CandleRecord {
     pub interval: &'static str,
@@ -144,7 +144,7 @@ pub struct CandleRecord {
 }
 
 impl CandleRecord {
-    /// orjson of `_record`'s dict, in OHLCVUpdate's field order.
+    /// `encode(CandleRecord.model())`: OHLCVUpdate's bytes, in its field order.
     pub fn write_json(&self, symbol: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"v\":");
         json::i64(out, SCHEMA_VERSION);

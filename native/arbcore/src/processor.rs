@@ -669,7 +669,7 @@ impl Processor {
         }
         let quote = self.consensus_quote(st, used, partition);
         let iso = iso_ms(now)?;
-        // orjson of a dict in PriceUpdate's field order
+        // PriceUpdate's bytes, as `encode` writes them (records.rs)
         let record = PriceUpdate {
             symbol: &st.symbol,
             asset_type: &st.asset_type,
