@@ -225,8 +225,14 @@ class Processor:
             return
         try:
             st = self._state(part, partition, record)
+        except Exception as exc:  # the symbol limit (SymbolLimitError): nothing changed
+            self._dead(key, value, partition, offset, exc)
+            return
+        # Changed from here on, even if applying raises part-way: the next mark must carry the
+        # state as it is, or a restart from it would not be where the uninterrupted run is.
+        self.dirty.setdefault(partition, set()).add(st.symbol)
+        try:
             self._apply(part, st, record, partition)
-            self.dirty.setdefault(partition, set()).add(st.symbol)
         except Exception as exc:
             # Whatever applying one record raises (an overflow near the float limit, or a bug
             # only this record reaches) is that record's fault: it is dead-lettered with the

@@ -410,13 +410,17 @@ impl Processor {
             self.dead(key, value, partition, offset, &reason);
             return;
         }
-        let applied = self.state(part, partition, &record).and_then(|i| {
-            self.apply(part, i, &record, partition, oracle)?;
-            let st = &part.symbols[i];
-            mark_dirty(&mut self.dirty, partition, &st.symbol);
-            Ok(())
-        });
-        if let Err(exc) = applied {
+        let i = match self.state(part, partition, &record) {
+            Ok(i) => i,
+            Err(exc) => {
+                // the symbol limit: nothing changed
+                self.dead(key, value, partition, offset, &exc.reason());
+                return;
+            }
+        };
+        // changed from here on, even if applying raises part-way (processor.py)
+        mark_dirty(&mut self.dirty, partition, &part.symbols[i].symbol);
+        if let Err(exc) = self.apply(part, i, &record, partition, oracle) {
             // whatever applying one record raises is that record's fault (processor.py)
             self.dead(key, value, partition, offset, &exc.reason());
         }

@@ -14,10 +14,12 @@ from __future__ import annotations
 import random
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.arbitration.core.processor import Output, Processor
+from agents.arbitration.engine import make_processor
 from agents.arbitration.rebuild import DERIVED
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.synthetic import ProviderModel, synthetic_ticks, trade_of
@@ -182,3 +184,37 @@ def test_a_version_2_positional_mark_restores_to_the_same_state() -> None:
     restored.restore(0, positional)
     assert restored.resume_offset(0) == 30
     assert restored.mark(0) == proc.mark(0)
+
+
+def _raw(provider: str, t: int, price: float, trade_id: str | None = None) -> bytes:
+    common = dict(provider=provider, symbol="S/USD", provider_symbol="SUSD", asset_type="crypto")
+    times = dict(event_time_ms=t, ingest_time_ms=t, seq=1)
+    if trade_id is None:
+        return encode(RawTick(**common, price=price, **times))  # type: ignore[arg-type]
+    return encode(RawTrade(**common, price=price, amount=5.0, trade_id=trade_id, **times))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["python", "compiled"])
+def test_a_record_that_fails_part_way_is_in_the_next_mark(name: str) -> None:
+    """A trade whose TradeUpdate is refused (its id, once the provider is prefixed, is over 64
+    characters) raises after it changed the state (its candle's volume, its quote): it is
+    dead-lettered, and the mark after it must hold the state as it is, or a restart from that
+    mark would not be where the uninterrupted run is (found in review: the candle lost the
+    trade's volume and high)."""
+    t = 1_764_892_800_000
+    settings = ArbitrationSettings(engine=name)
+    run = make_processor(settings)
+    run.process(None, _raw("a", t, 1.0), 0, 0)
+    run.process(None, _raw("b", t + 1, 1.0), 0, 1)
+    run.mark(0)
+    run.process(None, _raw("a", t + 5, 2.0, trade_id="x" * 64), 0, 2)
+    assert run.poison == 1
+    mark = run.mark(0)
+    run.drain_partitions()
+    restarted = make_processor(settings)
+    restarted.restore(0, mark)
+    later = [_raw("b", t + 1000 * k, 1.0) for k in range(2, 8)]
+    for engine in (run, restarted):
+        engine.process_many(0, [(None, v, 3 + i) for i, v in enumerate(later)])
+    assert restarted.drain_partitions() == run.drain_partitions()
+    assert restarted.mark(0) == run.mark(0)
