@@ -62,8 +62,8 @@ test-unit: setup
 	$(BIN)/python -m pytest tests/unit
 
 lint: setup
-	$(BIN)/ruff check agents gateway schemas infra fiml_stream tests examples bench
-	$(BIN)/ruff format --check agents gateway schemas infra fiml_stream tests examples bench
+	$(BIN)/ruff check agents gateway schemas infra fiml_stream tests examples bench native/arbcore/tests
+	$(BIN)/ruff format --check agents gateway schemas infra fiml_stream tests examples bench native/arbcore/tests
 	$(BIN)/mypy
 
 # Benchmarks on the real local broker; results in bench/results/ (see docs/PERFORMANCE.md).

@@ -18,18 +18,21 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import agents.arbitration.core.processor as processor_module  # noqa: E402
-from agents.arbitration.core.consensus import consensus  # noqa: E402
-from agents.arbitration.core.copies import Agreement, copies_of  # noqa: E402
-from agents.arbitration.core.lags import LagLearner  # noqa: E402
-from agents.arbitration.core.reliability import ProviderStats  # noqa: E402
-from agents.arbitration.core.volatility import Volatility  # noqa: E402
-from agents.arbitration.settings import ArbitrationSettings  # noqa: E402
-from agents.arbitration.synthetic import ProviderModel, synthetic_ticks  # noqa: E402
-from gen_vectors import E, F  # noqa: E402
-from schemas.codec import encode  # noqa: E402
+from gen_vectors import E, F
 
-OUT: dict[str, list[bytes]] = {k: [] for k in ("consensus", "stats", "lags", "copies", "volatility")}
+import agents.arbitration.core.processor as processor_module
+from agents.arbitration.core.consensus import consensus
+from agents.arbitration.core.copies import Agreement, copies_of
+from agents.arbitration.core.lags import LagLearner
+from agents.arbitration.core.reliability import ProviderStats
+from agents.arbitration.core.volatility import Volatility
+from agents.arbitration.settings import ArbitrationSettings
+from agents.arbitration.synthetic import ProviderModel, synthetic_ticks
+from schemas.codec import encode
+
+OUT: dict[str, list[bytes]] = {
+    k: [] for k in ("consensus", "stats", "lags", "copies", "volatility")
+}
 
 
 def dumps(x: object) -> str:
@@ -120,8 +123,17 @@ def install() -> None:
     def recorded_consensus(quotes, now, stats, drift, params, copies=frozenset()):
         stats_saved = {p: dumps(s) for p, s in stats.items()}
         inp = {
-            "quotes": [[q.provider, F(q.price), q.time_ms, None if q.bid is None else F(q.bid),
-                        None if q.ask is None else F(q.ask), q.since_ms] for q in quotes],
+            "quotes": [
+                [
+                    q.provider,
+                    F(q.price),
+                    q.time_ms,
+                    None if q.bid is None else F(q.bid),
+                    None if q.ask is None else F(q.ask),
+                    q.since_ms,
+                ]
+                for q in quotes
+            ],
             "now": now,
             "stats": stats_saved,
             "drift": F(drift),
@@ -145,12 +157,18 @@ def install() -> None:
                 except Exception as exc:
                     wo.append(E(exc))
             enc = {
-                "price": F(res.price), "band_low": F(res.band_low),
-                "band_high": F(res.band_high), "confidence": F(res.confidence),
-                "used": list(res.used), "rejected": list(res.rejected),
-                "flags": list(res.flags), "variance": F(res.variance_bps2),
-                "weights": [F(w) for w in res.weights], "noises": [F(x) for x in res.noises],
-                "infos": list(res.infos), "without": wo,
+                "price": F(res.price),
+                "band_low": F(res.band_low),
+                "band_high": F(res.band_high),
+                "confidence": F(res.confidence),
+                "used": list(res.used),
+                "rejected": list(res.rejected),
+                "flags": list(res.flags),
+                "variance": F(res.variance_bps2),
+                "weights": [F(w) for w in res.weights],
+                "noises": [F(x) for x in res.noises],
+                "infos": list(res.infos),
+                "without": wo,
             }
         if not any("null" in s for s in stats_saved.values()):
             OUT["consensus"].append(orjson.dumps({"in": inp, "out": enc}))

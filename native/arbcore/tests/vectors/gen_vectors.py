@@ -21,11 +21,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 
-from agents.arbitration.core.consensus import ConsensusParams, Quote, consensus  # noqa: E402
-from agents.arbitration.core.copies import Agreement, copies_of  # noqa: E402
-from agents.arbitration.core.lags import LagLearner, fit_lag  # noqa: E402
-from agents.arbitration.core.reliability import ProviderStats  # noqa: E402
-from agents.arbitration.core.volatility import Volatility  # noqa: E402
+from agents.arbitration.core.consensus import ConsensusParams, Quote, consensus
+from agents.arbitration.core.copies import Agreement, copies_of
+from agents.arbitration.core.lags import LagLearner, fit_lag
+from agents.arbitration.core.reliability import ProviderStats
+from agents.arbitration.core.volatility import Volatility
 
 
 def F(x: float) -> int | str:
@@ -139,7 +139,10 @@ def gen_stats(r: random.Random, n: int, out):
                     op = ["reliability", stale]
                     res = F(s.reliability(stale))
                 elif k == 4:
-                    now, stale = t + r.choice([0, 999, 1000, 1001, 5000, 20000]), r.choice([10000, 1000, 500])
+                    now, stale = (
+                        t + r.choice([0, 999, 1000, 1001, 5000, 20000]),
+                        r.choice([10000, 1000, 500]),
+                    )
                     op = ["silent", now, stale]
                     res = s.silent(now, stale)
                 elif k == 5:
@@ -158,19 +161,39 @@ def gen_stats(r: random.Random, n: int, out):
             ops.append([op, res, orjson.dumps(s.to_list()).decode()])
         out.write(orjson.dumps({"init": init, "ops": ops}) + b"\n")
     # the old forms of from_list
-    for data in ([1.0, 2.5, 3.5, 7, 4, 1, 99, "up"], [25.0, 1, 2.0, 0.0, 1.5, 3, 100.0, 5, True,
-                 1.0, 2.0, 3, 4, 5, 6, "down"], [25, 1.9, 2, 0, 1, 3.7, 100, 5.5, 0, 1, 2, 3, 4,
-                 5, 6, "x", 700, 9]):
-        out.write(orjson.dumps({"init": orjson.dumps(data).decode(), "ops": [[["values"], None,
-                  orjson.dumps(ProviderStats.from_list(data).to_list()).decode()]]}) + b"\n")
+    for data in (
+        [1.0, 2.5, 3.5, 7, 4, 1, 99, "up"],
+        [25.0, 1, 2.0, 0.0, 1.5, 3, 100.0, 5, True, 1.0, 2.0, 3, 4, 5, 6, "down"],
+        [25, 1.9, 2, 0, 1, 3.7, 100, 5.5, 0, 1, 2, 3, 4, 5, 6, "x", 700, 9],
+    ):
+        out.write(
+            orjson.dumps(
+                {
+                    "init": orjson.dumps(data).decode(),
+                    "ops": [
+                        [
+                            ["values"],
+                            None,
+                            orjson.dumps(ProviderStats.from_list(data).to_list()).decode(),
+                        ]
+                    ],
+                }
+            )
+            + b"\n"
+        )
 
 
 def gen_volatility(r: random.Random, n: int, out):
     for _ in range(n):
         v = Volatility()
         if r.random() < 0.5:
-            v = Volatility(r.uniform(-0.01, 0.01), r.choice([0, 5, -3, 50]), r.randint(-1, 10**6),
-                           r.choice([r.uniform(1, 100), 0.0, 1e-300, 1e300]), r.uniform(0, 10))
+            v = Volatility(
+                r.uniform(-0.01, 0.01),
+                r.choice([0, 5, -3, 50]),
+                r.randint(-1, 10**6),
+                r.choice([r.uniform(1, 100), 0.0, 1e-300, 1e300]),
+                r.uniform(0, 10),
+            )
         init = orjson.dumps(v.to_list()).decode()
         ops = []
         t = max(v.anchor_ms, 0)
@@ -235,8 +258,14 @@ def gen_copies(r: random.Random, n: int, out):
                 cp = sorted(a.copies())
             except Exception as exc:
                 cp = E(exc)
-            ops.append([[me, [[o, om, F(d), F(v)] for o, om, d, v in diffs]], res, cp,
-                        orjson.dumps(a.to_list()).decode()])
+            ops.append(
+                [
+                    [me, [[o, om, F(d), F(v)] for o, om, d, v in diffs]],
+                    res,
+                    cp,
+                    orjson.dumps(a.to_list()).decode(),
+                ]
+            )
         out.write(orjson.dumps({"init": init, "ops": ops}) + b"\n")
     for _ in range(200):
         pairs = set()
@@ -244,7 +273,9 @@ def gen_copies(r: random.Random, n: int, out):
             x, y = sorted(r.sample(NAMES[:5], 2))
             pairs.add((x, y))
         p = r.choice(NAMES[:6])
-        out.write(orjson.dumps({"copies_of": [p, sorted(pairs), sorted(copies_of(p, pairs))]}) + b"\n")
+        out.write(
+            orjson.dumps({"copies_of": [p, sorted(pairs), sorted(copies_of(p, pairs))]}) + b"\n"
+        )
 
 
 def gen_lags(r: random.Random, n: int, out):
@@ -280,14 +311,16 @@ def gen_lags(r: random.Random, n: int, out):
                 res = lr.observe(t, p, op, oms, drift)
             except Exception as exc:
                 res = E(exc)
-            ops.append([[t, F(p), F(op), F(oms), F(drift)], res, orjson.dumps(lr.to_list()).decode()])
+            ops.append(
+                [[t, F(p), F(op), F(oms), F(drift)], res, orjson.dumps(lr.to_list()).decode()]
+            )
         out.write(orjson.dumps({"init": init, "ops": ops}) + b"\n")
     for _ in range(n * 5):
         fits = [r.uniform(0, 50) for _ in range(13)]
         lag = r.choice(range(0, 6001, 100))
         d = r.choice([0.001, 0.01, 0.0, r.uniform(0, 0.1), -0.01])
         if r.random() < 0.7:
-            fits = [f + d * abs(c - lag) for f, c in zip(fits, range(0, 6001, 500))]
+            fits = [f + d * abs(c - lag) for f, c in zip(fits, range(0, 6001, 500), strict=True)]
         if r.random() < 0.05:
             fits[r.randrange(13)] = weird(r)
         out.write(orjson.dumps({"fit": [[F(f) for f in fits], F(d), fit_lag(fits, d)]}) + b"\n")
@@ -303,7 +336,9 @@ def gen_consensus(r: random.Random, n: int, out):
             t = now - r.choice([0, 0, 10, 500, 3000, 9999, 10000, 10001, 50000])
             since = None if r.random() < 0.7 else t - r.choice([0, 100, 2000])
             bid = r.choice([None, r.uniform(1, 2)])
-            quotes.append(Quote(p, price(r, base), t, bid, None if bid is None else bid + 0.1, since))
+            quotes.append(
+                Quote(p, price(r, base), t, bid, None if bid is None else bid + 0.1, since)
+            )
         r.shuffle(quotes)
         if r.random() < 0.1:  # equal prices and times
             quotes = [Quote(q.provider, base, now, None, None, None) for q in quotes]
@@ -328,8 +363,17 @@ def gen_consensus(r: random.Random, n: int, out):
                 x, y = sorted(r.sample(names, 2))
                 copies.add((x, y))
         inp = {
-            "quotes": [[q.provider, F(q.price), q.time_ms, None if q.bid is None else F(q.bid),
-                        None if q.ask is None else F(q.ask), q.since_ms] for q in quotes],
+            "quotes": [
+                [
+                    q.provider,
+                    F(q.price),
+                    q.time_ms,
+                    None if q.bid is None else F(q.bid),
+                    None if q.ask is None else F(q.ask),
+                    q.since_ms,
+                ]
+                for q in quotes
+            ],
             "now": now,
             "stats": {p: orjson.dumps(s.to_list()).decode() for p, s in stats.items()},
             "drift": F(drift),
@@ -342,11 +386,16 @@ def gen_consensus(r: random.Random, n: int, out):
                 enc = None
             else:
                 enc = {
-                    "price": F(res.price), "band_low": F(res.band_low),
-                    "band_high": F(res.band_high), "confidence": F(res.confidence),
-                    "used": list(res.used), "rejected": list(res.rejected),
-                    "flags": list(res.flags), "variance": F(res.variance_bps2),
-                    "weights": [F(w) for w in res.weights], "noises": [F(x) for x in res.noises],
+                    "price": F(res.price),
+                    "band_low": F(res.band_low),
+                    "band_high": F(res.band_high),
+                    "confidence": F(res.confidence),
+                    "used": list(res.used),
+                    "rejected": list(res.rejected),
+                    "flags": list(res.flags),
+                    "variance": F(res.variance_bps2),
+                    "weights": [F(w) for w in res.weights],
+                    "noises": [F(x) for x in res.noises],
                     "infos": list(res.infos),
                 }
                 wo = []
@@ -354,7 +403,9 @@ def gen_consensus(r: random.Random, n: int, out):
                     at = q.news_ms - (stats[q.provider].info_lag_ms if q.provider in stats else 0)
                     try:
                         o = res.without({q.provider} | copies_of(q.provider, copies), at)
-                        wo.append(None if o is None else [F(o.price), F(o.error_var), F(o.stated_ms)])
+                        wo.append(
+                            None if o is None else [F(o.price), F(o.error_var), F(o.stated_ms)]
+                        )
                     except Exception as exc:
                         wo.append(E(exc))
                 enc["without"] = wo
