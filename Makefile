@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The compiled arbitration core (native/arbcore, Rust through PyO3), built into the venv by
 # maturin whenever its sources change; FIML_ARB_ENGINE=python runs the Python reference instead.
 CORE   := $(VENV)/.arbcore-stamp
-CORE_SRC := native/arbcore/Cargo.toml native/arbcore/Cargo.lock native/arbcore/pyproject.toml \
+CORE_SRC := native/arbcore/Cargo.toml native/arbcore/Cargo.lock native/arbcore/pyproject.toml native/arbcore/build.rs \
             $(wildcard native/arbcore/src/*.rs)
 JARS   := .fiml/kafka-4.1.1/lib/.complete
 # The dashboard's chart library, from npm (gateway/static/package.json); no build step.

@@ -14,9 +14,11 @@ reasons of pydantic's validation errors and of the time bounds are Python's own 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
@@ -45,6 +47,29 @@ _MISSING = (
     "The compiled arbitration core (fiml_arbcore) is not installed: `make setup` builds it "
     "(it needs Rust's cargo: install it from https://rustup.rs), or set FIML_ARB_ENGINE=python "
     "to use the Python reference."
+)
+
+
+#: The compiled core's sources, when this is a checkout (an installed image has none).
+CORE_SOURCES = Path(__file__).resolve().parents[2] / "native" / "arbcore"
+
+
+def source_fingerprint(root: Path) -> str:
+    """FNV-1a 64 over the core's sources (``src/*.rs``, ``Cargo.toml``, ``Cargo.lock``), each
+    name and a NUL then its bytes, by name: what ``native/arbcore/build.rs`` computes into
+    ``fiml_arbcore.SOURCE_FINGERPRINT``."""
+    names = sorted([f"src/{p.name}" for p in (root / "src").glob("*.rs")] + _MANIFESTS)
+    value = 0xCBF29CE484222325
+    for name in names:
+        for byte in name.encode() + b"\0" + (root / name).read_bytes():
+            value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{value:016x}"
+
+
+_MANIFESTS = ["Cargo.toml", "Cargo.lock"]
+_STALE = (
+    "The compiled arbitration core in this environment was built from other sources than "
+    "native/arbcore: run `make setup` to rebuild it (or set FIML_ARB_ENGINE=python)."
 )
 
 
@@ -186,6 +211,8 @@ class CompiledProcessor:
             module = importlib.import_module("fiml_arbcore")
         except ImportError:
             raise EngineUnavailableError(_MISSING) from None
+        if CORE_SOURCES.is_dir() and _checkout_fingerprint() != module.SOURCE_FINGERPRINT:
+            raise EngineUnavailableError(_STALE)
         self.settings = settings
         self._core: Any = module.Core(settings_json(settings), _Fallback(settings))
 
@@ -281,6 +308,11 @@ class CompiledProcessor:
         """The state's ``to_bytes`` as the core holds it (the tests compare them)."""
         data: bytes = self._core.symbol_state(partition, symbol)
         return data
+
+
+@functools.cache
+def _checkout_fingerprint() -> str:
+    return source_fingerprint(CORE_SOURCES)
 
 
 def process_many(engine: ArbitrationEngine, partition: int, records: RawBatch) -> None:

@@ -385,5 +385,7 @@ impl Core {
 #[pymodule]
 fn fiml_arbcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
+    // what build.rs hashed: engine.py compares it with the sources beside it
+    m.add("SOURCE_FINGERPRINT", env!("FIML_ARBCORE_FINGERPRINT"))?;
     Ok(())
 }
