@@ -36,7 +36,6 @@ __all__ = [
     "EngineUnavailableError",
     "RawBatch",
     "make_processor",
-    "process_many",
     "settings_json",
 ]
 
@@ -53,6 +52,8 @@ _MISSING = (
 #: The compiled core's sources, when this is a checkout (an installed image has none).
 CORE_SOURCES = Path(__file__).resolve().parents[2] / "native" / "arbcore"
 
+_MANIFESTS = ["Cargo.toml", "Cargo.lock"]
+
 
 def source_fingerprint(root: Path) -> str:
     """FNV-1a 64 over the core's sources (``src/*.rs``, ``Cargo.toml``, ``Cargo.lock``), each
@@ -66,7 +67,6 @@ def source_fingerprint(root: Path) -> str:
     return f"{value:016x}"
 
 
-_MANIFESTS = ["Cargo.toml", "Cargo.lock"]
 _STALE = (
     "The compiled arbitration core in this environment was built from other sources than "
     "native/arbcore: run `make setup` to rebuild it (or set FIML_ARB_ENGINE=python)."
@@ -313,12 +313,6 @@ class CompiledProcessor:
 @functools.cache
 def _checkout_fingerprint() -> str:
     return source_fingerprint(CORE_SOURCES)
-
-
-def process_many(engine: ArbitrationEngine, partition: int, records: RawBatch) -> None:
-    """Apply one fetch of ``partition`` (both engines take a fetch in one call now; kept for
-    the callers of the time when only the compiled core did)."""
-    engine.process_many(partition, records)
 
 
 def make_processor(settings: ArbitrationSettings) -> Processor | CompiledProcessor:

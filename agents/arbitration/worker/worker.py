@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence, Set
 
 from agents.arbitration.core.processor import RAW, Output
-from agents.arbitration.engine import ArbitrationEngine, process_many
+from agents.arbitration.engine import ArbitrationEngine
 from agents.arbitration.metrics import WorkerCounters
 from agents.arbitration.settings import ArbitrationSettings
 from agents.arbitration.worker.errors import FencedError, UnreadableCheckpointError
@@ -133,7 +133,7 @@ class ArbitrationWorker:
             self.counters.records_in[RAW] = self.counters.records_in.get(RAW, 0) + len(rs)
             # one call per partition (into the compiled core, when it runs); a tombstone (no
             # value) is malformed here: it goes to the dead letters
-            process_many(self.engine, partition, [(r.key, r.value or b"", r.offset) for r in rs])
+            self.engine.process_many(partition, [(r.key, r.value or b"", r.offset) for r in rs])
             self._last_taken[partition] = rs[-1].offset
 
     async def _send(self, outputs: dict[int, list[Output]]) -> None:
@@ -176,10 +176,11 @@ class ArbitrationWorker:
         tears every partition it was committing."""
         now = self._clock()
         due: list[tuple[int, bytes | None]] = []
+        marks = self.engine.marks  # read once: the compiled core makes a new set each time
         for p in sorted(partitions):
             if p not in self._owned or p in self._torn:
                 continue
-            changed = p in self.engine.marks
+            changed = p in marks
             if not changed and not self.publisher.in_transaction(p):
                 continue
             due.append((p, self.engine.mark(p) if changed else None))

@@ -40,7 +40,6 @@ from agents.arbitration.engine import (
     CompiledProcessor,
     EngineUnavailableError,
     make_processor,
-    process_many,
 )
 
 #: (partition, key, value, offset): one record of ``fiml.raw`` as fetched.
@@ -526,8 +525,8 @@ def test_the_engine_setting_chooses() -> None:
 def test_process_many_feeds_either_engine() -> None:
     py, rs = engines()
     batch = [(None, value, offset) for offset, value in enumerate(LOG[:300])]
-    process_many(py, 0, batch)
-    process_many(rs, 0, batch)
+    py.process_many(0, batch)
+    rs.process_many(0, batch)
     assert assert_same(py, rs, [0]) > 100
 
 
